@@ -1,0 +1,262 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// MaxRequest is the largest request accepted, newline included.
+const MaxRequest = 64 << 10
+
+// readTimeout bounds how long a client may take to send its request.
+const readTimeout = 5 * time.Second
+
+// Request is one line of JSON sent by a client.
+type Request struct {
+	// Cmd is "status", "reload" or "stop".
+	Cmd string `json:"cmd"`
+	// Wait, for reload, asks for the reply only once the reload is over.
+	Wait bool `json:"wait,omitempty"`
+	// Master, for reload, asks for the master itself to be upgraded.
+	Master bool `json:"master,omitempty"`
+}
+
+// Response is one line of JSON sent back.
+type Response struct {
+	OK     bool            `json:"ok"`
+	Error  string          `json:"error,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// Handler answers a well-formed request. ctx is cancelled when the master
+// stops serving the control socket.
+type Handler func(ctx context.Context, req Request) Response
+
+// Server serves the control socket.
+type Server struct {
+	ln      *net.UnixListener
+	path    string
+	handle  Handler
+	log     hclog.Logger
+	wg      sync.WaitGroup
+	allowed func(uid uint32) bool
+}
+
+// Listen creates the control socket at path with mode 0600, replacing a
+// stale socket left by a dead master. A live one is an error.
+func Listen(path string, h Handler, log hclog.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return FromListener(ln, h, log), nil
+}
+
+// FromListener serves on an existing listener (one handed over by a
+// previous master).
+func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
+	own := uint32(os.Getuid())
+	return &Server{
+		ln:      ln,
+		path:    ln.Addr().String(),
+		handle:  h,
+		log:     log,
+		allowed: func(uid uint32) bool { return uid == 0 || uid == own },
+	}
+}
+
+// Listener returns the server's listener, to hand over to a new master.
+func (s *Server) Listener() *net.UnixListener { return s.ln }
+
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s is in use by another running handoff (use --control to pick another path)", path)
+	}
+	return os.Remove(path)
+}
+
+// Serve accepts clients until ctx is done. Each connection carries one
+// request and one response.
+func (s *Server) Serve(ctx context.Context) {
+	go func() {
+		<-ctx.Done()
+		s.ln.SetDeadline(time.Now())
+	}()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.log.Error("control socket accept failed", "error", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(ctx, c)
+		}()
+	}
+	s.wg.Wait()
+}
+
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	if uid, err := peerUID(c); err != nil || !s.allowed(uid) {
+		s.log.Warn("control socket: refused peer", "uid", uid, "error", err)
+		writeResponse(c, Response{Error: "permission denied: only root or the master's user may control it"})
+		return
+	}
+	req, err := readRequest(c)
+	if err != nil {
+		s.log.Warn("control socket: bad request", "error", err)
+		writeResponse(c, Response{Error: err.Error()})
+		return
+	}
+	// Cancel the handler if the client goes away.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		var b [1]byte
+		c.SetReadDeadline(time.Time{})
+		if _, err := c.Read(b[:]); err != nil {
+			cancel()
+		}
+	}()
+	writeResponse(c, s.handle(hctx, req))
+}
+
+func readRequest(c *net.UnixConn) (Request, error) {
+	var req Request
+	c.SetReadDeadline(time.Now().Add(readTimeout))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, MaxRequest), MaxRequest).ReadSlice('\n')
+	if err != nil {
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull), errors.Is(err, io.EOF) && len(line) == MaxRequest:
+			return req, fmt.Errorf("request larger than %d bytes", MaxRequest)
+		case errors.Is(err, io.EOF):
+			return req, errors.New("truncated request: no newline before end of input")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return req, fmt.Errorf("no complete request within %s", readTimeout)
+		}
+		return req, fmt.Errorf("read request: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("malformed request: %w", err)
+	}
+	switch req.Cmd {
+	case "status", "reload", "stop":
+	case "":
+		return req, errors.New(`malformed request: missing "cmd"`)
+	default:
+		return req, fmt.Errorf("unknown command %q (want status, reload or stop)", req.Cmd)
+	}
+	return req, nil
+}
+
+func writeResponse(c net.Conn, r Response) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		b = []byte(`{"ok":false,"error":"cannot encode response"}`)
+	}
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Write(append(b, '\n'))
+}
+
+func peerUID(c *net.UnixConn) (uint32, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		cred *unix.Ucred
+		cerr error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, fmt.Errorf("SO_PEERCRED: %w", cerr)
+	}
+	return cred.Uid, nil
+}
+
+// Do sends req to the control socket at path and returns the reply. The
+// timeout covers the whole exchange; zero means none.
+func Do(ctx context.Context, path string, req Request) (Response, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return Response{}, fmt.Errorf("no handoff master at %s (is it running? use --control to name its socket)", path)
+		}
+		return Response{}, fmt.Errorf("connect to %s: %w", path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return Response{}, fmt.Errorf("send request: %w", err)
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		if ctx.Err() != nil {
+			return Response{}, fmt.Errorf("no reply from %s: %w", path, ctx.Err())
+		}
+		return Response{}, fmt.Errorf("read reply from %s: %w", path, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return Response{}, fmt.Errorf("malformed reply from %s: %w", path, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,123 @@
+package systemd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Datagram is one datagram received on a NotifySocket: the parsed message,
+// or the reason it was dropped.
+type Datagram struct {
+	Msg Message
+	Err error
+}
+
+// NotifySocket is the receiving end of one worker's NOTIFY_SOCKET. Giving
+// each worker its own socket means the socket itself says who spoke, so a
+// helper process the worker runs (systemd-notify from a shell script) is
+// credited to its worker even if it exits before the datagram is read, and
+// no worker can speak for another.
+type NotifySocket struct {
+	conn    *net.UnixConn
+	path    string
+	c       chan Datagram
+	closing atomic.Bool
+}
+
+// ListenNotify creates a notify socket at path, which must not exist.
+// Ancillary data (credentials, file descriptors) is never accepted: the
+// kernel discards descriptors sent along with a datagram.
+func ListenNotify(path string) (*NotifySocket, error) {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	// Anyone the worker runs (possibly as another user after dropping
+	// privileges) must be able to write to it; the directory guards it.
+	if err := os.Chmod(path, 0o666); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	s := &NotifySocket{conn: conn, path: path, c: make(chan Datagram, 16)}
+	go s.read()
+	return s, nil
+}
+
+// Path is the value for the worker's NOTIFY_SOCKET.
+func (s *NotifySocket) Path() string { return s.path }
+
+// Datagrams yields what arrives on the socket, in order. After Drain it
+// yields what was already queued and is then closed.
+func (s *NotifySocket) Datagrams() <-chan Datagram { return s.c }
+
+// Drain stops the wait for new datagrams. Those already queued are still
+// delivered on Datagrams, which is closed after the last one, so a READY=1
+// sent just before a worker exited is not lost. The socket's path is
+// removed once the queue is empty.
+func (s *NotifySocket) Drain() {
+	if s.closing.Swap(true) {
+		return
+	}
+	// Wake the reader; it then empties the queue without waiting.
+	s.conn.SetReadDeadline(time.Now())
+}
+
+func (s *NotifySocket) read() {
+	defer close(s.c)
+	defer os.Remove(s.path)
+	defer s.conn.Close()
+	buf := make([]byte, MaxMessage+1)
+	for {
+		n, _, flags, _, err := s.conn.ReadMsgUnix(buf, nil)
+		if err != nil {
+			if s.closing.Load() {
+				s.drainQueued(buf)
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.c <- Datagram{Err: fmt.Errorf("read notify socket: %w", err)}
+			continue
+		}
+		s.c <- decode(buf[:n], flags)
+	}
+}
+
+// drainQueued delivers what is still queued without waiting for more.
+func (s *NotifySocket) drainQueued(buf []byte) {
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	var queued []Datagram
+	rc.Control(func(fd uintptr) {
+		for {
+			n, _, flags, _, err := unix.Recvmsg(int(fd), buf, nil, unix.MSG_DONTWAIT)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			queued = append(queued, decode(buf[:n], flags))
+		}
+	})
+	for _, d := range queued {
+		s.c <- d
+	}
+}
+
+func decode(b []byte, flags int) Datagram {
+	if flags&unix.MSG_TRUNC != 0 || len(b) > MaxMessage {
+		return Datagram{Err: fmt.Errorf("datagram larger than %d bytes", MaxMessage)}
+	}
+	m, err := ParseMessage(b)
+	return Datagram{Msg: m, Err: err}
+}

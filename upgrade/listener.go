@@ -1,0 +1,357 @@
+package upgrade
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listener is a socket the master holds for its whole life and passes to
+// every worker. Its descriptor is in blocking mode when created and is never
+// registered with the Go runtime's poller, so the master is not woken by
+// connections: only workers accept on it.
+type Listener struct {
+	Spec
+	// Addr is the bound address, with the real port when the spec asked
+	// for port 0.
+	Addr string
+	file *os.File
+	// unlink is set for unix sockets this process created: the path is
+	// removed when the master shuts down (but not when it hands over).
+	unlink bool
+}
+
+// Fd returns the descriptor to pass to workers. It does not change the
+// descriptor's blocking mode (unlike os.File.Fd on a pollable file).
+func (l *Listener) Fd() int {
+	var fd int
+	rc, err := l.file.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	_ = rc.Control(func(u uintptr) { fd = int(u) })
+	return fd
+}
+
+// File returns the listener's file, for handing over to a new master.
+func (l *Listener) File() *os.File { return l.file }
+
+// Close closes the master's descriptor. Workers' copies stay open.
+func (l *Listener) Close() error {
+	return l.file.Close()
+}
+
+// Remove closes the listener and, for a unix socket this master created,
+// removes its path. Use it on final shutdown, not on a hand-over.
+func (l *Listener) Remove() error {
+	err := l.Close()
+	if l.unlink {
+		if rerr := os.Remove(l.Address); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+// Bind creates, binds and (for stream sockets) listens on the socket that
+// spec describes. A unix socket path left behind by a dead process is
+// removed first; one that still accepts connections is an error.
+func Bind(spec Spec) (*Listener, error) {
+	var (
+		fd  int
+		err error
+	)
+	switch spec.Network {
+	case "unix":
+		fd, err = bindUnix(spec.Address)
+	default:
+		fd, err = bindIP(spec)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", spec, err)
+	}
+	l := &Listener{Spec: spec, file: os.NewFile(uintptr(fd), spec.Name), unlink: spec.Network == "unix"}
+	l.Addr = localAddr(fd, spec)
+	return l, nil
+}
+
+// FromFile adopts an already bound socket (from systemd socket activation
+// or a previous master). The descriptor is duplicated with a raw syscall so
+// that the result is never registered with the runtime poller, whatever
+// the socket's blocking mode is.
+func FromFile(spec Spec, f *os.File) (*Listener, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("adopt %s: %w", spec.Name, err)
+	}
+	var (
+		dup  int
+		derr error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+	}); err != nil {
+		return nil, fmt.Errorf("adopt %s: %w", spec.Name, err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("adopt %s: dup: %w", spec.Name, derr)
+	}
+	return FromFd(spec, dup)
+}
+
+// FromFd adopts descriptor fd, which the Listener then owns. Passing it to
+// os.NewFile would register a non-blocking socket with the poller, so the
+// file is created around a descriptor with the mode hidden: the os package
+// only looks at the mode when the file is created.
+func FromFd(spec Spec, fd int) (*Listener, error) {
+	st, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("adopt %s: fd %d is not a socket: %w", spec.Name, fd, err)
+	}
+	unix.CloseOnExec(fd)
+	l := &Listener{Spec: spec, file: newBlockingFile(fd, spec.Name)}
+	if spec.Network == "" {
+		l.Network = networkOf(fd, st)
+	}
+	l.Addr = localAddr(fd, l.Spec)
+	if l.Address == "" {
+		l.Address = l.Addr
+	}
+	return l, nil
+}
+
+// newBlockingFile wraps fd in an os.File that is not registered with the
+// poller, without changing the blocking mode of the shared open file
+// description: os.NewFile is given a blocking duplicate, and the original
+// descriptor number is then made to refer to the same socket again.
+func newBlockingFile(fd int, name string) *os.File {
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || flags&unix.O_NONBLOCK == 0 {
+		return os.NewFile(uintptr(fd), name)
+	}
+	// os.NewFile asks F_GETFL whether fd is non-blocking. A socket opened
+	// afresh through /proc has its own open file description, but that is
+	// not possible for sockets, so instead let os.NewFile see an fd that
+	// is not open yet: reserve the number with a blocking pipe end,
+	// create the file, then dup2 the socket over it.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return os.NewFile(uintptr(fd), name)
+	}
+	unix.Close(p[1])
+	f := os.NewFile(uintptr(p[0]), name)
+	if err := unix.Dup3(fd, p[0], unix.O_CLOEXEC); err != nil {
+		f.Close()
+		return os.NewFile(uintptr(fd), name)
+	}
+	unix.Close(fd)
+	return f
+}
+
+func networkOf(fd, sotype int) string {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return "unknown"
+	}
+	switch sa.(type) {
+	case *unix.SockaddrUnix:
+		return "unix"
+	case *unix.SockaddrInet6:
+		if sotype == unix.SOCK_DGRAM {
+			return "udp"
+		}
+		return "tcp6"
+	default:
+		if sotype == unix.SOCK_DGRAM {
+			return "udp"
+		}
+		return "tcp"
+	}
+}
+
+func localAddr(fd int, spec Spec) string {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return spec.Address
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), fmt.Sprint(a.Port))
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), fmt.Sprint(a.Port))
+	case *unix.SockaddrUnix:
+		return a.Name
+	}
+	return spec.Address
+}
+
+func bindIP(spec Spec) (int, error) {
+	sotype := unix.SOCK_STREAM
+	network := spec.Network
+	if network == "udp" {
+		sotype = unix.SOCK_DGRAM
+		network = "udp"
+	}
+	host, portStr, err := net.SplitHostPort(spec.Address)
+	if err != nil {
+		return -1, err
+	}
+	port, err := net.LookupPort(network, portStr)
+	if err != nil {
+		return -1, err
+	}
+	var ip net.IP
+	if host != "" {
+		if ip = net.ParseIP(host); ip == nil {
+			ips, err := net.LookupIP(host)
+			if err != nil || len(ips) == 0 {
+				return -1, fmt.Errorf("resolve %q: %w", host, err)
+			}
+			ip = pickIP(ips, spec.Network)
+			if ip == nil {
+				return -1, fmt.Errorf("resolve %q: no %s address", host, spec.Network)
+			}
+		}
+	}
+	family := unix.AF_INET
+	switch {
+	case spec.Network == "tcp6":
+		family = unix.AF_INET6
+	case ip == nil && spec.Network != "tcp4":
+		family = unix.AF_INET6 // dual stack wildcard, as Go's net.Listen does
+	case ip != nil && ip.To4() == nil:
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, sotype|unix.SOCK_CLOEXEC, 0)
+	if err != nil && family == unix.AF_INET6 && ip == nil && spec.Network != "tcp6" {
+		family = unix.AF_INET // no IPv6 on this host
+		fd, err = unix.Socket(family, sotype|unix.SOCK_CLOEXEC, 0)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	fail := func(what string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s: %w", what, err)
+	}
+	if sotype == unix.SOCK_STREAM {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return fail("setsockopt SO_REUSEADDR", err)
+		}
+	}
+	var sa unix.Sockaddr
+	if family == unix.AF_INET6 {
+		v6only := 0
+		if spec.Network == "tcp6" {
+			v6only = 1
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
+			return fail("setsockopt IPV6_V6ONLY", err)
+		}
+		a := &unix.SockaddrInet6{Port: port}
+		copy(a.Addr[:], ip.To16())
+		sa = a
+	} else {
+		a := &unix.SockaddrInet4{Port: port}
+		if ip != nil {
+			copy(a.Addr[:], ip.To4())
+		}
+		sa = a
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fail("bind", fmt.Errorf("address %s is already in use", spec.Address))
+		}
+		return fail("bind", err)
+	}
+	if sotype == unix.SOCK_STREAM {
+		if err := unix.Listen(fd, backlog()); err != nil {
+			return fail("listen", err)
+		}
+	}
+	return fd, nil
+}
+
+func pickIP(ips []net.IP, network string) net.IP {
+	for _, ip := range ips {
+		is4 := ip.To4() != nil
+		switch {
+		case network == "tcp6" && !is4:
+			return ip
+		case network != "tcp6" && is4:
+			return ip
+		}
+	}
+	if network == "tcp" || network == "udp" {
+		return ips[0]
+	}
+	return nil
+}
+
+func bindUnix(path string) (int, error) {
+	if err := removeStaleSocket(path); err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return -1, fmt.Errorf("bind: %s exists and is not a socket handoff may replace", path)
+		}
+		return -1, fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Listen(fd, backlog()); err != nil {
+		unix.Close(fd)
+		os.Remove(path)
+		return -1, fmt.Errorf("listen: %w", err)
+	}
+	return fd, nil
+}
+
+// removeStaleSocket removes a unix socket at path that nothing listens on.
+// A live socket, or a path that is not a socket, is an error.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("address %s is already in use: another process accepts on it", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("check stale socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// backlog returns the listen backlog: the kernel's maximum, so that
+// connections queue while no worker is accepting instead of being refused.
+func backlog() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err == nil {
+		var n int
+		if _, err := fmt.Sscan(string(b), &n); err == nil && n > 0 {
+			return n
+		}
+	}
+	return unix.SOMAXCONN
+}

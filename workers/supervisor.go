@@ -1,0 +1,586 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/systemd"
+	"github.com/handoff-dev/handoff/upgrade"
+)
+
+// Strategy is how a reload replaces workers.
+type Strategy string
+
+const (
+	// Surge starts every new worker at once and retires the old ones
+	// after all new ones are ready: at most 2N workers run.
+	Surge Strategy = "surge"
+	// Rolling replaces one worker at a time: at most N+1 workers run.
+	Rolling Strategy = "rolling"
+)
+
+// Config is what a Supervisor runs.
+type Config struct {
+	// Command is the worker's argv. Command[0] is looked up in PATH and
+	// resolved again for every generation.
+	Command []string
+	// Workers is the number of workers per generation.
+	Workers int
+	// Listeners are passed to every worker as fds 3, 4, … in order.
+	Listeners []*upgrade.Listener
+	// ReadyDelay, if set, marks a worker ready once it has been alive that
+	// long. READY=1 on its notify socket always marks it ready.
+	ReadyDelay time.Duration
+	// ReadyTimeout is how long a worker may take to become ready.
+	ReadyTimeout time.Duration
+	// DrainTimeout is how long a worker may take to exit after the stop
+	// signal before it is killed.
+	DrainTimeout time.Duration
+	// StopSignal asks a worker to drain and exit.
+	StopSignal syscall.Signal
+	// Strategy is how reloads replace workers.
+	Strategy Strategy
+	// RuntimeDir is a private (0700) directory for the workers' notify
+	// sockets. If empty, a temporary one is made and removed on exit.
+	RuntimeDir string
+	// Environ is the base environment of every worker, before the
+	// variables handoff sets. If nil, the master's own, cleaned.
+	Environ []string
+	// FirstGeneration is the number of the first generation (a new
+	// master continues its predecessor's numbering). Zero means 1.
+	FirstGeneration int
+	// ReapOrphans makes the master reap every child, as pid 1 must.
+	ReapOrphans bool
+	// OnEvent, if set, is called on lifecycle events, in order, from the
+	// supervisor's goroutine.
+	OnEvent func(Event)
+	// Logger receives the supervisor's logs.
+	Logger hclog.Logger
+}
+
+// EventKind says what happened.
+type EventKind int
+
+// Lifecycle events, for sd_notify.
+const (
+	// EventServing: the first generation is ready.
+	EventServing EventKind = iota + 1
+	// EventReloading: a reload started.
+	EventReloading
+	// EventReloaded: a reload ended, well or not (Event.Reload says).
+	EventReloaded
+	// EventStopping: the master is stopping its workers.
+	EventStopping
+)
+
+// Event is passed to Config.OnEvent.
+type Event struct {
+	Kind       EventKind
+	Generation int
+	Reload     *ReloadResult
+	Status     Status
+}
+
+// ReloadResult is the outcome of one reload.
+type ReloadResult struct {
+	Generation int       `json:"generation"`
+	OK         bool      `json:"ok"`
+	Error      string    `json:"error,omitempty"`
+	Started    time.Time `json:"started"`
+	// ServingMS is the time from the reload's start until every new
+	// worker was ready; DurationMS until the old generation was gone.
+	ServingMS  float64 `json:"serving_ms"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+// WorkerStatus describes one slot's worker, or its backoff.
+type WorkerStatus struct {
+	Slot       int       `json:"slot"`
+	PID        int       `json:"pid"`
+	Generation int       `json:"generation"`
+	State      State     `json:"state"`
+	Since      time.Time `json:"since"`
+	Restarts   int       `json:"restarts"`
+	Status     string    `json:"status,omitempty"`
+}
+
+// ListenerStatus describes one listener.
+type ListenerStatus struct {
+	Name    string `json:"name"`
+	Network string `json:"network"`
+	Addr    string `json:"addr"`
+}
+
+// Status is a snapshot of the supervisor.
+type Status struct {
+	PID        int              `json:"pid"`
+	Started    time.Time        `json:"started"`
+	Generation int              `json:"generation"`
+	Serving    bool             `json:"serving"`
+	Reloading  int              `json:"reloading,omitempty"`
+	Workers    []WorkerStatus   `json:"workers"`
+	LastReload *ReloadResult    `json:"last_reload"`
+	Listeners  []ListenerStatus `json:"listeners"`
+}
+
+// Supervisor runs generations of workers: it keeps the serving one at
+// full strength and replaces it on Reload.
+type Supervisor struct {
+	cfg     Config
+	log     hclog.Logger
+	procs   *procs
+	devnull int
+	environ []string
+	seq     atomic.Int64
+	started time.Time
+	ownDir  bool
+
+	killc    chan struct{}
+	killOnce sync.Once
+
+	reloadKick chan struct{}
+
+	mu         sync.Mutex
+	gens       []*generation // live generations, oldest first
+	serving    *generation
+	reloading  int
+	lastReload *ReloadResult
+	isServing  bool
+	waiters    []chan ReloadResult // reload requests not yet started
+}
+
+// New checks cfg and prepares a supervisor. Run starts it.
+func New(cfg Config) (*Supervisor, error) {
+	if len(cfg.Command) == 0 {
+		return nil, errors.New("no command to run")
+	}
+	if cfg.Workers < 1 {
+		return nil, fmt.Errorf("workers must be at least 1, not %d", cfg.Workers)
+	}
+	if _, err := resolveCommand(cfg.Command[0]); err != nil {
+		return nil, err
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 60 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.StopSignal == 0 {
+		cfg.StopSignal = syscall.SIGTERM
+	}
+	if cfg.Strategy == "" {
+		cfg.Strategy = Surge
+	}
+	if cfg.FirstGeneration <= 0 {
+		cfg.FirstGeneration = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Environ == nil {
+		cfg.Environ = os.Environ()
+	}
+	s := &Supervisor{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		environ:    CleanEnv(cfg.Environ),
+		killc:      make(chan struct{}),
+		reloadKick: make(chan struct{}, 1),
+	}
+	if s.cfg.RuntimeDir == "" {
+		dir, err := os.MkdirTemp("", "handoff-")
+		if err != nil {
+			return nil, fmt.Errorf("runtime directory: %w", err)
+		}
+		s.cfg.RuntimeDir, s.ownDir = dir, true
+	}
+	if n := len(s.cfg.RuntimeDir) + len("/n0000000000.sock"); n >= 108 {
+		s.cleanupDir()
+		return nil, fmt.Errorf("runtime directory %s: path too long for notify sockets", s.cfg.RuntimeDir)
+	}
+	fd, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		s.cleanupDir()
+		return nil, fmt.Errorf("open /dev/null: %w", err)
+	}
+	s.devnull = fd
+	return s, nil
+}
+
+func (s *Supervisor) cleanupDir() {
+	if s.ownDir {
+		os.RemoveAll(s.cfg.RuntimeDir)
+	}
+}
+
+// Run starts the first generation and supervises until ctx is done, then
+// stops every worker (see Kill) and returns.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.started = time.Now()
+	var orphans func(int, exitInfo)
+	if s.cfg.ReapOrphans {
+		orphans = func(pid int, e exitInfo) { s.log.Debug("reaped orphan", "pid", pid, "status", e.String()) }
+	}
+	s.procs = newProcs(orphans)
+	defer func() {
+		s.procs.close()
+		unix.Close(s.devnull)
+		s.cleanupDir()
+	}()
+
+	g, err := s.newGeneration(s.cfg.FirstGeneration, false)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.gens = []*generation{g}
+	s.serving = g
+	s.mu.Unlock()
+	s.log.Info("starting generation", "generation", g.num, "workers", s.cfg.Workers, "command", g.path)
+	for _, sl := range g.slots {
+		sl.start()
+	}
+
+	ready := g.readyAll()
+	for {
+		select {
+		case <-ready:
+			ready = nil
+			s.markServing()
+		case <-s.reloadKick:
+			s.reload(ctx)
+			if ready != nil && s.currentServing() != g {
+				ready = nil
+			}
+		case <-ctx.Done():
+			s.shutdown()
+			return nil
+		}
+	}
+}
+
+func (s *Supervisor) currentServing() *generation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serving
+}
+
+func (s *Supervisor) markServing() {
+	s.mu.Lock()
+	first := !s.isServing
+	s.isServing = true
+	gen := s.serving.num
+	s.mu.Unlock()
+	if first {
+		s.log.Info("generation serving", "generation", gen)
+		s.emit(Event{Kind: EventServing, Generation: gen})
+	}
+}
+
+func (s *Supervisor) emit(e Event) {
+	if s.cfg.OnEvent == nil {
+		return
+	}
+	e.Status = s.Status()
+	s.cfg.OnEvent(e)
+}
+
+// Reload asks for a reload. Requests made while a reload runs are
+// coalesced into one that starts when it ends. The returned channel
+// receives the result of the reload that served this request.
+func (s *Supervisor) Reload() <-chan ReloadResult {
+	c := make(chan ReloadResult, 1)
+	s.mu.Lock()
+	s.waiters = append(s.waiters, c)
+	s.mu.Unlock()
+	select {
+	case s.reloadKick <- struct{}{}:
+	default: // one is already pending
+	}
+	return c
+}
+
+// Kill makes a running shutdown kill workers at once instead of waiting
+// for them to drain (a second SIGINT).
+func (s *Supervisor) Kill() {
+	s.killOnce.Do(func() { close(s.killc) })
+}
+
+func (s *Supervisor) reload(ctx context.Context) {
+	s.mu.Lock()
+	waiters := s.waiters
+	s.waiters = nil
+	num := s.cfg.FirstGeneration
+	for _, g := range s.gens {
+		num = max(num, g.num)
+	}
+	num++
+	s.reloading = num
+	s.mu.Unlock()
+
+	s.log.Info("reload started", "generation", num, "strategy", string(s.cfg.Strategy))
+	s.emit(Event{Kind: EventReloading, Generation: num})
+	res := ReloadResult{Generation: num, Started: time.Now()}
+	err := s.rollover(ctx, num, &res)
+	res.DurationMS = msSince(res.Started)
+	if err != nil {
+		res.Error = err.Error()
+		s.log.Error("reload failed, previous generation keeps serving", "generation", num, "error", err, "duration", time.Duration(res.DurationMS*1e6).Round(time.Millisecond))
+	} else {
+		res.OK = true
+		s.log.Info("reload done", "generation", num, "serving_after", time.Duration(res.ServingMS*1e6).Round(time.Millisecond), "duration", time.Duration(res.DurationMS*1e6).Round(time.Millisecond))
+	}
+	s.mu.Lock()
+	s.reloading = 0
+	s.lastReload = &res
+	s.mu.Unlock()
+	if res.OK {
+		s.markServing()
+	}
+	s.emit(Event{Kind: EventReloaded, Generation: num, Reload: &res})
+	for _, c := range waiters {
+		c <- res
+	}
+}
+
+func msSince(t time.Time) float64 {
+	return float64(time.Since(t).Microseconds()) / 1000
+}
+
+// rollover starts generation num and retires the serving one, or rolls
+// back.
+func (s *Supervisor) rollover(ctx context.Context, num int, res *ReloadResult) error {
+	g, err := s.newGeneration(num, true)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.serving
+	s.gens = append(s.gens, g)
+	s.mu.Unlock()
+
+	if s.cfg.Strategy == Rolling {
+		return s.rolling(ctx, old, g, res)
+	}
+	for _, sl := range g.slots {
+		sl.start()
+	}
+	if err := g.waitReady(ctx, g.slots); err != nil {
+		s.abandon(g)
+		return err
+	}
+	res.ServingMS = msSince(res.Started)
+	s.commit(old, g)
+	for _, sl := range old.slots {
+		if ctx.Err() != nil {
+			return fmt.Errorf("master stopping: %w", ctx.Err())
+		}
+		old.retireSlot(ctx, sl)
+	}
+	s.forget(old)
+	return nil
+}
+
+// rolling replaces the old generation one slot at a time. On failure the
+// new workers are stopped and the old slots already retired are started
+// again from the old generation's command.
+func (s *Supervisor) rolling(ctx context.Context, old, g *generation, res *ReloadResult) error {
+	for i, sl := range g.slots {
+		sl.start()
+		if err := g.waitReady(ctx, []*slot{sl}); err != nil {
+			s.abandon(g)
+			s.mu.Lock()
+			for j := 0; j < i && j < len(old.slots); j++ {
+				old.slots[j] = newSlot(old, j)
+			}
+			s.mu.Unlock()
+			for j := 0; j < i && j < len(old.slots); j++ {
+				old.slots[j].start()
+			}
+			return err
+		}
+		if i < len(old.slots) {
+			old.retireSlot(ctx, old.slots[i])
+		}
+	}
+	res.ServingMS = msSince(res.Started)
+	s.commit(old, g)
+	for _, sl := range old.slots[len(g.slots):] {
+		old.retireSlot(ctx, sl)
+	}
+	s.forget(old)
+	return ctx.Err()
+}
+
+// commit makes g the serving generation.
+func (s *Supervisor) commit(old, g *generation) {
+	g.probation.Store(false)
+	old.retiring.Store(true)
+	s.mu.Lock()
+	s.serving = g
+	s.mu.Unlock()
+	s.log.Info("generation serving, retiring previous", "generation", g.num, "previous", old.num)
+}
+
+// abandon stops a generation that failed its rollout.
+func (s *Supervisor) abandon(g *generation) {
+	g.retiring.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	g.stop(ctx)
+	s.forget(g)
+}
+
+func (s *Supervisor) forget(g *generation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, x := range s.gens {
+		if x == g {
+			s.gens = append(s.gens[:i:i], s.gens[i+1:]...)
+			return
+		}
+	}
+}
+
+// shutdown stops every worker of every generation at once: the stop
+// signal, then up to the drain timeout, then SIGKILL.
+func (s *Supervisor) shutdown() {
+	s.log.Info("stopping workers", "drain_timeout", s.cfg.DrainTimeout)
+	s.emit(Event{Kind: EventStopping})
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.killc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	s.mu.Lock()
+	gens := append([]*generation(nil), s.gens...)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, g := range gens {
+		g.retiring.Store(true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.stop(ctx)
+		}()
+	}
+	wg.Wait()
+	s.mu.Lock()
+	waiters := s.waiters
+	s.waiters = nil
+	s.mu.Unlock()
+	for _, c := range waiters {
+		c <- ReloadResult{OK: false, Error: "master stopped before the reload ran"}
+	}
+	s.log.Info("all workers stopped")
+}
+
+// spawn starts one worker for slot i of g.
+func (s *Supervisor) spawn(g *generation, i int) (*worker, error) {
+	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d.sock", s.seq.Add(1)))
+	ns, err := systemd.ListenNotify(path)
+	if err != nil {
+		return nil, err
+	}
+	files := []uintptr{uintptr(s.devnull), 1, 2}
+	names := make([]string, len(s.cfg.Listeners))
+	for j, l := range s.cfg.Listeners {
+		files = append(files, uintptr(l.Fd()))
+		names[j] = l.Name
+	}
+	env := append(s.environ[:len(s.environ):len(s.environ)],
+		"NOTIFY_SOCKET="+path,
+		fmt.Sprintf("HANDOFF_WORKER=%d", i),
+		fmt.Sprintf("HANDOFF_GENERATION=%d", g.num),
+		shimEnv+"="+g.path,
+	)
+	if len(names) > 0 {
+		env = append(env,
+			fmt.Sprintf("LISTEN_FDS=%d", len(names)),
+			"LISTEN_FDNAMES="+strings.Join(names, ":"),
+		)
+	}
+	p, err := s.procs.start("/proc/self/exe", g.argv, env, files)
+	if err != nil {
+		ns.Drain()
+		for range ns.Datagrams() {
+		}
+		return nil, err
+	}
+	w := &worker{
+		slot:         i,
+		gen:          g.num,
+		proc:         p,
+		notify:       ns,
+		log:          s.log.With("generation", g.num, "slot", i, "pid", p.pid),
+		started:      time.Now(),
+		readyDelay:   s.cfg.ReadyDelay,
+		readyTimeout: s.cfg.ReadyTimeout,
+		stopSignal:   s.cfg.StopSignal,
+		readyc:       make(chan struct{}),
+		donec:        make(chan struct{}),
+		stopc:        make(chan struct{}),
+		state:        Starting,
+	}
+	w.log.Info("worker starting")
+	go w.run()
+	return w, nil
+}
+
+// Status returns a snapshot of the supervisor.
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	st := Status{
+		PID:       os.Getpid(),
+		Started:   s.started,
+		Serving:   s.isServing,
+		Reloading: s.reloading,
+	}
+	if s.serving != nil {
+		st.Generation = s.serving.num
+	}
+	if s.lastReload != nil {
+		r := *s.lastReload
+		st.LastReload = &r
+	}
+	gens := append([]*generation(nil), s.gens...)
+	var slots []*slot
+	for _, g := range gens {
+		slots = append(slots, g.slots...)
+	}
+	s.mu.Unlock()
+	st.Workers = []WorkerStatus{}
+	for _, sl := range slots {
+		if ws, ok := sl.snapshot(); ok {
+			st.Workers = append(st.Workers, ws)
+		}
+	}
+	sort.SliceStable(st.Workers, func(i, j int) bool {
+		a, b := st.Workers[i], st.Workers[j]
+		if a.Generation != b.Generation {
+			return a.Generation < b.Generation
+		}
+		return a.Slot < b.Slot
+	})
+	for _, l := range s.cfg.Listeners {
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr})
+	}
+	return st
+}
