@@ -23,6 +23,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	closeInheritedFds()
+	if _, err := workers.ResolveCommand(o.command[0]); err != nil {
+		return err
+	}
 	log := newLogger(o, stderr)
 
 	// Catch signals before anything starts, so none is lost; never

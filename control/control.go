@@ -244,10 +244,13 @@ func Do(ctx context.Context, path string, req Request) (Response, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return Response{}, fmt.Errorf("send request: %w", err)
-	}
+	_, werr := c.Write(append(b, '\n'))
+	// Read the reply even if the write failed: a master that refuses
+	// the peer replies and closes without reading.
 	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil && werr != nil {
+		return Response{}, fmt.Errorf("send request to %s: %w", path, werr)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return Response{}, fmt.Errorf("no reply from %s: %w", path, ctx.Err())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -32,13 +33,20 @@ type generation struct {
 	failErr  error
 }
 
-// resolveCommand finds argv[0] as it is on disk now, following symlinks,
-// so that each generation runs the binary that was there when it started.
-func resolveCommand(argv0 string) (string, error) {
+// ResolveCommand finds argv0 as it is on disk now (in PATH if it has no
+// slash), following symlinks, so that each generation runs the binary that
+// was there when it started. It fails if the file is missing or not
+// executable.
+func ResolveCommand(argv0 string) (string, error) {
 	p, err := exec.LookPath(argv0)
 	if err != nil {
-		var ee *exec.Error
-		if errors.As(err, &ee) {
+		var (
+			ee *exec.Error
+			pe *fs.PathError
+		)
+		if errors.As(err, &pe) {
+			err = pe.Err
+		} else if errors.As(err, &ee) {
 			err = ee.Err
 		}
 		return "", fmt.Errorf("command %q: %w", argv0, err)
@@ -54,7 +62,7 @@ func resolveCommand(argv0 string) (string, error) {
 }
 
 func (s *Supervisor) newGeneration(num int, probation bool) (*generation, error) {
-	path, err := resolveCommand(s.cfg.Command[0])
+	path, err := ResolveCommand(s.cfg.Command[0])
 	if err != nil {
 		return nil, err
 	}

@@ -125,14 +125,17 @@ type ListenerStatus struct {
 
 // Status is a snapshot of the supervisor.
 type Status struct {
-	PID        int              `json:"pid"`
-	Started    time.Time        `json:"started"`
-	Generation int              `json:"generation"`
-	Serving    bool             `json:"serving"`
-	Reloading  int              `json:"reloading,omitempty"`
-	Workers    []WorkerStatus   `json:"workers"`
-	LastReload *ReloadResult    `json:"last_reload"`
-	Listeners  []ListenerStatus `json:"listeners"`
+	PID        int       `json:"pid"`
+	Started    time.Time `json:"started"`
+	Generation int       `json:"generation"`
+	Serving    bool      `json:"serving"`
+	Reloading  int       `json:"reloading,omitempty"`
+	// ReloadPending is set when a reload was asked for and has not
+	// started yet (it waits for the running one).
+	ReloadPending bool             `json:"reload_pending,omitempty"`
+	Workers       []WorkerStatus   `json:"workers"`
+	LastReload    *ReloadResult    `json:"last_reload"`
+	Listeners     []ListenerStatus `json:"listeners"`
 }
 
 // Supervisor runs generations of workers: it keeps the serving one at
@@ -156,6 +159,7 @@ type Supervisor struct {
 	gens       []*generation // live generations, oldest first
 	serving    *generation
 	reloading  int
+	lastGen    int // highest generation number used; failed ones count
 	lastReload *ReloadResult
 	isServing  bool
 	waiters    []chan ReloadResult // reload requests not yet started
@@ -169,7 +173,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Workers < 1 {
 		return nil, fmt.Errorf("workers must be at least 1, not %d", cfg.Workers)
 	}
-	if _, err := resolveCommand(cfg.Command[0]); err != nil {
+	if _, err := ResolveCommand(cfg.Command[0]); err != nil {
 		return nil, err
 	}
 	if cfg.ReadyTimeout <= 0 {
@@ -246,6 +250,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
+	s.lastGen = g.num
 	s.gens = []*generation{g}
 	s.serving = g
 	s.mu.Unlock()
@@ -323,11 +328,8 @@ func (s *Supervisor) reload(ctx context.Context) {
 	s.mu.Lock()
 	waiters := s.waiters
 	s.waiters = nil
-	num := s.cfg.FirstGeneration
-	for _, g := range s.gens {
-		num = max(num, g.num)
-	}
-	num++
+	s.lastGen++
+	num := s.lastGen
 	s.reloading = num
 	s.mu.Unlock()
 
@@ -537,6 +539,7 @@ func (s *Supervisor) spawn(g *generation, i int) (*worker, error) {
 		readyc:       make(chan struct{}),
 		donec:        make(chan struct{}),
 		stopc:        make(chan struct{}),
+		killc:        make(chan struct{}),
 		state:        Starting,
 	}
 	w.log.Info("worker starting")
@@ -548,10 +551,11 @@ func (s *Supervisor) spawn(g *generation, i int) (*worker, error) {
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
 	st := Status{
-		PID:       os.Getpid(),
-		Started:   s.started,
-		Serving:   s.isServing,
-		Reloading: s.reloading,
+		PID:           os.Getpid(),
+		Started:       s.started,
+		Serving:       s.isServing,
+		Reloading:     s.reloading,
+		ReloadPending: len(s.waiters) > 0,
 	}
 	if s.serving != nil {
 		st.Generation = s.serving.num

@@ -45,6 +45,8 @@ type worker struct {
 	donec    chan struct{} // closed once reaped
 	stopc    chan struct{} // closed to ask the worker to drain
 	stopOnce sync.Once
+	killc    chan struct{} // closed to have the worker killed
+	killOnce sync.Once
 
 	mu      sync.Mutex
 	state   State
@@ -57,7 +59,8 @@ type worker struct {
 }
 
 // run drives the worker through its states until it is reaped. It is the
-// only place a worker's state changes.
+// only place a worker's state changes, and the only goroutine that signals
+// the process, so no signal can follow the release of its pidfd.
 func (w *worker) run() {
 	readyTimer := time.NewTimer(w.readyTimeout)
 	defer readyTimer.Stop()
@@ -68,7 +71,7 @@ func (w *worker) run() {
 		delay = t.C
 	}
 	datagrams := w.notify.Datagrams()
-	stopc := w.stopc
+	stopc, killc := w.stopc, w.killc
 	for {
 		select {
 		case d, ok := <-datagrams:
@@ -96,6 +99,11 @@ func (w *worker) run() {
 			if err := w.proc.signal(w.stopSignal); err != nil {
 				w.log.Warn("cannot signal worker", "error", err)
 			}
+
+		case <-killc:
+			killc = nil
+			w.log.Warn("worker did not exit in time, killing it")
+			_ = w.proc.signal(syscall.SIGKILL)
 
 		case e := <-w.proc.exit:
 			// Whatever the worker (or a helper it ran) sent before it
@@ -187,8 +195,7 @@ func (w *worker) Stop(ctx context.Context) {
 		return
 	default:
 	}
-	w.log.Warn("worker did not exit in time, killing it")
-	_ = w.proc.signal(syscall.SIGKILL)
+	w.killOnce.Do(func() { close(w.killc) })
 	<-w.donec
 }
 

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -76,7 +77,8 @@ func main() {
 		}
 		fmt.Fprint(w, id)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	conns := &connTracker{states: map[net.Conn]http.ConnState{}}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnState: conns.track}
 
 	errc := make(chan error, len(listeners))
 	for _, ln := range listeners {
@@ -94,17 +96,69 @@ func main() {
 		log.Fatalf("hello: serve: %v", err)
 	}
 
-	// Drain. Keep accepting and serving for a short window, telling every
-	// keep-alive client to close after its current request, so that none
-	// sends a request on a connection we are about to drop. Only then
-	// shut down, which closes idle connections at once.
+	// Drain, in an order that loses no request:
+	//  1. Keep accepting and serving for a short window, telling every
+	//     keep-alive client to close after its current request, so that
+	//     none sends a request on a connection we are about to drop.
+	//  2. Stop accepting: the socket is shared, so connections still in
+	//     its queue go to the other workers.
+	//  3. Wait until every connection already accepted has had its
+	//     request answered. http.Server.Shutdown alone would drop a
+	//     connection accepted just before it whose request it reads just
+	//     after: such a client gets EOF and no answer.
+	//  4. Shutdown, which closes the idle keep-alive connections left.
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	closing.Store(true)
 	time.Sleep(*window)
+	for _, ln := range listeners {
+		ln.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
+	conns.waitBusy(ctx)
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Printf("hello: shutdown: %v", err)
+	}
+}
+
+// connTracker follows each connection's state, so the drain can wait for
+// connections that were accepted but not yet answered.
+type connTracker struct {
+	mu     sync.Mutex
+	states map[net.Conn]http.ConnState
+}
+
+func (t *connTracker) track(c net.Conn, s http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch s {
+	case http.StateClosed, http.StateHijacked:
+		delete(t.states, c)
+	default:
+		t.states[c] = s
+	}
+}
+
+// waitBusy waits until no connection is new (accepted, request not yet
+// read) or active (request being served), or ctx is done.
+func (t *connTracker) waitBusy(ctx context.Context) {
+	for {
+		t.mu.Lock()
+		busy := 0
+		for _, s := range t.states {
+			if s == http.StateNew || s == http.StateActive {
+				busy++
+			}
+		}
+		t.mu.Unlock()
+		if busy == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 

@@ -1,0 +1,192 @@
+// Command testapp is a worker for handoff's tests. It behaves as -mode
+// says, so tests can make workers that are well-behaved, broken or odd.
+//
+//	serve        HTTP on fd 3 (net/http), READY=1, drain on SIGTERM
+//	cstyle       HTTP on fd 3 with poll(2) + accept(2) on the raw fd, as a C
+//	             server would; slot 1, 3, … use it with -mode mixed
+//	mixed        serve in even slots, cstyle in odd ones
+//	exit         exit 3 at once
+//	never-ready  serve but never send READY=1
+//	slot0-ready  only slot 0 sends READY=1 (many times)
+//	garbage      send malformed datagrams, then READY=1, then serve
+//	gate         serve; send READY=1 only once file -gate exists; on
+//	             SIGTERM, exit only once file -gate-stop exists
+//
+// Every HTTP answer is "pid=P slot=S generation=G version=V". GET
+// /sleep?d=2s answers after d, setting STATUS=busy while it waits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var version = "test"
+
+func main() {
+	mode := flag.String("mode", "serve", "behaviour")
+	gate := flag.String("gate", "", "file whose existence lets the worker become ready")
+	gateStop := flag.String("gate-stop", "", "file whose existence lets the worker exit on SIGTERM")
+	flag.Parse()
+
+	slot, _ := strconv.Atoi(os.Getenv("HANDOFF_WORKER"))
+	switch *mode {
+	case "exit":
+		fmt.Fprintln(os.Stderr, "testapp: exiting at once, as asked")
+		os.Exit(3)
+	case "mixed":
+		if slot%2 == 1 {
+			*mode = "cstyle"
+		} else {
+			*mode = "serve"
+		}
+	}
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		fail("LISTEN_PID=%q, want my pid %d", os.Getenv("LISTEN_PID"), os.Getpid())
+	}
+	id := fmt.Sprintf("pid=%d slot=%s generation=%s version=%s mode=%s\n",
+		os.Getpid(), os.Getenv("HANDOFF_WORKER"), os.Getenv("HANDOFF_GENERATION"), version, *mode)
+
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM)
+
+	if *mode == "cstyle" {
+		go cstyle(id)
+	} else {
+		ln, err := net.FileListener(os.NewFile(3, "listener"))
+		if err != nil {
+			fail("fd 3: %v", err)
+		}
+		srv := serve(ln, id)
+		defer srv.Shutdown(context.Background())
+	}
+
+	switch *mode {
+	case "never-ready":
+	case "slot0-ready":
+		if slot == 0 {
+			for i := 0; i < 20; i++ {
+				notify("READY=1")
+			}
+		}
+	case "garbage":
+		notify("\x00\x01\x02binary\xff\xfe")
+		notify("no equals sign here")
+		notify(string(make([]byte, 10000)))
+		notify("=empty key")
+		notify("READY=1\nSTATUS=survived garbage")
+	case "gate":
+		waitFile(*gate)
+		notify("READY=1")
+	default:
+		notify("READY=1")
+	}
+
+	<-sigc
+	if *mode == "gate" {
+		notify("STATUS=draining, waiting for " + *gateStop)
+		waitFile(*gateStop)
+	}
+}
+
+func serve(ln net.Listener, id string) *http.Server {
+	var busy atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, id) })
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		notify(fmt.Sprintf("STATUS=busy %d", busy.Add(1)))
+		time.Sleep(d)
+		notify(fmt.Sprintf("STATUS=busy %d", busy.Add(-1)))
+		fmt.Fprint(w, id)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	return srv
+}
+
+// cstyle serves HTTP the way a C server does: poll the listening fd, then
+// accept, tolerating EAGAIN (another process won the race) whatever the
+// socket's blocking mode, which other workers may have changed.
+func cstyle(id string) {
+	resp := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(id), id)
+	for {
+		fds := []unix.PollFd{{Fd: 3, Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			fail("poll: %v", err)
+		}
+		nfd, _, err := unix.Accept4(3, unix.SOCK_CLOEXEC)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) {
+				continue
+			}
+			fail("accept: %v", err)
+		}
+		go func() {
+			defer unix.Close(nfd)
+			buf := make([]byte, 4096)
+			var req []byte
+			for !containsEnd(req) {
+				n, err := unix.Read(nfd, buf)
+				if n <= 0 || err != nil {
+					return
+				}
+				req = append(req, buf[:n]...)
+			}
+			unix.Write(nfd, []byte(resp))
+		}()
+	}
+}
+
+func containsEnd(b []byte) bool {
+	for i := 0; i+3 < len(b); i++ {
+		if b[i] == '\r' && b[i+1] == '\n' && b[i+2] == '\r' && b[i+3] == '\n' {
+			return true
+		}
+	}
+	return false
+}
+
+func notify(msg string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		fail("notify: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		fmt.Fprintf(os.Stderr, "testapp: notify: %v\n", err)
+	}
+}
+
+func waitFile(path string) {
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "testapp: "+format+"\n", args...)
+	os.Exit(1)
+}
