@@ -470,10 +470,15 @@ var (
 	fieldRE  = regexp.MustCompile(`(?:^|, )([A-Z][A-Z0-9_]*)=`)
 )
 
+// journal returns the messages logged by and about unit.
+func (m *machine) journal(unit string) (string, error) {
+	return m.output(20*time.Second, "journalctl", "--no-pager", "-o", "cat", "-u", unit)
+}
+
 // notifications returns, in order, the notify messages systemd received
 // for unit, as its debug log tells.
 func (m *machine) notifications(unit string) ([]notification, error) {
-	out, err := m.output(20*time.Second, "journalctl", "--no-pager", "-o", "cat", "-u", unit)
+	out, err := m.journal(unit)
 	if err != nil {
 		return nil, err
 	}

@@ -384,6 +384,22 @@ func (s *service) checkNotifiers(t *testing.T) {
 	}
 }
 
+// checkNoKills fails the test if systemd had to kill any of the unit's
+// processes: the master must drain its workers, on reload as on stop.
+func (s *service) checkNoKills(t *testing.T) {
+	t.Helper()
+	out, err := s.m.journal(s.unit)
+	if err != nil {
+		t.Errorf("journal: %v", err)
+		return
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "Killing process") {
+			t.Errorf("systemd killed a process of %s: %s", s.unit, line)
+		}
+	}
+}
+
 // status asks the master for its status, retrying while the control
 // socket is not there yet (a master starting, or being replaced).
 func (s *service) status(t *testing.T, what string, pred func(handoffStatus) bool) handoffStatus {
@@ -553,6 +569,7 @@ func runReloads(t *testing.T, s *service) {
 		t.Errorf("%s still accepts connections after stop", s.addr)
 	}
 	s.checkNotifiers(t)
+	s.checkNoKills(t)
 }
 
 // runWatchdog checks WATCHDOG=1 keeps coming, also after a master upgrade.
@@ -646,6 +663,9 @@ func runSocket(t *testing.T, s *service, socket string, port int) {
 	if err := s.m.systemctl("stop", s.unit); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
+	if p, err := s.m.show(s.unit, unitProps...); err != nil || p["ActiveState"] != "inactive" || p["Result"] != "success" {
+		t.Errorf("after stop: %s %v, want ActiveState=inactive Result=success", describe(p), err)
+	}
 	if p, err := s.m.show(socket, "ActiveState"); err != nil || p["ActiveState"] != "active" {
 		t.Errorf("%s after the service stopped: %v %v", socket, p, err)
 	}
@@ -663,6 +683,7 @@ func runSocket(t *testing.T, s *service, socket string, port int) {
 		t.Errorf("socket-activated restart: %v", err)
 	}
 	s.checkNotifiers(t)
+	s.checkNoKills(t)
 }
 
 // onlyListener returns the inode of the one socket listening on port.
