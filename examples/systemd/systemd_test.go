@@ -487,10 +487,10 @@ func runReloads(t *testing.T, s *service) {
 	if err := s.m.install(s.bins.helloBroken, helloPath); err != nil {
 		t.Fatal(err)
 	}
-	failedRE := regexp.MustCompile(`^gen 2 serving; reload to gen \d+ failed`)
+	failedRE := regexp.MustCompile(`^gen 2 serving\b.*\breload to gen \d+ failed`)
 	rolledBack := func(p map[string]string) bool { return active(p) && failedRE.MatchString(p["StatusText"]) }
-	s.reload(t, "StatusText `gen 2 serving; reload to gen N failed…`", rolledBack)
-	p, err = s.waitUnit(30*time.Second, "StatusText `gen 2 serving; reload to gen N failed…`", rolledBack)
+	s.reload(t, "StatusText `gen 2 serving…reload to gen N failed…`", rolledBack)
+	p, err = s.waitUnit(30*time.Second, "StatusText `gen 2 serving…reload to gen N failed…`", rolledBack)
 	if err != nil {
 		t.Errorf("failed reload: %v", err)
 	} else {
