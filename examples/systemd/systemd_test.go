@@ -526,8 +526,9 @@ func runReloads(t *testing.T, s *service) {
 	if _, err := s.waitAnswers(gen, "v2"); err != nil {
 		t.Errorf("after the master upgrade: %v", err)
 	}
-	s.expectNotes(t, "MAINPID=<new pid> and READY=1 from the new master", mark,
-		from(next, "MAINPID", strconv.Itoa(next), "READY", "1"))
+	s.expectNotes(t, "RELOADING=1 from the old master, then READY=1 from the new one", mark,
+		from(master, "RELOADING", "1", "MONOTONIC_USEC", "*"), from(next, "READY", "1"))
+	s.expectNotes(t, "MAINPID=<its pid> from the new master", mark, from(next, "MAINPID", strconv.Itoa(next)))
 	s.status(t, fmt.Sprintf("generation %d from the new master", gen), func(st handoffStatus) bool {
 		return allWorkers(st, gen) && st.PID == next
 	})
