@@ -137,7 +137,7 @@ func checkHost(t *testing.T) *host {
 	if err != nil {
 		t.Skipf("cgroup2: %v", err)
 	}
-	sweepCgroups(h.cgroups)
+	sweep(h.cgroups, cgroupPrefix, func(d string) error { return removeCgroup(d, time.Second) })
 	probe := filepath.Join(h.cgroups, fmt.Sprintf("%s%d-probe", cgroupPrefix, os.Getpid()))
 	if err := os.Mkdir(probe, 0o755); err != nil {
 		t.Skipf("cgroup2 at %s is not writable: %v", h.cgroups, err)
@@ -178,14 +178,18 @@ func cgroupParent() (string, error) {
 	return "", errors.New("no cgroup2 hierarchy mounted at /sys/fs/cgroup/unified or /sys/fs/cgroup")
 }
 
-// sweepCgroups removes the cgroups of earlier runs that were killed before
-// they could clean up (their names carry the pid of the test process).
-func sweepCgroups(parent string) {
-	dirs, _ := filepath.Glob(filepath.Join(parent, cgroupPrefix+"*"))
-	for _, d := range dirs {
-		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), cgroupPrefix), "-")
+// sweep removes what earlier runs left in dir when they were killed before
+// they could clean up (a go test timeout): the entries named
+// prefix<pid>-…, of test processes that are gone, removed with remove.
+func sweep(dir, prefix string, remove func(string) error) {
+	paths, _ := filepath.Glob(filepath.Join(dir, prefix+"*"))
+	for _, p := range paths {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(p), prefix), "-")
+		if _, err := strconv.Atoi(pid); err != nil {
+			continue
+		}
 		if _, err := os.Stat("/proc/" + pid); errors.Is(err, os.ErrNotExist) {
-			_ = removeCgroup(d, time.Second)
+			_ = remove(p)
 		}
 	}
 }

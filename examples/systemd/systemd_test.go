@@ -42,7 +42,9 @@ func TestSystemd(t *testing.T) {
 	h := checkHost(t)
 	// Not under /tmp: keep the machines' files apart from what a unit's
 	// PrivateTmp= or a tmpfs on /tmp would hide.
-	work, err := os.MkdirTemp("/var/tmp", "handoff-systemd-test-")
+	const workDir, workPrefix = "/var/tmp", "handoff-systemd-test-"
+	sweep(workDir, workPrefix, os.RemoveAll)
+	work, err := os.MkdirTemp(workDir, fmt.Sprintf("%s%d-", workPrefix, os.Getpid()))
 	if err != nil {
 		t.Fatalf("work directory: %v", err)
 	}
