@@ -4,9 +4,10 @@
 // PORT through the master (round-robin scheduling, Node's default on
 // Linux), and on SIGHUP replaces them the way Node's documentation shows
 // for worker.disconnect(): fork the new workers, and once they listen tell
-// each old one 'shutdown' and kill it if it has not exited after
-// DRAIN_TIMEOUT_MS. server.js answers 'shutdown' with the same drain as
-// SIGTERM (a window with `Connection: close`, then server.close()).
+// each old one 'shutdown' and kill it if it has not exited a little after
+// its own drain timeout (CLOSE_WINDOW_MS + DRAIN_TIMEOUT_MS). server.js
+// answers 'shutdown' with the same drain as SIGTERM (a window with
+// `Connection: close`, then server.close()).
 //
 //   PORT=8080 WORKERS=2 node examples/node/cluster.js
 //   kill -HUP <master pid>     # reload
@@ -23,7 +24,10 @@ const os = require('node:os');
 const path = require('node:path');
 
 const workers = Number(process.env.WORKERS || os.availableParallelism());
-const drainTimeoutMs = Number(process.env.DRAIN_TIMEOUT_MS || 30000);
+// server.js gives up on open connections after its window plus
+// DRAIN_TIMEOUT_MS (it inherits the variable); the master kills a little later.
+const drainTimeoutMs = Number(process.env.DRAIN_TIMEOUT_MS || 25000);
+const killAfterMs = Number(process.env.CLOSE_WINDOW_MS || 300) + drainTimeoutMs + 2000;
 if (!Number.isInteger(workers) || workers < 1) {
   console.error(`cluster: WORKERS=${process.env.WORKERS}: want a number of at least 1`);
   process.exit(2);
@@ -76,7 +80,10 @@ function retire(w) {
   return new Promise((resolve) => {
     if (w.isDead()) return resolve();
     w.retiring = true;
-    const timer = setTimeout(() => w.kill('SIGKILL'), drainTimeoutMs);
+    const timer = setTimeout(() => {
+      console.log(`cluster: worker ${w.process.pid} still running ${killAfterMs} ms after 'shutdown', killing it`);
+      w.kill('SIGKILL');
+    }, killAfterMs);
     w.once('exit', () => {
       clearTimeout(timer);
       resolve();

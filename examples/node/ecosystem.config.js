@@ -14,6 +14,9 @@
 
 const path = require('node:path');
 
+const closeWindowMs = Number(process.env.CLOSE_WINDOW_MS || 300);
+const drainTimeoutMs = Number(process.env.DRAIN_TIMEOUT_MS || 25000);
+
 module.exports = {
   apps: [{
     name: process.env.PM2_APP_NAME || 'node-example',
@@ -22,13 +25,16 @@ module.exports = {
     instances: Number(process.env.WORKERS) || 'max',
     wait_ready: true,
     listen_timeout: 10000,
-    kill_timeout: Number(process.env.DRAIN_TIMEOUT_MS) || 30000,
+    // server.js gives up on open connections after its window plus
+    // DRAIN_TIMEOUT_MS; PM2 kills a little later.
+    kill_timeout: closeWindowMs + drainTimeoutMs + 2000,
     autorestart: true,
     env: {
       PORT: process.env.PORT || '8080',
       HOST: process.env.HOST || '127.0.0.1',
       APP_VERSION: process.env.APP_VERSION || 'dev',
-      CLOSE_WINDOW_MS: process.env.CLOSE_WINDOW_MS || '300',
+      CLOSE_WINDOW_MS: String(closeWindowMs),
+      DRAIN_TIMEOUT_MS: String(drainTimeoutMs),
     },
   }],
 };

@@ -104,9 +104,20 @@ function drain() {
     // Stops accepting and closes idle connections (Node >= 19); requests
     // in flight finish, each on a connection told to close.
     server.close(() => process.exit(0));
+    // A connection on which nothing was sent yet is not idle to Node and
+    // would hold the drain up; close it once it has been silent for 5 s,
+    // as Go's http.Server.Shutdown does.
+    setInterval(() => {
+      for (const s of sockets) {
+        if (s.bytesRead === 0 && Date.now() - s.acceptedAt >= 5000) s.destroy();
+      }
+    }, 250).unref();
   }, closeWindowMs);
   setTimeout(() => {
-    console.error(`node example: connections still open after ${drainTimeoutMs} ms, exiting`);
+    const open = [...sockets].map((s) => `port ${s.remotePort} read ${s.bytesRead} B wrote ${s.bytesWritten} B` +
+      ` accepted ${Date.now() - s.acceptedAt} ms ago${s._httpMessage ? ' (response pending)' : ''}`);
+    console.error(`node example: ${open.length} connection(s) still open ${drainTimeoutMs} ms after closing, ` +
+      `exiting: ${open.join('; ')}`);
     process.exit(0);
   }, closeWindowMs + drainTimeoutMs).unref();
 }
@@ -122,6 +133,13 @@ server.on('error', (err) => {
   process.exit(1);
 });
 server.on('listening', notifyReady);
+// Open connections, to say which kept the drain from finishing.
+const sockets = new Set();
+server.on('connection', (s) => {
+  s.acceptedAt = Date.now();
+  sockets.add(s);
+  s.on('close', () => sockets.delete(s));
+});
 
 const fd = activationFd();
 if (fd !== null) {
