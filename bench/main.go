@@ -1,0 +1,474 @@
+// Command bench measures handoff against the alternatives, side by side in
+// one invocation, and prints markdown tables of medians and ratios:
+//
+//  1. overhead: examples/hello under handoff (1 worker) vs alone;
+//  2. failed requests over many reloads under load (vegeta at a fixed rate
+//     with keep-alive, wrk at saturation): handoff with examples/hello and
+//     examples/node, Node's cluster module, PM2 cluster mode, and a plain
+//     stop and start;
+//  3. reload latency: trigger → new generation serving → old one gone;
+//  4. Node throughput: handoff vs cluster vs PM2 workers;
+//  5. the master's footprint, idle and under load;
+//  6. balance of requests over workers.
+//
+// It builds handoff and two versions of examples/hello itself. wrk and pm2
+// must be installed: bench/setup.sh does that. Run from the module:
+//
+//	bash bench/setup.sh
+//	go run ./bench                 # everything, under 10 minutes
+//	go run ./bench -parts reload,latency -reloads 50
+//	go run ./bench -smoke          # a quick check that every side runs
+//
+// All traffic goes to 127.0.0.1. Every process it starts is stopped when
+// it ends, on failure and on SIGINT too.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// parts are the measurements, in order.
+var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance"}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+var logOut io.Writer = os.Stderr
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(logOut, "bench: "+format+"\n", args...)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	logOut = stderr
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	partsFlag := fs.String("parts", strings.Join(parts, ","), "measurements to run, comma-separated: "+strings.Join(parts, ", "))
+	smoke := fs.Bool("smoke", false, "run every part briefly and at once, only to check that each side runs; exit 1 if one did not")
+	var cfg config
+	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds for throughput measurements (sides alternate; medians are reported)")
+	fs.DurationVar(&cfg.duration, "duration", 4*time.Second, "length of one throughput or balance run")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "wrk warm-up before each throughput run (0: none)")
+	fs.IntVar(&cfg.reloads, "reloads", 20, "reloads per side in the reload-under-load test")
+	fs.DurationVar(&cfg.reloadGap, "reload-gap", 100*time.Millisecond, "traffic between two reloads")
+	fs.IntVar(&cfg.rate, "rate", 1000, "vegeta's fixed rate, requests per second")
+	fs.DurationVar(&cfg.idle, "idle", 60*time.Second, "how long the footprint test leaves the masters idle")
+	fs.IntVar(&cfg.workers, "workers", runtime.NumCPU(), "workers per side (except the overhead test's 1)")
+	fs.IntVar(&cfg.conns, "connections", 64, "wrk connections")
+	fs.IntVar(&cfg.wrkThreads, "threads", 1, "wrk threads")
+	fs.IntVar(&cfg.latencyReloads, "latency-reloads", 5, "reloads per side in the latency test")
+	sidesFlag := fs.String("sides", "", "only run the sides whose names contain one of these comma-separated words (e.g. handoff,pm2)")
+	out := fs.String("o", "", "also write the report to this `file`")
+	keep := fs.Bool("keep", false, "keep the scratch directory (logs, binaries) and print its path")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	selected := map[string]bool{}
+	for _, p := range strings.Split(*partsFlag, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if !contains(parts, p) {
+			fmt.Fprintf(stderr, "bench: -parts: unknown part %q (want %s)\n", p, strings.Join(parts, ", "))
+			return 2
+		}
+		selected[p] = true
+	}
+	for _, w := range strings.Split(*sidesFlag, ",") {
+		if w = strings.TrimSpace(w); w != "" {
+			cfg.only = append(cfg.only, w)
+		}
+	}
+	if *smoke {
+		cfg.rounds, cfg.duration, cfg.warmup = 1, time.Second, 0
+		cfg.reloads, cfg.reloadGap, cfg.idle, cfg.latencyReloads = 2, 100*time.Millisecond, time.Second, 1
+		cfg.rate = min(cfg.rate, 200)
+		cfg.smoke = true
+	}
+	if err := checkConfig(cfg); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, failures, err := benchmark(ctx, cfg, selected, *keep)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	fmt.Fprint(stdout, rep)
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(rep), 0o644); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "bench: interrupted")
+		return 1
+	}
+	if len(failures) > 0 {
+		fmt.Fprintf(stderr, "bench: %d failure(s):\n", len(failures))
+		for _, f := range failures {
+			fmt.Fprintf(stderr, "  - %s\n", f)
+		}
+		if *smoke {
+			return 1
+		}
+	}
+	return 0
+}
+
+func checkConfig(c config) error {
+	switch {
+	case c.rounds < 1 || c.rounds > 100:
+		return errors.New("-rounds: want 1 to 100")
+	case c.duration < time.Second || c.duration > 10*time.Minute:
+		return errors.New("-duration: want 1s to 10m")
+	case c.warmup < 0 || c.warmup > time.Minute:
+		return errors.New("-warmup: want 0 to 1m")
+	case c.reloads < 1 || c.reloads > 1000:
+		return errors.New("-reloads: want 1 to 1000")
+	case c.reloadGap < 0 || c.reloadGap > time.Minute:
+		return errors.New("-reload-gap: want 0 to 1m")
+	case c.rate < 1 || c.rate > 100000:
+		return errors.New("-rate: want 1 to 100000")
+	case c.idle < 0 || c.idle > time.Hour:
+		return errors.New("-idle: want 0 to 1h")
+	case c.workers < 1 || c.workers > 64:
+		return errors.New("-workers: want 1 to 64")
+	case c.conns < 1 || c.conns > 10000:
+		return errors.New("-connections: want 1 to 10000")
+	case c.wrkThreads < 1 || c.wrkThreads > c.conns:
+		return errors.New("-threads: want 1 to -connections")
+	case c.latencyReloads < 1 || c.latencyReloads > 1000:
+		return errors.New("-latency-reloads: want 1 to 1000")
+	}
+	return nil
+}
+
+// benchmark builds, runs the selected parts and renders the report.
+func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep bool) (string, []string, error) {
+	start := time.Now()
+	busy := busyShare(ctx)
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "handoff-bench-")
+	if err != nil {
+		return "", nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	logDir := filepath.Join(dir, "logs")
+	if err := os.Mkdir(logDir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	reg := newRegistry(logDir)
+	failed := false
+	defer func() {
+		reg.cleanup(10 * time.Second)
+		if keep || failed {
+			logf("logs and binaries kept in %s", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+
+	e := &env{reg: reg, dir: dir, root: root, nodeDir: filepath.Join(root, "examples", "node")}
+	if err := build(ctx, e); err != nil {
+		failed = true
+		return "", nil, err
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		failed = true
+		return "", nil, fmt.Errorf("node not found: %w", err)
+	}
+	if _, err := exec.LookPath("systemd-notify"); err == nil {
+		e.notify = true
+	}
+	if p := filepath.Join(root, "bench", ".npm", "bin", "pm2"); isExecutable(p) {
+		e.pm2 = p
+	} else if p, err := exec.LookPath("pm2"); err == nil {
+		e.pm2 = p
+	}
+	b := &bench{e: e, cfg: cfg}
+	if b.wrk, err = newWrkRunner(reg, dir); err != nil {
+		b.fail("%v", err)
+	}
+	if e.pm2 == "" {
+		b.fail("pm2 not found: run bench/setup.sh")
+	}
+	mi := machine(ctx, e)
+	mi.Busy = busy
+
+	runs := []struct {
+		name string
+		f    func(context.Context) section
+	}{
+		{"overhead", b.overhead},
+		{"reload", b.reloadUnderLoad},
+		{"latency", b.reloadLatency},
+		{"node", b.nodeThroughput},
+		{"footprint", b.footprint},
+		{"balance", b.balance},
+	}
+	sections := make([]section, len(runs))
+	if cfg.smoke {
+		// Nothing is measured: run the parts at once to be quick.
+		var wg sync.WaitGroup
+		for i, r := range runs {
+			if !selected[r.name] {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sections[i] = r.f(ctx)
+			}()
+		}
+		wg.Wait()
+	} else {
+		for i, r := range runs {
+			if selected[r.name] && ctx.Err() == nil {
+				logf("=== %s (%s so far)", r.name, time.Since(start).Round(time.Second))
+				sections[i] = r.f(ctx)
+			}
+		}
+	}
+	b.mu.Lock()
+	failures := append([]string(nil), b.failures...)
+	b.mu.Unlock()
+	failed = len(failures) > 0
+	killed := reg.sweep()
+	if len(killed) > 0 {
+		failures = append(failures, "processes left behind and killed: "+strings.Join(killed, "; "))
+	}
+	return render(mi, cfg, sections, failures, time.Since(start)), failures, nil
+}
+
+// moduleRoot is the directory of the handoff module's go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("run the bench from inside the handoff module (go run ./bench)")
+	}
+	root := filepath.Dir(gomod)
+	if _, err := os.Stat(filepath.Join(root, "examples", "hello", "main.go")); err != nil {
+		return "", fmt.Errorf("%s is not the handoff module: %w", root, err)
+	}
+	return root, nil
+}
+
+// build builds handoff and two versions of examples/hello into the
+// scratch directory.
+func build(ctx context.Context, e *env) error {
+	logf("building handoff and examples/hello v1, v2")
+	e.handoff = filepath.Join(e.dir, "handoff")
+	targets := []struct{ out, pkg, ldflags string }{
+		{e.handoff, ".", ""},
+		{filepath.Join(e.dir, "hello-v1"), "./examples/hello", "-X main.version=v1"},
+		{filepath.Join(e.dir, "hello-v2"), "./examples/hello", "-X main.version=v2"},
+	}
+	for _, t := range targets {
+		args := []string{"build", "-o", t.out}
+		if t.ldflags != "" {
+			args = append(args, "-ldflags", t.ldflags)
+		}
+		args = append(args, t.pkg)
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = e.root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	e.hello = [2]string{targets[1].out, targets[2].out}
+	return nil
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// machineInfo describes where the bench ran.
+type machineInfo struct {
+	CPU, Kernel, Go, Node, Wrk, PM2 string
+	Cores                           int
+	Busy                            float64 // share of the cores busy just before the bench started
+}
+
+// busyShare is the share of all cores busy over one second, measured
+// before the bench starts anything (-1 if /proc/stat cannot be read).
+func busyShare(ctx context.Context) float64 {
+	read := func() (busy, total uint64, ok bool) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0, false
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line)
+		if len(f) < 5 || f[0] != "cpu" {
+			return 0, 0, false
+		}
+		for i, v := range f[1:] {
+			var n uint64
+			if _, err := fmt.Sscan(v, &n); err != nil {
+				return 0, 0, false
+			}
+			total += n
+			if i != 3 && i != 4 { // idle, iowait
+				busy += n
+			}
+		}
+		return busy, total, true
+	}
+	b0, t0, ok0 := read()
+	pause(ctx, time.Second)
+	b1, t1, ok1 := read()
+	if !ok0 || !ok1 || t1 <= t0 {
+		return -1
+	}
+	return float64(b1-b0) / float64(t1-t0)
+}
+
+func machine(ctx context.Context, e *env) machineInfo {
+	m := machineInfo{Cores: runtime.NumCPU(), Go: runtime.Version(), CPU: "unknown", Kernel: "unknown",
+		Node: "missing", Wrk: "missing", PM2: "missing"}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
+	}
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(vctx, "node", "--version").Output(); err == nil {
+		m.Node = strings.TrimSpace(string(out))
+	}
+	if out, _ := exec.CommandContext(vctx, "wrk", "-v").CombinedOutput(); bytes.HasPrefix(out, []byte("wrk ")) {
+		m.Wrk = strings.Fields(string(out))[1]
+	}
+	if e.pm2 != "" {
+		// pm2's own --version would start its daemon: read its package.
+		pkg := filepath.Join(filepath.Dir(filepath.Dir(e.pm2)), "lib", "node_modules", "pm2", "package.json")
+		if out, err := exec.CommandContext(vctx, "node", "-p", "require(process.argv[1]).version", pkg).Output(); err == nil {
+			m.PM2 = strings.TrimSpace(string(out))
+		} else {
+			m.PM2 = "installed"
+		}
+	}
+	return m
+}
+
+// render writes the report as markdown.
+func render(m machineInfo, cfg config, sections []section, failures []string, took time.Duration) string {
+	var b strings.Builder
+	title := "handoff benchmark"
+	if cfg.smoke {
+		title += " (smoke: nothing here is a measurement)"
+	}
+	fmt.Fprintf(&b, "# %s\n\n", title)
+	fmt.Fprintf(&b, "Machine: %s, %d cores, %s; Go %s, Node %s, wrk %s, PM2 %s.\n", m.CPU, m.Cores, m.Kernel,
+		strings.TrimPrefix(m.Go, "go"), m.Node, m.Wrk, m.PM2)
+	fmt.Fprintf(&b, "The load generators (wrk, and vegeta inside this process) run on the same %d cores as the servers they measure, so absolute numbers are lower than on a separate client, and ratios are what to compare. All traffic is to 127.0.0.1.\n", m.Cores)
+	fmt.Fprintf(&b, "Took %s.", took.Round(time.Second))
+	if m.Busy >= 0.1 {
+		fmt.Fprintf(&b, " **Other work kept %.0f %% of the cores busy just before the bench started: it may have skewed the numbers.**", 100*m.Busy)
+	}
+	fmt.Fprintln(&b)
+	for _, s := range sections {
+		if s.Title == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
+		for _, p := range s.Intro {
+			fmt.Fprintf(&b, "%s\n\n", p)
+		}
+		writeTable(&b, s.Header, s.Rows)
+		for _, n := range s.Notes {
+			fmt.Fprintf(&b, "\n%s\n", n)
+		}
+	}
+	if len(failures) > 0 {
+		sort.Strings(failures)
+		fmt.Fprintf(&b, "\n## Failures\n\n")
+		for _, f := range failures {
+			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(f, "\n", " "))
+		}
+	}
+	return b.String()
+}
+
+func writeTable(b *strings.Builder, header []string, rows [][]string) {
+	esc := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+	line := func(cells []string) {
+		b.WriteString("|")
+		for i := range header {
+			c := ""
+			if i < len(cells) {
+				c = cells[i]
+			}
+			b.WriteString(" " + esc(c) + " |")
+		}
+		b.WriteString("\n")
+	}
+	line(header)
+	b.WriteString("|")
+	for i := range header {
+		if i == 0 {
+			b.WriteString(" --- |")
+		} else {
+			b.WriteString(" ---: |")
+		}
+	}
+	b.WriteString("\n")
+	for _, r := range rows {
+		line(r)
+	}
+}
