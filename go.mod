@@ -10,6 +10,7 @@ require (
 )
 
 require (
+	github.com/cloudflare/tableflip v1.2.3 // indirect
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/influxdata/tdigest v0.0.1 // indirect
 	github.com/josharian/intern v1.0.0 // indirect

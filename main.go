@@ -29,9 +29,13 @@ Usage:
   handoff reload [--wait] [--timeout D]      start a new generation (as SIGHUP does)
   handoff status [--json]                    show generations and workers
   handoff stop                               stop the master (as SIGTERM does)
+  handoff version                            print handoff's version
 
 Run 'handoff COMMAND -h' for a command's flags.
 `
+
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+var version = "dev"
 
 // usageError is a mistake on the command line: exit status 2.
 type usageError struct{ error }
@@ -59,6 +63,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "stop":
 		err = cmdStop(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "handoff", version)
+		return 0
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/handoff-dev/handoff/control"
+	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrade"
 	"github.com/handoff-dev/handoff/workers"
 )
@@ -34,113 +37,339 @@ func cmdRun(args []string, stderr io.Writer) error {
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigc)
 
-	listeners := make([]*upgrade.Listener, 0, len(o.specs))
-	defer func() {
-		for _, l := range listeners {
-			l.Remove()
-		}
-	}()
-	for _, spec := range o.specs {
-		l, err := upgrade.Bind(spec)
-		if err != nil {
-			return err
-		}
-		listeners = append(listeners, l)
-		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr)
+	activated, err := systemd.ActivationSockets()
+	if err != nil {
+		return err
 	}
-
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	sup, err := workers.New(workers.Config{
-		Command:      o.command,
-		Workers:      o.workers,
-		Listeners:    listeners,
-		ReadyDelay:   o.readyDelay,
-		ReadyTimeout: o.readyTimeout,
-		DrainTimeout: o.drainTimeout,
-		StopSignal:   o.stopSignal,
-		Strategy:     o.strategy,
-		ReapOrphans:  os.Getpid() == 1,
-		Logger:       log,
+	byName := make(map[string]int, len(activated))
+	for _, s := range activated {
+		byName[s.Name] = s.Fd
+	}
+	master, err := upgrade.NewMaster(upgrade.Options{
+		PIDFile:        o.pidFile,
+		UpgradeTimeout: o.readyTimeout + 30*time.Second,
 	})
 	if err != nil {
 		return err
 	}
-
-	ctl, err := control.Listen(controlPath(o.control), controlHandler(sup, stop), log.Named("control"))
+	listeners, err := master.Listeners(o.specs, byName)
 	if err != nil {
+		master.Stop()
 		return err
 	}
+	r := &runner{o: o, log: log, master: master, listeners: listeners, notifier: systemd.NewNotifier()}
+	defer r.closeListeners()
+	for _, l := range listeners {
+		how := "bound"
+		if master.Inherited() {
+			how = "inherited from the previous master"
+		} else if _, ok := byName[l.Name]; ok {
+			how = "from systemd socket activation"
+		}
+		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", how)
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	r.stop = stop
+	sup, err := workers.New(workers.Config{
+		Command:         o.command,
+		Workers:         o.workers,
+		Listeners:       listeners,
+		ReadyDelay:      o.readyDelay,
+		ReadyTimeout:    o.readyTimeout,
+		DrainTimeout:    o.drainTimeout,
+		StopSignal:      o.stopSignal,
+		Strategy:        o.strategy,
+		FirstGeneration: master.FirstGeneration(),
+		ReapOrphans:     os.Getpid() == 1,
+		OnEvent:         r.onEvent,
+		Logger:          log,
+	})
+	if err != nil {
+		master.Stop()
+		return err
+	}
+	r.sup = sup
+
+	ctlPath := controlPath(o.control)
+	ctlLn, err := master.ControlListener(ctlPath, func() (*net.UnixListener, error) { return control.ListenUnix(ctlPath) })
+	if err != nil {
+		master.Stop()
+		return err
+	}
+	ctl := control.FromListener(ctlLn, r.handle, log.Named("control"))
 	ctlCtx, ctlStop := context.WithCancel(context.Background())
 	ctlDone := make(chan struct{})
 	go func() {
 		defer close(ctlDone)
 		ctl.Serve(ctlCtx)
 	}()
-	defer func() {
+	// stopControl stops accepting control connections; the ones in
+	// progress (perhaps the one that asked for the upgrade) finish.
+	r.stopControl = func() {
 		ctlStop()
+		ctlLn.Close()
+	}
+	defer func() {
+		r.stopControl()
 		<-ctlDone
-		ctl.Listener().Close()
 	}()
 
-	go handleSignals(sigc, sup, stop, log)
+	go r.watchdog(ctx)
+	go r.handleSignals(sigc)
+	log.Info("master started", "version", version, "pid", os.Getpid(), "workers", o.workers, "took_over", master.Inherited())
 	if err := sup.Run(ctx); err != nil {
+		master.Stop()
 		return err
+	}
+	if !r.handedOver.Load() {
+		master.Stop()
+		os.Remove(ctlPath)
 	}
 	log.Info("master exiting")
 	return nil
 }
 
-// handleSignals maps signals to actions: SIGHUP reloads, SIGTERM and
-// SIGINT stop gracefully, and a second SIGINT kills the workers at once.
-func handleSignals(sigc <-chan os.Signal, sup *workers.Supervisor, stop context.CancelFunc, log hclog.Logger) {
-	stopping := false
-	for sig := range sigc {
-		switch sig {
-		case syscall.SIGHUP:
-			log.Info("SIGHUP: reloading")
-			sup.Reload()
-		case syscall.SIGINT:
-			if stopping {
-				log.Warn("second SIGINT: killing workers now")
-				sup.Kill()
-				continue
-			}
-			fallthrough
-		default:
-			log.Info("stopping", "signal", sig.String())
-			stopping = true
-			stop()
+// runner ties the master's parts together: the supervisor, the
+// listeners, tableflip, systemd and the control socket.
+type runner struct {
+	o           *runOptions
+	log         hclog.Logger
+	master      *upgrade.Master
+	listeners   []*upgrade.Listener
+	notifier    *systemd.Notifier
+	sup         *workers.Supervisor
+	stop        context.CancelFunc
+	stopControl func()
+
+	handedOver  atomic.Bool
+	stopping    atomic.Bool
+	servingSent atomic.Bool
+	upgradeErr  atomic.Value // string: the last failed master upgrade
+}
+
+// closeListeners closes the master's sockets. A unix socket's path is
+// removed only on a real shutdown: after a hand-over the new master
+// serves on it.
+func (r *runner) closeListeners() {
+	for _, l := range r.listeners {
+		if r.handedOver.Load() {
+			l.Close()
+		} else {
+			l.Remove()
 		}
 	}
 }
 
-// controlHandler answers control socket requests from the supervisor.
-func controlHandler(sup *workers.Supervisor, stop context.CancelFunc) control.Handler {
-	return func(ctx context.Context, req control.Request) control.Response {
-		switch req.Cmd {
-		case "status":
-			return result(true, "", sup.Status())
-		case "reload":
-			if req.Master {
-				return control.Response{Error: "master upgrade is not available in this build"}
+// handleSignals maps signals to actions: SIGHUP reloads, SIGTERM and
+// SIGINT stop gracefully, and a second SIGINT kills the workers at once.
+func (r *runner) handleSignals(sigc <-chan os.Signal) {
+	for sig := range sigc {
+		switch sig {
+		case syscall.SIGHUP:
+			r.log.Info("SIGHUP: reloading")
+			go r.reload(context.Background(), false)
+		case syscall.SIGINT:
+			if r.stopping.Load() {
+				r.log.Warn("second SIGINT: killing workers now")
+				r.sup.Kill()
+				continue
 			}
-			c := sup.Reload()
-			if !req.Wait {
-				return result(true, "", map[string]bool{"queued": true})
-			}
-			select {
-			case r := <-c:
-				return result(r.OK, r.Error, r)
-			case <-ctx.Done():
-				return control.Response{Error: "gave up waiting: " + ctx.Err().Error()}
-			}
-		case "stop":
-			stop()
-			return result(true, "", map[string]bool{"stopping": true})
+			fallthrough
+		default:
+			r.log.Info("stopping", "signal", sig.String())
+			r.stopping.Store(true)
+			r.stop()
 		}
-		return control.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 	}
+}
+
+// reload replaces the workers, or the whole master when its own binary
+// changed on disk (or forceMaster is set), and returns the outcome.
+func (r *runner) reload(ctx context.Context, forceMaster bool) workers.ReloadResult {
+	upgradeMaster := forceMaster
+	if !upgradeMaster {
+		changed, err := r.master.BinaryChanged()
+		if err != nil {
+			r.log.Warn("cannot tell whether handoff's binary changed; reloading workers only", "error", err)
+		}
+		upgradeMaster = changed
+	}
+	if !upgradeMaster {
+		select {
+		case res := <-r.sup.Reload():
+			return res
+		case <-ctx.Done():
+			return workers.ReloadResult{Error: "gave up waiting: " + ctx.Err().Error()}
+		}
+	}
+	return r.upgradeMaster(ctx)
+}
+
+// upgradeMaster hands the sockets to a new master process running the
+// handoff binary now on disk. Once it serves, this master retires its
+// workers one at a time and exits; if it fails, this master serves on.
+func (r *runner) upgradeMaster(ctx context.Context) workers.ReloadResult {
+	res := workers.ReloadResult{Started: time.Now()}
+	var handedOver bool
+	err := r.sup.Exclusive(func() error {
+		if handedOver = r.handedOver.Load(); handedOver {
+			return fmt.Errorf("this master already handed over to a new one")
+		}
+		res.Generation = r.sup.LastGeneration() + 1
+		r.log.Info("upgrading the master: starting the new handoff binary", "generation", res.Generation)
+		r.notifier.Reloading(statusLine(r.sup.Status(), "upgrading master"))
+		if err := r.master.Upgrade(ctx, r.sup.LastGeneration(), r.listeners); err != nil {
+			return err
+		}
+		r.handedOver.Store(true)
+		return nil
+	})
+	res.DurationMS = float64(time.Since(res.Started).Microseconds()) / 1000
+	res.ServingMS = res.DurationMS
+	if handedOver {
+		res.Error = err.Error()
+		return res
+	}
+	if err != nil {
+		res.Error = fmt.Sprintf("master upgrade failed: %v", err)
+		r.upgradeErr.Store(res.Error)
+		r.log.Error("master upgrade failed, this master keeps serving", "error", err)
+		r.notifier.Ready(statusLine(r.sup.Status(), res.Error))
+		return res
+	}
+	res.OK = true
+	r.log.Info("new master serving; retiring this master's workers")
+	// The new master owns the control socket now.
+	r.stopControl()
+	r.sup.Handover()
+	return res
+}
+
+// onEvent keeps systemd informed.
+func (r *runner) onEvent(e workers.Event) {
+	if r.handedOver.Load() {
+		// The new master speaks to systemd now; this one retires
+		// quietly (no STATUS=, no STOPPING=1).
+		return
+	}
+	extra := ""
+	if v, ok := r.upgradeErr.Load().(string); ok && v != "" {
+		extra = v
+	}
+	line := statusLine(e.Status, extra)
+	var err error
+	switch e.Kind {
+	case workers.EventServing:
+		if r.master.Inherited() {
+			err = r.notifier.ReadyAsMain(line)
+		} else {
+			err = r.notifier.Ready(line)
+		}
+		if rerr := r.master.Ready(); rerr != nil {
+			r.log.Error("cannot finish start-up", "error", rerr)
+		}
+		r.servingSent.Store(true)
+	case workers.EventReloading:
+		err = r.notifier.Reloading(line)
+	case workers.EventReloaded:
+		err = r.notifier.Ready(line)
+	case workers.EventStopping:
+		err = r.notifier.Stopping(line, r.o.drainTimeout+5*time.Second)
+	case workers.EventChanged:
+		if r.servingSent.Load() && !r.stopping.Load() {
+			err = r.notifier.Status(line)
+		}
+	}
+	if err != nil {
+		r.log.Warn("cannot notify systemd", "error", err)
+	}
+}
+
+// watchdog sends WATCHDOG=1 at half of WATCHDOG_USEC, but only while the
+// supervision loop answers, so systemd restarts a wedged master.
+func (r *runner) watchdog(ctx context.Context) {
+	every, err := systemd.WatchdogInterval(r.master.Inherited())
+	if err != nil {
+		r.log.Warn("watchdog disabled", "error", err)
+		return
+	}
+	if every <= 0 {
+		return
+	}
+	r.log.Debug("watchdog enabled", "interval", every)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, every)
+		err := r.sup.Alive(actx)
+		cancel()
+		if err != nil {
+			r.log.Error("withholding watchdog ping", "error", err)
+			continue
+		}
+		if err := r.notifier.Watchdog(); err != nil {
+			r.log.Warn("cannot notify systemd", "error", err)
+		}
+	}
+}
+
+// statusLine is the one-line STATUS= for systemctl status: which
+// generation serves, how many of its workers are ready, and how the last
+// reload went.
+func statusLine(st workers.Status, extra string) string {
+	ready, want := 0, 0
+	for _, w := range st.Workers {
+		if w.Generation == st.Generation {
+			want++
+			if w.State == workers.Ready {
+				ready++
+			}
+		}
+	}
+	state := "serving"
+	if !st.Serving {
+		state = "starting"
+	}
+	line := fmt.Sprintf("gen %d %s: %d/%d ready", st.Generation, state, ready, want)
+	switch r := st.LastReload; {
+	case st.Reloading > 0:
+		line += fmt.Sprintf("; reloading to gen %d", st.Reloading)
+	case r != nil && r.OK:
+		line += fmt.Sprintf("; last reload ok in %.2fs", r.DurationMS/1000)
+	case r != nil:
+		line += fmt.Sprintf("; reload to gen %d failed: %s", r.Generation, r.Error)
+	}
+	if extra != "" {
+		line += "; " + extra
+	}
+	return line
+}
+
+// handle answers control socket requests.
+func (r *runner) handle(ctx context.Context, req control.Request) control.Response {
+	switch req.Cmd {
+	case "status":
+		return result(true, "", r.sup.Status())
+	case "reload":
+		if !req.Wait {
+			go r.reload(context.Background(), req.Master)
+			return result(true, "", map[string]bool{"queued": true})
+		}
+		res := r.reload(ctx, req.Master)
+		return result(res.OK, res.Error, res)
+	case "stop":
+		r.stopping.Store(true)
+		r.stop()
+		return result(true, "", map[string]bool{"stopping": true})
+	}
+	return control.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }
 
 func result(ok bool, errText string, v any) control.Response {

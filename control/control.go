@@ -56,9 +56,10 @@ type Server struct {
 	allowed func(uid uint32) bool
 }
 
-// Listen creates the control socket at path with mode 0600, replacing a
-// stale socket left by a dead master. A live one is an error.
-func Listen(path string, h Handler, log hclog.Logger) (*Server, error) {
+// ListenUnix creates the control socket at path with mode 0600, replacing
+// a stale socket left by a dead master. A live one is an error. Closing
+// the listener does not remove the path (a new master may serve on it).
+func ListenUnix(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -69,15 +70,17 @@ func Listen(path string, h Handler, log hclog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	ln.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	return FromListener(ln, h, log), nil
+	return ln, nil
 }
 
-// FromListener serves on an existing listener (one handed over by a
-// previous master).
+// FromListener makes a server for ln (from ListenUnix, or handed over by
+// a previous master).
 func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
 	own := uint32(os.Getuid())
 	return &Server{

@@ -63,8 +63,7 @@ type Config struct {
 	FirstGeneration int
 	// ReapOrphans makes the master reap every child, as pid 1 must.
 	ReapOrphans bool
-	// OnEvent, if set, is called on lifecycle events, in order, from the
-	// supervisor's goroutine.
+	// OnEvent, if set, is called on lifecycle events, one call at a time.
 	OnEvent func(Event)
 	// Logger receives the supervisor's logs.
 	Logger hclog.Logger
@@ -83,6 +82,8 @@ const (
 	EventReloaded
 	// EventStopping: the master is stopping its workers.
 	EventStopping
+	// EventChanged: a worker changed state.
+	EventChanged
 )
 
 // Event is passed to Config.OnEvent.
@@ -153,13 +154,21 @@ type Supervisor struct {
 	killc    chan struct{}
 	killOnce sync.Once
 
+	handoverc    chan struct{}
+	handoverOnce sync.Once
+	pingc        chan chan struct{}
+	changed      chan struct{} // poked on worker state changes
+	rollMu       sync.Mutex    // held by the running rollover
+	emitMu       sync.Mutex    // OnEvent calls never overlap
+
 	reloadKick chan struct{}
 
 	mu         sync.Mutex
 	gens       []*generation // live generations, oldest first
 	serving    *generation
 	reloading  int
-	lastGen    int // highest generation number used; failed ones count
+	lastGen    int  // highest generation number used; failed ones count
+	finished   bool // Run has stopped or handed over every worker
 	lastReload *ReloadResult
 	isServing  bool
 	waiters    []chan ReloadResult // reload requests not yet started
@@ -202,6 +211,9 @@ func New(cfg Config) (*Supervisor, error) {
 		log:        cfg.Logger,
 		environ:    CleanEnv(cfg.Environ),
 		killc:      make(chan struct{}),
+		handoverc:  make(chan struct{}),
+		pingc:      make(chan chan struct{}),
+		changed:    make(chan struct{}, 1),
 		reloadKick: make(chan struct{}, 1),
 	}
 	if s.cfg.RuntimeDir == "" {
@@ -260,21 +272,104 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 
 	ready := g.readyAll()
+	kick := s.reloadKick
+	var reloadDone chan struct{}
 	for {
 		select {
 		case <-ready:
 			ready = nil
 			s.markServing()
-		case <-s.reloadKick:
-			s.reload(ctx)
+		case <-kick:
+			// One rollover at a time: further requests wait in
+			// s.waiters and the kick channel until this one ends.
+			kick = nil
+			reloadDone = make(chan struct{})
+			go func(done chan struct{}) {
+				defer close(done)
+				s.rollMu.Lock()
+				defer s.rollMu.Unlock()
+				s.reload(ctx)
+			}(reloadDone)
+		case <-reloadDone:
+			reloadDone, kick = nil, s.reloadKick
 			if ready != nil && s.currentServing() != g {
 				ready = nil
 			}
+		case <-s.changed:
+			s.emit(Event{Kind: EventChanged})
+		case c := <-s.pingc:
+			close(c)
+		case <-s.handoverc:
+			if reloadDone != nil {
+				<-reloadDone
+			}
+			s.retireAll()
+			return nil
 		case <-ctx.Done():
+			if reloadDone != nil {
+				<-reloadDone
+			}
 			s.shutdown()
 			return nil
 		}
 	}
+}
+
+// Alive reports whether the supervision loop answers within ctx: the
+// watchdog pings systemd only while it does.
+func (s *Supervisor) Alive(ctx context.Context) error {
+	c := make(chan struct{})
+	select {
+	case s.pingc <- c:
+	case <-ctx.Done():
+		return fmt.Errorf("supervision loop unresponsive: %w", ctx.Err())
+	}
+	select {
+	case <-c:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("supervision loop unresponsive: %w", ctx.Err())
+	}
+}
+
+// Exclusive runs fn while no rollover runs, and keeps rollovers from
+// starting until it returns: a master upgrade is a rollover too.
+func (s *Supervisor) Exclusive(fn func() error) error {
+	s.rollMu.Lock()
+	defer s.rollMu.Unlock()
+	return fn()
+}
+
+// LastGeneration is the highest generation number used so far; a new
+// master continues after it.
+func (s *Supervisor) LastGeneration() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastGen
+}
+
+// Handover makes Run return after retiring every worker one at a time,
+// without EventStopping: a new master has taken over the sockets and
+// serves with its own workers.
+func (s *Supervisor) Handover() {
+	s.handoverOnce.Do(func() { close(s.handoverc) })
+}
+
+// retireAll retires every generation one worker at a time, as a reload
+// retires the old generation.
+func (s *Supervisor) retireAll() {
+	s.log.Info("handed over to a new master: retiring workers one at a time")
+	s.mu.Lock()
+	gens := append([]*generation(nil), s.gens...)
+	s.mu.Unlock()
+	for _, g := range gens {
+		g.retiring.Store(true)
+		for _, sl := range g.slots {
+			g.retireSlot(context.Background(), sl)
+		}
+	}
+	s.failWaiters("master handed over to a new master before the reload ran")
+	s.log.Info("all workers retired")
 }
 
 func (s *Supervisor) currentServing() *generation {
@@ -299,6 +394,8 @@ func (s *Supervisor) emit(e Event) {
 	if s.cfg.OnEvent == nil {
 		return
 	}
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
 	e.Status = s.Status()
 	s.cfg.OnEvent(e)
 }
@@ -309,6 +406,11 @@ func (s *Supervisor) emit(e Event) {
 func (s *Supervisor) Reload() <-chan ReloadResult {
 	c := make(chan ReloadResult, 1)
 	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		c <- ReloadResult{Error: "master is no longer running workers"}
+		return c
+	}
 	s.waiters = append(s.waiters, c)
 	s.mu.Unlock()
 	select {
@@ -381,6 +483,10 @@ func (s *Supervisor) rollover(ctx context.Context, num int, res *ReloadResult) e
 		sl.start()
 	}
 	if err := g.waitReady(ctx, g.slots); err != nil {
+		if ctx.Err() != nil {
+			// Stopping: shutdown stops this generation with the rest.
+			return fmt.Errorf("master stopping: %w", err)
+		}
 		s.abandon(g)
 		return err
 	}
@@ -403,6 +509,9 @@ func (s *Supervisor) rolling(ctx context.Context, old, g *generation, res *Reloa
 	for i, sl := range g.slots {
 		sl.start()
 		if err := g.waitReady(ctx, []*slot{sl}); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("master stopping: %w", err)
+			}
 			s.abandon(g)
 			s.mu.Lock()
 			for j := 0; j < i && j < len(old.slots); j++ {
@@ -484,14 +593,19 @@ func (s *Supervisor) shutdown() {
 		}()
 	}
 	wg.Wait()
+	s.failWaiters("master stopped before the reload ran")
+	s.log.Info("all workers stopped")
+}
+
+func (s *Supervisor) failWaiters(why string) {
 	s.mu.Lock()
+	s.finished = true
 	waiters := s.waiters
 	s.waiters = nil
 	s.mu.Unlock()
 	for _, c := range waiters {
-		c <- ReloadResult{OK: false, Error: "master stopped before the reload ran"}
+		c <- ReloadResult{OK: false, Error: why}
 	}
-	s.log.Info("all workers stopped")
 }
 
 // spawn starts one worker for slot i of g.
@@ -540,6 +654,7 @@ func (s *Supervisor) spawn(g *generation, i int) (*worker, error) {
 		donec:        make(chan struct{}),
 		stopc:        make(chan struct{}),
 		killc:        make(chan struct{}),
+		changed:      s.changed,
 		state:        Starting,
 	}
 	w.log.Info("worker starting")

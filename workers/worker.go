@@ -56,6 +56,7 @@ type worker struct {
 	failure string // why it never became ready, if it did not
 
 	garbage dropLog
+	changed chan<- struct{} // poked on every transition
 }
 
 // run drives the worker through its states until it is reaped. It is the
@@ -133,6 +134,12 @@ func (w *worker) transition(to State, why string) {
 		w.readyAt = time.Now()
 	}
 	w.mu.Unlock()
+	if w.changed != nil {
+		select {
+		case w.changed <- struct{}{}:
+		default:
+		}
+	}
 	switch to {
 	case Ready:
 		w.log.Info("worker ready", "after", time.Since(w.started).Round(time.Millisecond), "how", why)

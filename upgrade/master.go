@@ -1,0 +1,305 @@
+package upgrade
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"golang.org/x/sys/unix"
+)
+
+// handoverName is the tableflip file that carries the listeners to a new
+// master: one end of a socketpair on which the old master has queued the
+// listener descriptors (SCM_RIGHTS) and the generation count.
+const handoverName = "handoff-handover"
+
+// handover is what an old master tells its successor.
+type handover struct {
+	Generation int      `json:"generation"`
+	Names      []string `json:"names"`
+}
+
+// Master is what a master process keeps across its own binary upgrades:
+// its listeners, its control socket and its generation count, handed to
+// the next master through tableflip.
+type Master struct {
+	upg      *tableflip.Upgrader
+	exe      string
+	received *handover
+	fds      map[string]int // listener descriptors received, by name
+}
+
+// Options configure NewMaster.
+type Options struct {
+	// PIDFile, if set, gets the pid of the master once it serves.
+	PIDFile string
+	// UpgradeTimeout is how long a new master may take to be ready. It
+	// must exceed the workers' ready timeout.
+	UpgradeTimeout time.Duration
+}
+
+// NewMaster prepares the master for upgrades. In a master started by an
+// upgrade, it takes over what the old master handed over.
+//
+// tableflip restarts os.Args[0], which a relative path would resolve
+// against the current directory at the time of the upgrade: NewMaster
+// replaces it with the absolute path of the executable as started.
+func NewMaster(opts Options) (*Master, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	os.Args[0] = exe
+	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.UpgradeTimeout, PIDFile: opts.PIDFile})
+	if err != nil {
+		return nil, fmt.Errorf("tableflip: %w", err)
+	}
+	m := &Master{upg: upg, exe: exe}
+	if upg.HasParent() {
+		if err := m.receive(); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Inherited reports whether this master took over from an older one.
+func (m *Master) Inherited() bool { return m.upg.HasParent() }
+
+// FirstGeneration is the number this master's first generation takes:
+// one after the last one of the master it took over from, else 1.
+func (m *Master) FirstGeneration() int {
+	if m.received == nil {
+		return 1
+	}
+	return m.received.Generation + 1
+}
+
+// Listeners returns a listener for each spec: handed over by the previous
+// master, else passed by systemd socket activation (activated, by
+// FileDescriptorName=), else bound now. Activated sockets that no spec
+// names are closed.
+func (m *Master) Listeners(specs []Spec, activated map[string]int) ([]*Listener, error) {
+	var out []*Listener
+	fail := func(err error) ([]*Listener, error) {
+		for _, l := range out {
+			l.Remove()
+		}
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, spec := range specs {
+		var (
+			l   *Listener
+			err error
+		)
+		if fd, ok := m.fds[spec.Name]; ok {
+			l, err = FromFd(spec, fd)
+			delete(m.fds, spec.Name)
+		} else if fd, ok := activated[spec.Name]; ok {
+			used[spec.Name] = true
+			l, err = FromFd(spec, fd)
+		} else if len(activated) > 0 {
+			err = fmt.Errorf("listen %s: socket activation passed no socket named %q (FileDescriptorName=); it passed %s", spec, spec.Name, names(activated))
+		} else {
+			l, err = Bind(spec)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		out = append(out, l)
+	}
+	for name, fd := range activated {
+		if !used[name] {
+			unix.Close(fd)
+		}
+	}
+	for _, fd := range m.fds {
+		unix.Close(fd)
+	}
+	m.fds = nil
+	return out, nil
+}
+
+func names(m map[string]int) string {
+	var b bytes.Buffer
+	for n := range m {
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", n)
+	}
+	return b.String()
+}
+
+// ControlListener returns the control socket handed over by the previous
+// master, or makes one with create. Either way the socket is registered
+// for the next hand-over, and closing it never removes its path: the
+// next master serves on it. Remove the path on final shutdown.
+func (m *Master) ControlListener(path string, create func() (*net.UnixListener, error)) (*net.UnixListener, error) {
+	ln, err := m.upg.Fds.Listener("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("inherited control socket: %w", err)
+	}
+	if ul, ok := ln.(*net.UnixListener); ok && ul != nil {
+		ul.SetUnlinkOnClose(false)
+		return ul, nil
+	}
+	ul, err := create()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.upg.Fds.AddListener("unix", path, ul); err != nil {
+		ul.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ul, nil
+}
+
+// Ready tells tableflip (and the previous master, if any) that this
+// master serves; it writes the pid file.
+func (m *Master) Ready() error { return m.upg.Ready() }
+
+// Stop ends upgrades for good: the master is shutting down.
+func (m *Master) Stop() { m.upg.Stop() }
+
+// BinaryChanged reports whether the executable on disk at the path this
+// master was started from differs from the one running: a different
+// file with different contents.
+func (m *Master) BinaryChanged() (bool, error) {
+	onDisk, err := os.Stat(m.exe)
+	if err != nil {
+		return false, fmt.Errorf("own executable: %w", err)
+	}
+	running, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return false, fmt.Errorf("running executable: %w", err)
+	}
+	if os.SameFile(onDisk, running) {
+		return false, nil
+	}
+	a, err := hashFile(m.exe)
+	if err != nil {
+		return false, err
+	}
+	b, err := hashFile("/proc/self/exe")
+	if err != nil {
+		return false, err
+	}
+	return !bytes.Equal(a, b), nil
+}
+
+func hashFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("hash %s: %w", path, err)
+	}
+	return h.Sum(nil), nil
+}
+
+// Upgrade starts the executable now on disk as a new master, hands it the
+// listeners and the generation count, and waits until it is ready (it
+// calls Ready once its own workers are). On success this master should
+// retire its workers and exit; on failure it goes on serving. If a
+// previous master is still retiring, Upgrade first waits for it to exit.
+func (m *Master) Upgrade(ctx context.Context, generation int, ls []*Listener) error {
+	if err := m.upg.WaitForParent(ctx); err != nil && ctx.Err() != nil {
+		return fmt.Errorf("wait for the previous master to exit: %w", err)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("hand-over socket: %w", err)
+	}
+	defer unix.Close(pair[0])
+	theirs := os.NewFile(uintptr(pair[1]), handoverName)
+	err = m.upg.Fds.AddFile(handoverName, theirs)
+	theirs.Close()
+	if err != nil {
+		return fmt.Errorf("hand-over socket: %w", err)
+	}
+	h := handover{Generation: generation}
+	fds := make([]int, len(ls))
+	for i, l := range ls {
+		h.Names = append(h.Names, l.Name)
+		fds[i] = l.Fd()
+	}
+	msg, _ := json.Marshal(h)
+	if err := unix.Sendmsg(pair[0], msg, unix.UnixRights(fds...), nil, 0); err != nil {
+		return fmt.Errorf("hand over listeners: %w", err)
+	}
+	if err := m.upg.Upgrade(); err != nil {
+		return fmt.Errorf("new master: %w", err)
+	}
+	return nil
+}
+
+// Exit is closed when this master has been replaced (or stopped).
+func (m *Master) Exit() <-chan struct{} { return m.upg.Exit() }
+
+// receive reads what the old master queued on the hand-over socket.
+func (m *Master) receive() error {
+	f, err := m.upg.Fds.File(handoverName)
+	if err != nil || f == nil {
+		return fmt.Errorf("new master: no hand-over from the old master (%v)", err)
+	}
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("hand-over socket: %w", err)
+	}
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4*1024))
+	var (
+		n, oobn int
+		rerr    error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	}); err != nil {
+		return fmt.Errorf("hand-over socket: %w", err)
+	}
+	if rerr != nil {
+		return fmt.Errorf("receive hand-over: %w", rerr)
+	}
+	var fds []int
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return fmt.Errorf("receive hand-over: %w", err)
+	}
+	for _, cm := range msgs {
+		got, err := unix.ParseUnixRights(&cm)
+		if err == nil {
+			fds = append(fds, got...)
+		}
+	}
+	var h handover
+	if err := json.Unmarshal(buf[:n], &h); err != nil || len(h.Names) != len(fds) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return errors.New("receive hand-over: malformed message from the old master")
+	}
+	m.received = &h
+	m.fds = make(map[string]int, len(fds))
+	for i, name := range h.Names {
+		m.fds[name] = fds[i]
+	}
+	return nil
+}
