@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -117,15 +118,41 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 func cmdStop(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("stop", stderr)
 	ctl := controlFlag(fs)
+	wait := fs.Bool("wait", false, "wait until the master has exited (for ExecStop=)")
+	timeout := fs.Duration("timeout", 0, "with --wait, give up after this long (0: no limit)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := request(ctx, *ctl, control.Request{Cmd: "stop"}); err != nil {
+	resp, err := request(ctx, *ctl, control.Request{Cmd: "stop"})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "stopping")
+	if !*wait {
+		fmt.Fprintln(stdout, "stopping")
+		return nil
+	}
+	var r struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(resp.Result, &r); err != nil || r.PID <= 0 {
+		return fmt.Errorf("stop: reply does not name the master's pid")
+	}
+	var deadline <-chan time.Time
+	if *timeout > 0 {
+		deadline = time.After(*timeout)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for syscall.Kill(r.PID, 0) == nil {
+		select {
+		case <-deadline:
+			return fmt.Errorf("stop: master %d still running after %s", r.PID, *timeout)
+		case <-tick.C:
+		}
+	}
+	fmt.Fprintf(stdout, "master %d stopped\n", r.PID)
 	return nil
 }
 

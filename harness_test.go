@@ -26,6 +26,7 @@ import (
 var bin struct {
 	dir      string
 	handoff  string
+	handoff2 string // the same code with another version string: other bytes
 	hello1   string
 	hello2   string
 	testapp  string
@@ -40,6 +41,7 @@ func TestMain(m *testing.M) {
 	}
 	bin.dir = dir
 	bin.handoff = filepath.Join(dir, "handoff")
+	bin.handoff2 = filepath.Join(dir, "handoff2")
 	bin.hello1 = filepath.Join(dir, "hello-v1")
 	bin.hello2 = filepath.Join(dir, "hello-v2")
 	bin.testapp = filepath.Join(dir, "testapp")
@@ -49,6 +51,7 @@ func TestMain(m *testing.M) {
 	}
 	builds := [][]string{
 		append(append([]string{"build"}, race...), "-o", bin.handoff, "."),
+		append(append([]string{"build"}, race...), "-ldflags", "-X main.version=two", "-o", bin.handoff2, "."),
 		{"build", "-ldflags", "-X main.version=v1", "-o", bin.hello1, "./examples/hello"},
 		{"build", "-ldflags", "-X main.version=v2", "-o", bin.hello2, "./examples/hello"},
 		{"build", "-o", bin.testapp, "./testdata/testapp"},
@@ -139,11 +142,20 @@ type master struct {
 	log     *logBuf
 	done    chan struct{}
 	waitErr error
+	// handsOver is set by tests that upgrade the master: the process
+	// started exits, and its successor answers on the control socket.
+	handsOver bool
 }
 
 // startMaster runs handoff with a tcp listener on a free port of
 // 127.0.0.1 and the given flags and command.
 func startMaster(t *testing.T, flags []string, command ...string) *master {
+	t.Helper()
+	return startMasterWith(t, bin.handoff, nil, flags, command...)
+}
+
+// startMasterWith runs the handoff binary at exe with extra environment.
+func startMasterWith(t *testing.T, exe string, env []string, flags []string, command ...string) *master {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ht-")
 	if err != nil {
@@ -157,12 +169,27 @@ func startMaster(t *testing.T, flags []string, command ...string) *master {
 	}
 	args = append(append(args, flags...), "--")
 	args = append(args, command...)
-	m.cmd = exec.Command(bin.handoff, args...)
-	m.cmd.Stdout = m.log
-	m.cmd.Stderr = m.log
-	if err := m.cmd.Start(); err != nil {
+	m.cmd = exec.Command(exe, args...)
+	m.cmd.Env = append(os.Environ(), env...)
+	// Give the master a pipe of our own rather than an io.Writer: a new
+	// master started by a self-upgrade inherits it, and cmd.Wait would
+	// otherwise wait for it to close, i.e. for the new master to exit.
+	pr, pw, err := os.Pipe()
+	if err != nil {
 		t.Fatal(err)
 	}
+	m.cmd.Stdout = pw
+	m.cmd.Stderr = pw
+	err = m.cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		t.Fatal(err)
+	}
+	go func() {
+		io.Copy(m.log, pr)
+		pr.Close()
+	}()
 	go func() {
 		m.waitErr = m.cmd.Wait()
 		close(m.done)
@@ -217,6 +244,9 @@ func (m *master) waitStatus(timeout time.Duration, what string, ok func(workers.
 	for time.Now().Before(deadline) {
 		select {
 		case <-m.done:
+			if m.handsOver {
+				break
+			}
 			m.t.Fatalf("master exited (%v) while waiting for %s; log:\n%s", m.waitErr, what, m.log.String())
 		default:
 		}

@@ -367,7 +367,7 @@ func (r *runner) handle(ctx context.Context, req control.Request) control.Respon
 	case "stop":
 		r.stopping.Store(true)
 		r.stop()
-		return result(true, "", map[string]bool{"stopping": true})
+		return result(true, "", map[string]any{"stopping": true, "pid": os.Getpid()})
 	}
 	return control.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }

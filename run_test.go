@@ -323,3 +323,17 @@ func TestRunStopKillsAfterDrainTimeout(t *testing.T) {
 	m.log.waitLine(t, time.Second, "did not exit in time, killing it")
 	m.log.waitLine(t, time.Second, "worker exited", "killed by SIGKILL")
 }
+
+// 'handoff stop --wait' returns once the master has exited.
+func TestRunStopWait(t *testing.T) {
+	m := startMaster(t, []string{"--workers", "1"}, bin.hello1)
+	st := m.waitServing(1, 1)
+	stdout, stderr, code := m.cli("stop", "--wait", "--timeout", "30s")
+	if code != 0 || stdout != fmt.Sprintf("master %d stopped\n", st.PID) {
+		t.Fatalf("stop --wait: exit %d, %q %q", code, stdout, stderr)
+	}
+	// The pid is gone, so the process was reaped: its exit is known.
+	if code := m.waitExit(5 * time.Second); code != 0 {
+		t.Fatalf("master exit code %d", code)
+	}
+}
