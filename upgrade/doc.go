@@ -1,0 +1,20 @@
+// Package upgrade owns the master's sockets: it binds them once, adopts
+// them from systemd socket activation, and carries them across the
+// master's own binary upgrades.
+//
+// A Listener is a socket the master holds for its whole life and never
+// accepts on. Its descriptor is kept out of the Go runtime's poller (an
+// os.File around a non-blocking socket would be registered, and every
+// connection would wake the master) and nothing in the master depends on
+// its O_NONBLOCK flag, which belongs to the open file description shared
+// with every worker and which workers change at will.
+//
+// Master wraps github.com/cloudflare/tableflip for self-upgrades. The new
+// master is started by tableflip; the listeners travel to it as raw
+// SCM_RIGHTS descriptors on a socketpair (one end handed over through
+// tableflip), with the generation count, so the new master never wraps
+// them in a pollable file either. The control socket travels as a
+// tableflip listener and is never unlinked on a hand-over. The new master
+// calls Ready once its own workers are ready; the old one then retires its
+// workers and exits.
+package upgrade
