@@ -348,3 +348,66 @@ func TestControlSocketBadRequests(t *testing.T) {
 		t.Fatalf("control socket broken: %v", err)
 	}
 }
+
+// --reload-strategy rolling replaces one worker at a time: never more than
+// N+1 workers, no failed request; a failure part-way restores the old
+// generation's retired slots.
+func TestReloadRollingStrategy(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	install(t, bin.hello1, app)
+	m := startMaster(t, []string{"--workers", "3", "--reload-strategy", "rolling", "--ready-timeout", "2s"}, app)
+	m.waitServing(1, 3)
+	l := startLoad(m.addr(), 1)
+	defer l.stop()
+	if !l.waitRequests(50, 20*time.Second) {
+		t.Fatal("load is not getting answers")
+	}
+
+	// Watch the number of live workers while the reload runs.
+	most := make(chan int)
+	stopWatch := make(chan struct{})
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stopWatch:
+				most <- n
+				return
+			default:
+			}
+			if st, err := m.status(); err == nil {
+				n = max(n, len(st.Workers))
+			}
+		}
+	}()
+	install(t, bin.hello2, app)
+	if stdout, stderr, code := m.cli("reload", "--wait"); code != 0 {
+		t.Fatalf("rolling reload: exit %d %s%s", code, stdout, stderr)
+	}
+	close(stopWatch)
+	if n := <-most; n > 4 {
+		t.Fatalf("%d workers at once during a rolling reload of 3", n)
+	}
+	m.waitServing(2, 3)
+
+	// A release whose slot 0 comes up but slot 1 never does: slot 0 of
+	// the old generation was already retired and must come back.
+	half := script(t, dir, "half", `[ "$HANDOFF_WORKER" = 0 ] && exec `+bin.hello2+`; exec sleep 600`)
+	install(t, half, app)
+	if _, stderr, code := m.cli("reload", "--wait"); code != 1 || !strings.Contains(stderr, "not ready within 2s") {
+		t.Fatalf("failing rolling reload: exit %d %q", code, stderr)
+	}
+	st := m.waitServing(2, 3)
+	for _, w := range st.Workers {
+		if w.Generation != 2 {
+			t.Fatalf("after the rollback: %+v", st.Workers)
+		}
+	}
+	if n := m.log.count("worker starting", "generation=2 ", "slot=0"); n != 2 {
+		t.Fatalf("old slot 0 started %d times, want 2 (first start, and back after the rollback)", n)
+	}
+	if fails := l.stop(); len(fails) > 0 {
+		t.Fatalf("%d requests failed:\n%s", len(fails), summarize(fails))
+	}
+}

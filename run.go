@@ -274,6 +274,11 @@ func (r *runner) onEvent(e workers.Event) {
 	case workers.EventReloading:
 		err = r.notifier.Reloading(line)
 	case workers.EventReloaded:
+		if e.Reload.OK && extra != "" {
+			// A later good reload supersedes a failed master upgrade.
+			r.upgradeErr.Store("")
+			line = statusLine(e.Status, "")
+		}
 		err = r.notifier.Ready(line)
 	case workers.EventStopping:
 		err = r.notifier.Stopping(line, r.o.drainTimeout+5*time.Second)
