@@ -68,11 +68,23 @@ type loadResult struct {
 	// PerPID counts successful responses by the pid that answered (when
 	// counted).
 	PerPID map[int]int64
+	// Failures are the first failed requests, when they were sent and
+	// why (vegeta only).
+	Failures []failure
 	// LastVersion and LastGeneration are those of the last successful
 	// response (vegeta only).
 	LastVersion    string
 	LastGeneration int
 }
+
+// failure is one failed request.
+type failure struct {
+	At   time.Time
+	Kind string
+}
+
+// maxFailures bounds the failures a run keeps.
+const maxFailures = 50
 
 // vegetaOpts describe a fixed-rate run.
 type vegetaOpts struct {
@@ -129,8 +141,12 @@ func runVegeta(ctx context.Context, o vegetaOpts, stop <-chan struct{}) (loadRes
 		m.Add(r)
 		out.Requests++
 		if r.Error != "" || r.Code != http.StatusOK {
+			kind := classifyError(r.Error, r.Code)
 			out.Failed++
-			out.Errors[classifyError(r.Error, r.Code)]++
+			out.Errors[kind]++
+			if len(out.Failures) < maxFailures {
+				out.Failures = append(out.Failures, failure{At: r.Timestamp, Kind: kind})
+			}
 			continue
 		}
 		if a, ok := parseAnswer(r.Body); ok {

@@ -264,8 +264,8 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 	}
 	b.mu.Lock()
 	failures := append([]string(nil), b.failures...)
+	failed = len(failures) > 0 || b.keepLogs
 	b.mu.Unlock()
-	failed = len(failures) > 0
 	killed := reg.sweep()
 	if len(killed) > 0 {
 		failures = append(failures, "processes left behind and killed: "+strings.Join(killed, "; "))

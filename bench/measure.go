@@ -37,6 +37,7 @@ type bench struct {
 
 	mu       sync.Mutex
 	failures []string
+	keepLogs bool // something worth a look happened: keep the scratch directory
 }
 
 // section is one measurement's table.
@@ -218,8 +219,11 @@ func checkRan(r loadResult) error {
 
 func (b *bench) overhead(ctx context.Context) section {
 	sides := []side{b.helloAlone(0), b.handoffHello(1, 0)}
-	type samples struct{ rps, p99w, p99v []float64 }
+	type samples struct{ rps, p99w, p99v []float64 } // by round; 0: no sample
 	res := make([]samples, len(sides))
+	for i := range res {
+		res[i] = samples{make([]float64, b.cfg.rounds), make([]float64, b.cfg.rounds), make([]float64, b.cfg.rounds)}
+	}
 	// Both run throughout (the idle one costs nothing) and take turns, so
 	// that a change in the machine's load hits both alike.
 	srvs, stopAll := b.startAll(ctx, "overhead", sides)
@@ -243,8 +247,7 @@ func (b *bench) overhead(ctx context.Context) section {
 				b.fail("overhead: %s: %v", sides[i].name, err)
 				continue
 			}
-			res[i].rps = append(res[i].rps, w.RPS)
-			res[i].p99w = append(res[i].p99w, ms(w.P99))
+			res[i].rps[r], res[i].p99w[r] = w.RPS, ms(w.P99)
 		}
 		for _, i := range order(len(sides), r) {
 			srv := srvs[i]
@@ -259,24 +262,24 @@ func (b *bench) overhead(ctx context.Context) section {
 				b.fail("overhead: %s: %v", sides[i].name, err)
 				continue
 			}
-			res[i].p99v = append(res[i].p99v, ms(v.P99))
+			res[i].p99v[r] = ms(v.P99)
 		}
 	}
 	a, h := res[0], res[1]
-	rpsRatio := median(h.rps) / median(a.rps)
+	rpsRatio := pairedRatio(h.rps, a.rps)
 	goal := "✗"
 	if rpsRatio >= 0.98 {
 		goal = "✓"
 	}
 	return section{
 		Title: "1. Overhead: examples/hello alone vs under handoff (1 worker)",
-		Intro: []string{fmt.Sprintf("Same binary, same load. wrk: %d thread(s), %d keep-alive connections, %s per run; vegeta: %d req/s, keep-alive, %s. Both run side by side and take turns, %d rounds; medians.",
-			b.cfg.wrkThreads, b.cfg.conns, b.cfg.duration, b.cfg.rate, b.cfg.duration, len(a.rps))},
+		Intro: []string{fmt.Sprintf("Same binary, same load. wrk: %d thread(s), %d keep-alive connections, %s per run; vegeta: %d req/s, keep-alive, %s. Both run side by side and take turns, %d rounds. Medians; each ratio is the median of the rounds' ratios (a round's two runs are next to each other in time, which cancels drifts in the machine's load).",
+			b.cfg.wrkThreads, b.cfg.conns, b.cfg.duration, b.cfg.rate, b.cfg.duration, b.cfg.rounds)},
 		Header: []string{"metric", "hello alone", "handoff + hello (1)", "ratio (≥ 1: handoff as good)", "goal"},
 		Rows: [][]string{
 			{"requests/s (wrk, saturation)", fmtRPS(median(a.rps)), fmtRPS(median(h.rps)), fmtRatio(rpsRatio), "≥ 0.98 " + goal},
-			{"p99 latency (wrk, saturation)", fmtMS(median(a.p99w)), fmtMS(median(h.p99w)), fmtRatio(median(a.p99w) / median(h.p99w)), ""},
-			{fmt.Sprintf("p99 latency (vegeta, %d req/s)", b.cfg.rate), fmtMS(median(a.p99v)), fmtMS(median(h.p99v)), fmtRatio(median(a.p99v) / median(h.p99v)), ""},
+			{"p99 latency (wrk, saturation)", fmtMS(median(a.p99w)), fmtMS(median(h.p99w)), fmtRatio(pairedRatio(a.p99w, h.p99w)), ""},
+			{fmt.Sprintf("p99 latency (vegeta, %d req/s)", b.cfg.rate), fmtMS(median(a.p99v)), fmtMS(median(h.p99v)), fmtRatio(pairedRatio(a.p99v, h.p99v)), ""},
 		},
 		Notes: []string{"All rounds: hello alone " + fmtList(a.rps, fmtRPS) + " req/s; handoff " + fmtList(h.rps, fmtRPS) + " req/s."},
 	}
@@ -292,8 +295,10 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 		res     loadResult
 		reloads int
 		err     string
+		starts  []time.Time // when each reload started
 	}
 	var rows [][]string
+	notes := []string{"Goal: 0 failed for handoff with both tools."}
 	results := map[string][2]outcome{}
 	for t, tool := range []string{"vegeta", "wrk"} {
 		for _, s := range sides {
@@ -317,6 +322,7 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 				pause(ctx, b.cfg.reloadGap*2)
 				var rerr error
 				for i := 0; i < b.cfg.reloads && ctx.Err() == nil; i++ {
+					o.starts = append(o.starts, time.Now())
 					if rerr = srv.reload(ctx); rerr != nil {
 						rerr = fmt.Errorf("reload %d of %d: %w", i+1, b.cfg.reloads, rerr)
 						break
@@ -362,6 +368,20 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 			reloads += " ✗"
 		}
 		rows = append(rows, []string{s.name, cell(r[0]), cell(r[1]), reloads})
+		if strings.HasPrefix(s.name, "handoff") && r[0].res.Failed+r[1].res.Failed > 0 {
+			b.mu.Lock()
+			b.keepLogs = true
+			b.mu.Unlock()
+			notes = append(notes, fmt.Sprintf("%s failed requests: its logs are kept in %s.", s.name, b.e.reg.logDir))
+		}
+		if f := failureTimes(r[0].res.Failures, r[0].starts); f != "" {
+			notes = append(notes, fmt.Sprintf("%s, vegeta failures by time after the start of the reload before them: %s.", s.name, f))
+		}
+		for _, o := range r {
+			if o.err != "" {
+				notes = append(notes, fmt.Sprintf("%s: %s.", s.name, o.err))
+			}
+		}
 	}
 	return section{
 		Title: fmt.Sprintf("2. Failed requests over %d reloads under load", b.cfg.reloads),
@@ -371,8 +391,34 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 		},
 		Header: []string{"side", "vegeta: failed of requests", "wrk: failed of requests", "reloads done (vegeta / wrk)"},
 		Rows:   rows,
-		Notes:  []string{"Goal: 0 failed for handoff with both tools."},
+		Notes:  notes,
 	}
+}
+
+// failureTimes describes when each failure happened relative to the
+// reload that started last before it: "reload 3 +412 ms (connection reset)".
+func failureTimes(fs []failure, starts []time.Time) string {
+	if len(fs) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, f := range fs {
+		k := -1
+		for i, t := range starts {
+			if !t.After(f.At) {
+				k = i
+			}
+		}
+		if k < 0 {
+			parts = append(parts, fmt.Sprintf("before the first reload (%s)", f.Kind))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("reload %d %+d ms (%s)", k+1, f.At.Sub(starts[k]).Milliseconds(), f.Kind))
+	}
+	if len(fs) == maxFailures {
+		parts = append(parts, "…")
+	}
+	return strings.Join(parts, "; ")
 }
 
 // ---- 3. reload latency ----
@@ -588,8 +634,12 @@ func (b *bench) reloadLatency(ctx context.Context) section {
 func (b *bench) nodeThroughput(ctx context.Context) section {
 	n := b.cfg.workers
 	sides := []side{b.handoffNode(n, 0), b.cluster(n, 0), b.pm2(n, 0)}
-	type samples struct{ ka, close, kaP99, closeP99 []float64 }
+	type samples struct{ ka, close, kaP99, closeP99 []float64 } // by round; 0: no sample
 	res := make([]samples, len(sides))
+	for i := range res {
+		r := b.cfg.rounds
+		res[i] = samples{make([]float64, r), make([]float64, r), make([]float64, r), make([]float64, r)}
+	}
 	srvs, stopAll := b.startAll(ctx, "node throughput", sides)
 	defer stopAll()
 	for _, srv := range srvs {
@@ -613,11 +663,9 @@ func (b *bench) nodeThroughput(ctx context.Context) section {
 					continue
 				}
 				if keepAlive {
-					res[i].ka = append(res[i].ka, w.RPS)
-					res[i].kaP99 = append(res[i].kaP99, ms(w.P99))
+					res[i].ka[r], res[i].kaP99[r] = w.RPS, ms(w.P99)
 				} else {
-					res[i].close = append(res[i].close, w.RPS)
-					res[i].closeP99 = append(res[i].closeP99, ms(w.P99))
+					res[i].close[r], res[i].closeP99[r] = w.RPS, ms(w.P99)
 				}
 			}
 		}
@@ -625,12 +673,12 @@ func (b *bench) nodeThroughput(ctx context.Context) section {
 	h, c, p := res[0], res[1], res[2]
 	return section{
 		Title: fmt.Sprintf("4. Node throughput: examples/node/server.js as %d workers", n),
-		Intro: []string{fmt.Sprintf("wrk, %d thread(s), %d connections, %s per run, all three running side by side and taking turns, %d rounds with the order rotated; medians. handoff workers share one listening socket and accept on it themselves; node cluster (round-robin, the default) and PM2 cluster mode accept in the master and pass each connection to a worker.",
+		Intro: []string{fmt.Sprintf("wrk, %d thread(s), %d connections, %s per run, all three running side by side and taking turns, %d rounds with the order rotated. Medians; ratios are medians of the rounds' ratios. handoff workers share one listening socket and accept on it themselves; node cluster (round-robin, the default) and PM2 cluster mode accept in the master and pass each connection to a worker.",
 			b.cfg.wrkThreads, b.cfg.conns, b.cfg.duration, b.cfg.rounds)},
 		Header: []string{"load", sides[0].name, sides[1].name, sides[2].name, "handoff ÷ cluster", "handoff ÷ PM2"},
 		Rows: [][]string{
-			{"keep-alive, req/s", fmtRPS(median(h.ka)), fmtRPS(median(c.ka)), fmtRPS(median(p.ka)), fmtRatio(median(h.ka) / median(c.ka)), fmtRatio(median(h.ka) / median(p.ka))},
-			{"new connection per request, req/s", fmtRPS(median(h.close)), fmtRPS(median(c.close)), fmtRPS(median(p.close)), fmtRatio(median(h.close) / median(c.close)), fmtRatio(median(h.close) / median(p.close))},
+			{"keep-alive, req/s", fmtRPS(median(h.ka)), fmtRPS(median(c.ka)), fmtRPS(median(p.ka)), fmtRatio(pairedRatio(h.ka, c.ka)), fmtRatio(pairedRatio(h.ka, p.ka))},
+			{"new connection per request, req/s", fmtRPS(median(h.close)), fmtRPS(median(c.close)), fmtRPS(median(p.close)), fmtRatio(pairedRatio(h.close, c.close)), fmtRatio(pairedRatio(h.close, p.close))},
 			{"keep-alive, p99", fmtMS(median(h.kaP99)), fmtMS(median(c.kaP99)), fmtMS(median(p.kaP99)), "", ""},
 			{"new connection per request, p99", fmtMS(median(h.closeP99)), fmtMS(median(c.closeP99)), fmtMS(median(p.closeP99)), "", ""},
 		},
@@ -842,16 +890,35 @@ func spread(per map[int]int64, workers []int, n int) string {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// median is the median of the non-zero values (zero marks a missing
+// sample), or 0.
 func median(xs []float64) float64 {
-	if len(xs) == 0 {
+	var s []float64
+	for _, x := range xs {
+		if x != 0 {
+			s = append(s, x)
+		}
+	}
+	if len(s) == 0 {
 		return 0
 	}
-	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// pairedRatio is the median over rounds of num[r]/den[r], for the rounds
+// that have both.
+func pairedRatio(num, den []float64) float64 {
+	var rs []float64
+	for r := range min(len(num), len(den)) {
+		if num[r] != 0 && den[r] != 0 {
+			rs = append(rs, num[r]/den[r])
+		}
+	}
+	return median(rs)
 }
 
 func fmtRPS(f float64) string {
