@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -114,6 +115,11 @@ exec sleep 600
 			}
 		}
 		// /proc/PID/fd of the exec'd sleep: stdio and three listeners.
+		// READY=1 came from the script, which may not have exec'd yet.
+		m.waitStatus(10*time.Second, "worker exec'd sleep", func(workers.Status) bool {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", w.PID))
+			return strings.TrimSpace(string(comm)) == "sleep"
+		})
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", w.PID))
 		if err != nil {
 			t.Fatal(err)
@@ -335,5 +341,59 @@ func TestRunStopWait(t *testing.T) {
 	// The pid is gone, so the process was reaped: its exit is known.
 	if code := m.waitExit(5 * time.Second); code != 0 {
 		t.Fatalf("master exit code %d", code)
+	}
+}
+
+// As pid 1 (in a container) the master reaps orphans too, and still
+// tells its own workers' exits apart.
+func TestRunAsPid1ReapsOrphans(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root for a pid namespace")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare not installed")
+	}
+	dir, _ := os.MkdirTemp("", "p1-")
+	defer os.RemoveAll(dir)
+	// The subshell exits at once, orphaning its sleep, which the kernel
+	// gives to pid 1: the master.
+	worker := script(t, dir, "w", `( sleep 0.1 & ) ; exec sleep 600`)
+	ctl := filepath.Join(dir, "c.sock")
+	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", bin.handoff, "run", "--control", ctl,
+		"--log-level", "debug", "--workers", "2", "--ready", "delay=300ms", "--", worker)
+	logs := newLogBuf()
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	defer func() {
+		// unshare ignores SIGTERM while it waits: stop the master
+		// through its control socket; SIGKILL to unshare takes the
+		// whole namespace down (--kill-child) if that fails.
+		exec.Command(bin.handoff, "stop", "--control", ctl).Run()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	}()
+	logs.waitLine(t, 20*time.Second, "master started", "pid=1 ")
+	logs.waitLine(t, 20*time.Second, "reaped orphan")
+	logs.waitLine(t, 20*time.Second, "generation serving")
+	if out, err := exec.Command(bin.handoff, "status", "--control", ctl).CombinedOutput(); err != nil || !strings.Contains(string(out), "ready") {
+		t.Fatalf("status: %v %s", err, out)
+	}
+	if n := logs.count("worker exited"); n != 0 {
+		t.Fatalf("a worker was reported exited while running: %s", logs.String())
 	}
 }
