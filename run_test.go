@@ -397,3 +397,23 @@ func TestRunAsPid1ReapsOrphans(t *testing.T) {
 		t.Fatalf("a worker was reported exited while running: %s", logs.String())
 	}
 }
+
+// A second SIGINT kills workers that are still draining, at once.
+func TestRunSecondSigintKills(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "never")
+	ready := gate + ".ready"
+	os.WriteFile(ready, nil, 0o644)
+	m := startMaster(t, []string{"--workers", "2", "--drain-timeout", "5m"}, bin.testapp, "-mode", "gate", "-gate", ready, "-gate-stop", gate)
+	m.waitServing(1, 2)
+	m.cmd.Process.Signal(syscall.SIGINT)
+	m.log.waitLine(t, 10*time.Second, "worker draining", "slot=1")
+	m.log.waitLine(t, 10*time.Second, "worker draining", "slot=0")
+	m.cmd.Process.Signal(syscall.SIGINT)
+	if code := m.waitExit(30 * time.Second); code != 0 {
+		t.Fatalf("master exit code %d", code)
+	}
+	m.log.waitLine(t, time.Second, "second SIGINT: killing workers now")
+	if n := m.log.count("worker exited", "killed by SIGKILL"); n != 2 {
+		t.Fatalf("%d workers killed, want 2", n)
+	}
+}
