@@ -303,7 +303,7 @@ func (r *runner) watchdog(ctx context.Context) {
 	if every <= 0 {
 		return
 	}
-	r.log.Debug("watchdog enabled", "interval", every)
+	r.log.Debug("watchdog enabled", "interval", every.String())
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

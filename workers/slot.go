@@ -100,7 +100,7 @@ func (s *slot) run() {
 			continue
 		}
 		delay = nextBackoff(delay)
-		log.Warn("worker failed, restarting after backoff", "reason", reason, "backoff", delay)
+		log.Warn("worker failed, restarting after backoff", "reason", reason, "backoff", delay.String())
 		s.mu.Lock()
 		s.backoffUntil = time.Now().Add(delay)
 		s.mu.Unlock()

@@ -442,10 +442,10 @@ func (s *Supervisor) reload(ctx context.Context) {
 	res.DurationMS = msSince(res.Started)
 	if err != nil {
 		res.Error = err.Error()
-		s.log.Error("reload failed, previous generation keeps serving", "generation", num, "error", err, "duration", time.Duration(res.DurationMS*1e6).Round(time.Millisecond))
+		s.log.Error("reload failed, previous generation keeps serving", "generation", num, "error", err, "duration", time.Duration(res.DurationMS*1e6).Round(time.Millisecond).String())
 	} else {
 		res.OK = true
-		s.log.Info("reload done", "generation", num, "serving_after", time.Duration(res.ServingMS*1e6).Round(time.Millisecond), "duration", time.Duration(res.DurationMS*1e6).Round(time.Millisecond))
+		s.log.Info("reload done", "generation", num, "serving_after", time.Duration(res.ServingMS*1e6).Round(time.Millisecond).String(), "duration", time.Duration(res.DurationMS*1e6).Round(time.Millisecond).String())
 	}
 	s.mu.Lock()
 	s.reloading = 0
@@ -569,7 +569,7 @@ func (s *Supervisor) forget(g *generation) {
 // shutdown stops every worker of every generation at once: the stop
 // signal, then up to the drain timeout, then SIGKILL.
 func (s *Supervisor) shutdown() {
-	s.log.Info("stopping workers", "drain_timeout", s.cfg.DrainTimeout)
+	s.log.Info("stopping workers", "drain_timeout", s.cfg.DrainTimeout.String())
 	s.emit(Event{Kind: EventStopping})
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()

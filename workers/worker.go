@@ -90,7 +90,7 @@ func (w *worker) run() {
 		case <-readyTimer.C:
 			if w.State() == Starting {
 				w.setFailure(fmt.Sprintf("not ready within %s", w.readyTimeout))
-				w.log.Error("worker not ready in time, killing it", "ready_timeout", w.readyTimeout)
+				w.log.Error("worker not ready in time, killing it", "ready_timeout", w.readyTimeout.String())
 				_ = w.proc.signal(syscall.SIGKILL)
 			}
 
@@ -142,7 +142,7 @@ func (w *worker) transition(to State, why string) {
 	}
 	switch to {
 	case Ready:
-		w.log.Info("worker ready", "after", time.Since(w.started).Round(time.Millisecond), "how", why)
+		w.log.Info("worker ready", "after", time.Since(w.started).Round(time.Millisecond).String(), "how", why)
 		close(w.readyc)
 	case Draining:
 		w.log.Info("worker draining", "how", why)
