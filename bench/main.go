@@ -258,7 +258,19 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		for i, r := range runs {
 			if selected[r.name] && ctx.Err() == nil {
 				logf("=== %s (%s so far)", r.name, time.Since(start).Round(time.Second))
+				c0, t0 := reg.foreignCPU(), time.Now()
 				sections[i] = r.f(ctx)
+				other, who := reg.foreignCPU().since(c0)
+				share := other.Seconds() / (time.Since(t0).Seconds() * float64(runtime.NumCPU()))
+				note := fmt.Sprintf("Other processes on the machine used %.1f %% of its CPU during this part", 100*share)
+				if len(who) > 0 && share >= 0.005 {
+					note += " (mostly " + strings.Join(who, ", ") + ")"
+				}
+				note += "."
+				if share >= 0.05 {
+					note = "**" + note + " The numbers above may be skewed by it.**"
+				}
+				sections[i].Notes = append(sections[i].Notes, note)
 			}
 		}
 	}

@@ -374,7 +374,7 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 			b.mu.Unlock()
 			notes = append(notes, fmt.Sprintf("%s failed requests: its logs are kept in %s.", s.name, b.e.reg.logDir))
 		}
-		if f := failureTimes(r[0].res.Failures, r[0].starts); f != "" {
+		if f := failureTimes(r[0].res.Failures, r[0].starts, r[0].res.Failed); f != "" {
 			notes = append(notes, fmt.Sprintf("%s, vegeta failures by time after the start of the reload before them: %s.", s.name, f))
 		}
 		for _, o := range r {
@@ -397,12 +397,17 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 
 // failureTimes describes when each failure happened relative to the
 // reload that started last before it: "reload 3 +412 ms (connection reset)".
-func failureTimes(fs []failure, starts []time.Time) string {
+func failureTimes(fs []failure, starts []time.Time, total int64) string {
 	if len(fs) == 0 {
 		return ""
 	}
+	const show = 10
 	var parts []string
-	for _, f := range fs {
+	for n, f := range fs {
+		if n == show {
+			parts = append(parts, fmt.Sprintf("and %d more", total-show))
+			break
+		}
 		k := -1
 		for i, t := range starts {
 			if !t.After(f.At) {
@@ -414,9 +419,6 @@ func failureTimes(fs []failure, starts []time.Time) string {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("reload %d %+d ms (%s)", k+1, f.At.Sub(starts[k]).Milliseconds(), f.Kind))
-	}
-	if len(fs) == maxFailures {
-		parts = append(parts, "…")
 	}
 	return strings.Join(parts, "; ")
 }
@@ -682,6 +684,8 @@ func (b *bench) nodeThroughput(ctx context.Context) section {
 			{"keep-alive, p99", fmtMS(median(h.kaP99)), fmtMS(median(c.kaP99)), fmtMS(median(p.kaP99)), "", ""},
 			{"new connection per request, p99", fmtMS(median(h.closeP99)), fmtMS(median(c.closeP99)), fmtMS(median(p.closeP99)), "", ""},
 		},
+		Notes: []string{fmt.Sprintf("All rounds, keep-alive req/s: handoff %s; cluster %s; PM2 %s. With keep-alive, how the %d connections happen to spread over handoff's workers varies from run to run (see 6).",
+			fmtList(h.ka, fmtRPS), fmtList(c.ka, fmtRPS), fmtList(p.ka, fmtRPS), b.cfg.conns)},
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -468,4 +469,74 @@ func tree(pid int) treeInfo {
 		t.RSSKiB += m.RSSKiB
 	}
 	return t
+}
+
+// cpuSnapshot is the CPU time, own and of reaped children, of every
+// process that is not the bench's: neither the bench itself nor one that
+// carries the run's marker, nor a kernel thread.
+type cpuSnapshot map[int]time.Duration
+
+// foreignCPU takes a cpuSnapshot.
+func (r *registry) foreignCPU() cpuSnapshot {
+	snap := cpuSnapshot{}
+	want := []byte(markerEnv + "=" + r.marker + "\x00")
+	for _, pid := range allPIDs() {
+		if pid == os.Getpid() || pid == os.Getppid() {
+			continue
+		}
+		f, err := statFields(pid)
+		if err != nil || len(f) < 15 {
+			continue
+		}
+		// Kernel threads (children of kthreadd, pid 2) do the network's
+		// softirq work, much of it the bench's own traffic.
+		if pid == 2 || f[1] == "2" {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && bytes.Contains(env, want) {
+			continue
+		}
+		var ticks int64
+		for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+			n, err := strconv.ParseInt(f[i], 10, 64)
+			if err != nil {
+				continue
+			}
+			ticks += n
+		}
+		snap[pid] = time.Duration(ticks) * time.Second / clkTck
+	}
+	return snap
+}
+
+// since is the CPU time other processes used between old and s, and the
+// names of those that used most of it.
+func (s cpuSnapshot) since(old cpuSnapshot) (time.Duration, []string) {
+	var total time.Duration
+	byName := map[string]time.Duration{}
+	for pid, t := range s {
+		d := t
+		if t0, ok := old[pid]; ok {
+			d = max(t-t0, 0)
+		}
+		if d == 0 {
+			continue
+		}
+		total += d
+		name, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			name = []byte("?")
+		}
+		byName[strings.TrimSpace(string(name))] += d
+	}
+	var names []string
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return byName[names[i]] > byName[names[j]] })
+	if len(names) > 3 {
+		names = names[:3]
+	}
+	return total, names
 }
