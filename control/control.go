@@ -17,6 +17,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/upgrade"
 )
 
 // MaxRequest is the largest request accepted, newline included.
@@ -63,7 +65,10 @@ func ListenUnix(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := removeStale(path); err != nil {
+	if err := upgrade.RemoveStaleSocket(path); err != nil {
+		if errors.Is(err, upgrade.ErrSocketInUse) {
+			return nil, fmt.Errorf("control socket %s is in use by another running handoff (use --control to pick another path)", path)
+		}
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -94,25 +99,6 @@ func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
 
 // Listener returns the server's listener, to hand over to a new master.
 func (s *Server) Listener() *net.UnixListener { return s.ln }
-
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("%s is in use by another running handoff (use --control to pick another path)", path)
-	}
-	return os.Remove(path)
-}
 
 // Serve accepts clients until ctx is done. Each connection carries one
 // request and one response.
@@ -160,14 +146,42 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	// Cancel the handler if the client goes away.
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		var b [1]byte
-		c.SetReadDeadline(time.Time{})
-		if _, err := c.Read(b[:]); err != nil {
-			cancel()
-		}
-	}()
+	go watchPeer(hctx, c, cancel)
 	writeResponse(c, s.handle(hctx, req))
+}
+
+// watchPeer calls gone once the client has closed its end. A client that
+// only shut down its sending side (shutdown(SHUT_WR), as nc -N does) still
+// waits for the reply: end of input alone does not count, POLLHUP (both
+// directions shut) does.
+func watchPeer(ctx context.Context, c *net.UnixConn, gone context.CancelFunc) {
+	var b [1]byte
+	c.SetReadDeadline(time.Time{})
+	if _, err := c.Read(b[:]); err == nil || !errors.Is(err, io.EOF) {
+		if err != nil && ctx.Err() == nil {
+			gone()
+		}
+		return
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		var hup bool
+		if err := rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd)}}
+			if n, _ := unix.Poll(fds, 200); n > 0 {
+				hup = fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+			}
+		}); err != nil {
+			return
+		}
+		if hup {
+			gone()
+			return
+		}
+	}
 }
 
 func readRequest(c *net.UnixConn) (Request, error) {
@@ -189,6 +203,9 @@ func readRequest(c *net.UnixConn) (Request, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return req, fmt.Errorf("malformed request: %w", err)
+	}
+	if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.TrimSpace(rest)) > 0 {
+		return req, errors.New("malformed request: data after the JSON object")
 	}
 	switch req.Cmd {
 	case "status", "reload", "stop":
@@ -229,8 +246,8 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 	return cred.Uid, nil
 }
 
-// Do sends req to the control socket at path and returns the reply. The
-// timeout covers the whole exchange; zero means none.
+// Do sends req to the control socket at path and returns the reply. ctx
+// bounds the whole exchange.
 func Do(ctx context.Context, path string, req Request) (Response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
@@ -257,6 +274,11 @@ func Do(ctx context.Context, path string, req Request) (Response, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return Response{}, fmt.Errorf("no reply from %s: %w", path, ctx.Err())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection's deadline is ctx's; its timer may not
+			// have fired yet.
+			return Response{}, fmt.Errorf("no reply from %s: %w", path, context.DeadlineExceeded)
 		}
 		return Response{}, fmt.Errorf("read reply from %s: %w", path, err)
 	}

@@ -9,6 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// maxActivationFds bounds LISTEN_FDS (systemd's own limit is the fd limit).
+const maxActivationFds = 4096
+
 // Socket is one descriptor passed by systemd socket activation.
 type Socket struct {
 	// Name is the unit's FileDescriptorName= (systemd defaults it to the
@@ -37,6 +40,9 @@ func ActivationSockets() ([]Socket, error) {
 	n, err := strconv.Atoi(fds)
 	if err != nil || n < 0 {
 		return nil, fmt.Errorf("LISTEN_FDS=%q: not a number", fds)
+	}
+	if n > maxActivationFds {
+		return nil, fmt.Errorf("LISTEN_FDS=%d: more than %d sockets", n, maxActivationFds)
 	}
 	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
 	socks := make([]Socket, n)

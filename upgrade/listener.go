@@ -114,7 +114,7 @@ func FromFd(spec Spec, fd int) (*Listener, error) {
 		return nil, fmt.Errorf("adopt %s: fd %d is not a socket: %w", spec.Name, fd, err)
 	}
 	unix.CloseOnExec(fd)
-	l := &Listener{Spec: spec, file: newBlockingFile(fd, spec.Name)}
+	l := &Listener{Spec: spec}
 	if spec.Network == "" {
 		l.Network = networkOf(fd, st)
 	}
@@ -122,6 +122,8 @@ func FromFd(spec Spec, fd int) (*Listener, error) {
 	if l.Address == "" {
 		l.Address = l.Addr
 	}
+	// Last: newBlockingFile may move the socket to another descriptor.
+	l.file = newBlockingFile(fd, spec.Name)
 	return l, nil
 }
 
@@ -294,7 +296,7 @@ func pickIP(ips []net.IP, network string) net.IP {
 }
 
 func bindUnix(path string) (int, error) {
-	if err := removeStaleSocket(path); err != nil {
+	if err := RemoveStaleSocket(path); err != nil {
 		return -1, err
 	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -316,9 +318,13 @@ func bindUnix(path string) (int, error) {
 	return fd, nil
 }
 
-// removeStaleSocket removes a unix socket at path that nothing listens on.
-// A live socket, or a path that is not a socket, is an error.
-func removeStaleSocket(path string) error {
+// ErrSocketInUse means a unix socket path has a live listener.
+var ErrSocketInUse = errors.New("another process accepts on it")
+
+// RemoveStaleSocket removes a unix socket at path that nothing listens on
+// (left by a process that died). A live socket (ErrSocketInUse), or a path
+// that is not a socket, is an error and is left alone.
+func RemoveStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -332,7 +338,7 @@ func removeStaleSocket(path string) error {
 	c, err := net.Dial("unix", path)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("address %s is already in use: another process accepts on it", path)
+		return fmt.Errorf("address %s is already in use: %w", path, ErrSocketInUse)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("check stale socket %s: %w", path, err)

@@ -48,8 +48,12 @@ func ParseSpec(s string) (Spec, error) {
 			return Spec{}, fmt.Errorf("listen %q: bad port %q", s, port)
 		}
 		if host != "" {
-			if ip := net.ParseIP(host); ip != nil && scheme == "tcp6" && ip.To4() != nil {
+			ip := net.ParseIP(host)
+			if ip != nil && scheme == "tcp6" && ip.To4() != nil {
 				return Spec{}, fmt.Errorf("listen %q: %s is an IPv4 address, not tcp6", s, host)
+			}
+			if ip != nil && scheme == "tcp4" && ip.To4() == nil {
+				return Spec{}, fmt.Errorf("listen %q: %s is an IPv6 address, not tcp4", s, host)
 			}
 		}
 	case "unix":
@@ -58,6 +62,9 @@ func ParseSpec(s string) (Spec, error) {
 		}
 		if u, err := url.PathUnescape(addr); err == nil {
 			spec.Address = u
+		}
+		if strings.IndexByte(spec.Address, 0) >= 0 {
+			return Spec{}, fmt.Errorf("listen %q: unix socket path contains a NUL byte", s)
 		}
 		if len(spec.Address) >= 108 {
 			return Spec{}, fmt.Errorf("listen %q: unix socket path is %d bytes, the limit is 107", s, len(spec.Address))
