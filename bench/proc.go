@@ -32,6 +32,63 @@ type registry struct {
 
 	mu    sync.Mutex
 	procs []*process
+	// daemons are processes the bench's children started outside its
+	// process tree whose environment may not show the marker (PM2's
+	// daemon rewrites it with its process title), by pid, with a word
+	// their command line must contain to still be theirs.
+	daemons map[int]string
+}
+
+// addDaemon records a daemon a child started, so that the final sweep and
+// the CPU accounting know it is the bench's.
+func (r *registry) addDaemon(pid int, cmdlineWord string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.daemons == nil {
+		r.daemons = map[int]string{}
+	}
+	r.daemons[pid] = cmdlineWord
+}
+
+// own returns the processes that are the bench's: those with the run's
+// marker, the recorded daemons, and everything below them.
+func (r *registry) own() map[int]bool {
+	want := []byte(markerEnv + "=" + r.marker + "\x00")
+	r.mu.Lock()
+	daemons := make(map[int]string, len(r.daemons))
+	for p, w := range r.daemons {
+		daemons[p] = w
+	}
+	r.mu.Unlock()
+	parent := map[int]int{}
+	own := map[int]bool{}
+	for _, pid := range allPIDs() {
+		f, err := statFields(pid)
+		if err != nil || len(f) < 2 {
+			continue
+		}
+		parent[pid], _ = strconv.Atoi(f[1])
+		if w, ok := daemons[pid]; ok {
+			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if bytes.Contains(cmd, []byte(w)) {
+				own[pid] = true
+				continue
+			}
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && bytes.Contains(env, want) {
+			own[pid] = true
+		}
+	}
+	for pid := range parent {
+		for p, n := parent[pid], 0; p > 1 && n < 64; p, n = parent[p], n+1 {
+			if own[p] {
+				own[pid] = true
+				break
+			}
+		}
+	}
+	return own
 }
 
 func newRegistry(logDir string) *registry {
@@ -193,23 +250,18 @@ func (r *registry) cleanup(grace time.Duration) {
 	r.sweep()
 }
 
-// sweep kills every process whose environment carries the run's marker,
-// in a few passes (a parent killed in one pass forks nothing more), and
+// sweep kills every process of the bench's still running (see own), in
+// a few passes (a parent killed in one pass forks nothing more), and
 // describes the ones it killed.
 func (r *registry) sweep() []string {
 	var killed []string
-	want := []byte(markerEnv + "=" + r.marker + "\x00")
 	for pass := 0; pass < 5; pass++ {
 		found := 0
-		for _, pid := range allPIDs() {
+		for pid := range r.own() {
 			if pid == os.Getpid() {
 				continue
 			}
-			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-			if err != nil || !bytes.Contains(env, want) {
-				continue
-			}
-			if st, _ := procState(pid); st == "Z" {
+			if st, _ := procState(pid); st == "Z" || st == "" {
 				continue
 			}
 			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -479,9 +531,9 @@ type cpuSnapshot map[int]time.Duration
 // foreignCPU takes a cpuSnapshot.
 func (r *registry) foreignCPU() cpuSnapshot {
 	snap := cpuSnapshot{}
-	want := []byte(markerEnv + "=" + r.marker + "\x00")
+	own := r.own()
 	for _, pid := range allPIDs() {
-		if pid == os.Getpid() || pid == os.Getppid() {
+		if own[pid] || pid == os.Getpid() || pid == os.Getppid() {
 			continue
 		}
 		f, err := statFields(pid)
@@ -489,16 +541,20 @@ func (r *registry) foreignCPU() cpuSnapshot {
 			continue
 		}
 		// Kernel threads (children of kthreadd, pid 2) do the network's
-		// softirq work, much of it the bench's own traffic.
-		if pid == 2 || f[1] == "2" {
+		// softirq work, much of it the bench's own traffic. A zombie
+		// shows no command line or environment to tell whose it is, and
+		// its time goes to its parent once it is reaped.
+		if pid == 2 || f[1] == "2" || f[0] == "Z" {
 			continue
 		}
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err == nil && bytes.Contains(env, want) {
-			continue
+		fields := []int{11, 12, 13, 14} // utime stime cutime cstime
+		if pid == 1 {
+			// Init reaps orphans, daemons among them: their time is
+			// not init's own.
+			fields = fields[:2]
 		}
 		var ticks int64
-		for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		for _, i := range fields {
 			n, err := strconv.ParseInt(f[i], 10, 64)
 			if err != nil {
 				continue

@@ -472,6 +472,11 @@ func (s *pm2Server) readGod() {
 		return
 	}
 	s.god, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	if s.god > 0 {
+		// Its process title hides the marker: name it to the registry,
+		// with its PM2_HOME, which its command line shows.
+		s.e.reg.addDaemon(s.god, s.home)
+	}
 }
 
 func (s *pm2Server) label() string     { return s.lbl }
