@@ -177,7 +177,6 @@ func checkConfig(c config) error {
 // benchmark builds, runs the selected parts and renders the report.
 func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep bool) (string, []string, error) {
 	start := time.Now()
-	busy := busyShare(ctx)
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return "", nil, err
@@ -226,7 +225,6 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		b.fail("pm2 not found: run bench/setup.sh")
 	}
 	mi := machine(ctx, e)
-	mi.Busy = busy
 
 	runs := []struct {
 		name string
@@ -346,41 +344,6 @@ func contains(xs []string, x string) bool {
 type machineInfo struct {
 	CPU, Kernel, Go, Node, Wrk, PM2 string
 	Cores                           int
-	Busy                            float64 // share of the cores busy just before the bench started
-}
-
-// busyShare is the share of all cores busy over one second, measured
-// before the bench starts anything (-1 if /proc/stat cannot be read).
-func busyShare(ctx context.Context) float64 {
-	read := func() (busy, total uint64, ok bool) {
-		b, err := os.ReadFile("/proc/stat")
-		if err != nil {
-			return 0, 0, false
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		f := strings.Fields(line)
-		if len(f) < 5 || f[0] != "cpu" {
-			return 0, 0, false
-		}
-		for i, v := range f[1:] {
-			var n uint64
-			if _, err := fmt.Sscan(v, &n); err != nil {
-				return 0, 0, false
-			}
-			total += n
-			if i != 3 && i != 4 { // idle, iowait
-				busy += n
-			}
-		}
-		return busy, total, true
-	}
-	b0, t0, ok0 := read()
-	pause(ctx, time.Second)
-	b1, t1, ok1 := read()
-	if !ok0 || !ok1 || t1 <= t0 {
-		return -1
-	}
-	return float64(b1-b0) / float64(t1-t0)
 }
 
 func machine(ctx context.Context, e *env) machineInfo {
@@ -430,8 +393,8 @@ func render(m machineInfo, cfg config, sections []section, failures []string, to
 		strings.TrimPrefix(m.Go, "go"), m.Node, m.Wrk, m.PM2)
 	fmt.Fprintf(&b, "The load generators (wrk, and vegeta inside this process) run on the same %d cores as the servers they measure, so absolute numbers are lower than on a separate client, and ratios are what to compare. All traffic is to 127.0.0.1.\n", m.Cores)
 	fmt.Fprintf(&b, "Took %s.", took.Round(time.Second))
-	if m.Busy >= 0.1 {
-		fmt.Fprintf(&b, " **Other work kept %.0f %% of the cores busy just before the bench started: it may have skewed the numbers.**", 100*m.Busy)
+	if !cfg.smoke {
+		fmt.Fprint(&b, " Each part ends with the share of the CPU that other processes on the machine used meanwhile.")
 	}
 	fmt.Fprintln(&b)
 	for _, s := range sections {
