@@ -97,9 +97,6 @@ func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
 	}
 }
 
-// Listener returns the server's listener, to hand over to a new master.
-func (s *Server) Listener() *net.UnixListener { return s.ln }
-
 // Serve accepts clients until ctx is done. Each connection carries one
 // request and one response.
 func (s *Server) Serve(ctx context.Context) {

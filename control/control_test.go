@@ -433,9 +433,6 @@ func TestServeStop(t *testing.T) {
 		handlerDone.Store(true)
 		return Response{Error: "master stopping"}
 	}, hclog.NewNullLogger())
-	if s.Listener() != ln {
-		t.Error("Listener() is not the listener")
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

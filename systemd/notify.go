@@ -79,11 +79,6 @@ func (n *Notifier) Stopping(status string, drain time.Duration) error {
 	return n.withStatus(status, "STOPPING=1", extendTimeout(drain))
 }
 
-// ExtendTimeout asks systemd to wait d more for the current operation.
-func (n *Notifier) ExtendTimeout(d time.Duration) error {
-	return n.send(extendTimeout(d))
-}
-
 // Watchdog sends WATCHDOG=1.
 func (n *Notifier) Watchdog() error {
 	return n.send("WATCHDOG=1")

@@ -79,30 +79,6 @@ func Bind(spec Spec) (*Listener, error) {
 	return l, nil
 }
 
-// FromFile adopts an already bound socket (from systemd socket activation
-// or a previous master). The descriptor is duplicated with a raw syscall so
-// that the result is never registered with the runtime poller, whatever
-// the socket's blocking mode is.
-func FromFile(spec Spec, f *os.File) (*Listener, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("adopt %s: %w", spec.Name, err)
-	}
-	var (
-		dup  int
-		derr error
-	)
-	if err := rc.Control(func(fd uintptr) {
-		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
-	}); err != nil {
-		return nil, fmt.Errorf("adopt %s: %w", spec.Name, err)
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("adopt %s: dup: %w", spec.Name, derr)
-	}
-	return FromFd(spec, dup)
-}
-
 // FromFd adopts descriptor fd, which the Listener then owns. Passing it to
 // os.NewFile would register a non-blocking socket with the poller, so the
 // file is created around a descriptor with the mode hidden: the os package

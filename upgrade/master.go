@@ -250,9 +250,6 @@ func (m *Master) Upgrade(ctx context.Context, generation int, ls []*Listener) er
 	return nil
 }
 
-// Exit is closed when this master has been replaced (or stopped).
-func (m *Master) Exit() <-chan struct{} { return m.upg.Exit() }
-
 // receive reads what the old master queued on the hand-over socket.
 func (m *Master) receive() error {
 	f, err := m.upg.Fds.File(handoverName)
