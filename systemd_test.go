@@ -377,3 +377,55 @@ func TestSystemdMasterUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d requests over two master upgrades, none failed", l.total.Load())
 }
+
+// A new master that dies at start leaves the old one serving, and the old
+// one says so in the log, in reload --wait and in STATUS=.
+func TestSystemdFailedMasterUpgrade(t *testing.T) {
+	sd := newFakeSystemd(t)
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "handoff")
+	install(t, bin.handoff, exe)
+	m := startMasterWith(t, exe, []string{"NOTIFY_SOCKET=" + sd.path}, []string{"--workers", "2"}, bin.hello1)
+	before := m.waitServing(1, 2)
+	sd.expect(t, 30*time.Second, "READY=1")
+
+	install(t, script(t, dir, "broken-handoff", `echo "broken handoff build" >&2; exit 1`), exe)
+	_, stderr, code := m.cli("reload", "--wait")
+	if code != 1 || !strings.Contains(stderr, "master upgrade failed") {
+		t.Fatalf("reload --wait to a broken handoff: exit %d %q", code, stderr)
+	}
+	sd.expect(t, 30*time.Second, "RELOADING=1")
+	ready := sd.expect(t, 30*time.Second, "READY=1")
+	if ready.pid != before.PID || !strings.Contains(ready.fields["STATUS"], "gen 1 serving: 2/2 ready; master upgrade failed") {
+		t.Fatalf("after the failed upgrade: %q from pid %d", ready.raw, ready.pid)
+	}
+	m.log.waitLine(t, time.Second, "master upgrade failed, this master keeps serving")
+	st := m.waitServing(1, 2)
+	if st.PID != before.PID || st.Workers[0].PID != before.Workers[0].PID {
+		t.Fatalf("the old master or its workers changed: %+v", st)
+	}
+	if _, err := get(m.addr(), "/"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next upgrade, to a good binary, goes through.
+	m.handsOver = true
+	install(t, bin.handoff2, exe)
+	if stdout, stderr, code := m.cli("reload", "--wait"); code != 0 {
+		t.Fatalf("upgrade after a failed one: exit %d %s%s", code, stdout, stderr)
+	}
+	sd.expect(t, 30*time.Second, "RELOADING=1")
+	main := sd.expect(t, 60*time.Second, "MAINPID", "READY=1")
+	newPid, _ := strconv.Atoi(main.fields["MAINPID"])
+	t.Cleanup(func() { stopPid(newPid) })
+	if newPid == before.PID {
+		t.Fatalf("MAINPID %d is the old master", newPid)
+	}
+	if code := m.waitExit(60 * time.Second); code != 0 {
+		t.Fatalf("old master exited %d", code)
+	}
+	// The failed master never started a generation: the new one is 2.
+	if body, err := get(m.addr(), "/"); err != nil || field(body, "generation") != "2" {
+		t.Fatalf("after the upgrade: %q %v", body, err)
+	}
+}
