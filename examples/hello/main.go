@@ -102,10 +102,12 @@ func main() {
 	//     none sends a request on a connection we are about to drop.
 	//  2. Stop accepting: the socket is shared, so connections still in
 	//     its queue go to the other workers.
-	//  3. Wait until every connection already accepted has had its
-	//     request answered. http.Server.Shutdown alone would drop a
-	//     connection accepted just before it whose request it reads just
-	//     after: such a client gets EOF and no answer.
+	//  3. Wait until every Serve loop has returned (a connection its
+	//     last Accept returned is tracked by then), then until every
+	//     connection already accepted has had its request answered.
+	//     http.Server.Shutdown alone would drop a connection accepted
+	//     just before it whose request it reads just after: such a
+	//     client gets EOF and no answer.
 	//  4. Shutdown, which closes the idle keep-alive connections left.
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	closing.Store(true)
@@ -115,6 +117,12 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
+	for range listeners {
+		select {
+		case <-errc:
+		case <-ctx.Done():
+		}
+	}
 	conns.waitBusy(ctx)
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
 		log.Printf("hello: shutdown: %v", err)
