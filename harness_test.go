@@ -202,6 +202,12 @@ func startMasterWith(t *testing.T, exe string, env []string, flags []string, com
 			m.cmd.Process.Kill()
 			<-m.done
 		}
+		// A master this one handed over to (a self-upgrade) answers on
+		// the same control socket: stop it too, even when the test
+		// failed before it could.
+		if st, err := m.status(); err == nil && st.PID != m.cmd.Process.Pid {
+			stopPid(st.PID)
+		}
 		if t.Failed() {
 			t.Logf("master log:\n%s", m.log.String())
 		}
