@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/workers"
 )
 
 // env is what every side needs: the built binaries, where to put files,
@@ -71,29 +73,9 @@ type handoffServer struct {
 	expect string
 }
 
-// handoffStatus is the part of `handoff status --json` the bench reads.
-type handoffStatus struct {
-	PID        int  `json:"pid"`
-	Generation int  `json:"generation"`
-	Serving    bool `json:"serving"`
-	Reloading  int  `json:"reloading"`
-	Workers    []struct {
-		Slot       int    `json:"slot"`
-		PID        int    `json:"pid"`
-		Generation int    `json:"generation"`
-		State      string `json:"state"`
-	} `json:"workers"`
-	LastReload *struct {
-		Generation int     `json:"generation"`
-		OK         bool    `json:"ok"`
-		Error      string  `json:"error"`
-		ServingMS  float64 `json:"serving_ms"`
-		DurationMS float64 `json:"duration_ms"`
-	} `json:"last_reload"`
-	Listeners []struct {
-		Name, Network, Addr string
-	} `json:"listeners"`
-}
+// handoffStatus is what `handoff status --json` prints: the master's own
+// type, so the JSON field names cannot drift apart.
+type handoffStatus = workers.Status
 
 // startHandoff runs `handoff run` with n workers of cmd on a port the
 // kernel picks, and waits until its status says serving.

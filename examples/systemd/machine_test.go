@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/workers"
 )
 
 // This file boots systemd as pid 1 of a private namespace (see
@@ -607,23 +609,9 @@ func holdsSocket(pid int, inode string) bool {
 	return false
 }
 
-// handoffStatus is what 'handoff status --json' prints, as far as the
-// test reads it.
-type handoffStatus struct {
-	PID        int `json:"pid"`
-	Generation int `json:"generation"`
-	Workers    []struct {
-		Slot       int    `json:"slot"`
-		PID        int    `json:"pid"`
-		Generation int    `json:"generation"`
-		State      string `json:"state"`
-	} `json:"workers"`
-	LastReload *struct {
-		Generation int    `json:"generation"`
-		OK         bool   `json:"ok"`
-		Error      string `json:"error"`
-	} `json:"last_reload"`
-}
+// handoffStatus is what `handoff status --json` prints: the master's own
+// type, so the JSON field names cannot drift apart.
+type handoffStatus = workers.Status
 
 // handoffStatus asks the unit's master for its status over the control
 // socket in the unit's RuntimeDirectory=.
