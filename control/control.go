@@ -51,7 +51,6 @@ type Handler func(ctx context.Context, req Request) Response
 // Server serves the control socket.
 type Server struct {
 	ln      *net.UnixListener
-	path    string
 	handle  Handler
 	log     hclog.Logger
 	wg      sync.WaitGroup
@@ -90,7 +89,6 @@ func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
 	own := uint32(os.Getuid())
 	return &Server{
 		ln:      ln,
-		path:    ln.Addr().String(),
 		handle:  h,
 		log:     log,
 		allowed: func(uid uint32) bool { return uid == 0 || uid == own },

@@ -14,9 +14,8 @@ const MaxMessage = 4096
 // Message is what one notify datagram said. Fields that were not present
 // are zero; fields handoff has no use for are ignored.
 type Message struct {
-	Ready     bool
-	Stopping  bool
-	Reloading bool
+	Ready    bool
+	Stopping bool
 	// Status is the STATUS= text, if the datagram had one.
 	Status    string
 	HasStatus bool
@@ -51,8 +50,6 @@ func ParseMessage(b []byte) (Message, error) {
 			m.Ready = string(val) == "1"
 		case "STOPPING":
 			m.Stopping = string(val) == "1"
-		case "RELOADING":
-			m.Reloading = string(val) == "1"
 		case "STATUS":
 			m.Status, m.HasStatus = string(val), true
 		}

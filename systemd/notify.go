@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"golang.org/x/sys/unix"
 )
 
 // Notifier tells systemd about the master through sd_notify(3). Without
@@ -71,7 +70,7 @@ func (n *Notifier) ReadyAsMain(status string) error {
 // Reloading sends RELOADING=1 with the CLOCK_MONOTONIC time, as
 // Type=notify-reload units require.
 func (n *Notifier) Reloading(status string) error {
-	return n.withStatus(status, "RELOADING=1", "MONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
+	return n.withStatus(status, "RELOADING=1", daemon.SdNotifyMonotonicUsec())
 }
 
 // Stopping sends STOPPING=1 and asks for extra stop time to drain.
@@ -86,14 +85,6 @@ func (n *Notifier) Watchdog() error {
 
 func extendTimeout(d time.Duration) string {
 	return "EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10)
-}
-
-func monotonicUsec() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return ts.Sec*1e6 + ts.Nsec/1e3
 }
 
 // WatchdogInterval returns how often to send WATCHDOG=1 (half of

