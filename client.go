@@ -15,7 +15,7 @@ import (
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("status", stderr)
+	fs := newFlagSet("status")
 	ctl := controlFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -73,14 +73,14 @@ func printStatus(w io.Writer, st workers.Status) {
 		if !r.OK {
 			result = "FAILED: " + r.Error
 		}
-		fmt.Fprintf(w, "last reload: generation %d, %s, took %s\n", r.Generation, result, time.Duration(r.DurationMS*float64(time.Millisecond)).Round(time.Millisecond))
+		fmt.Fprintf(w, "last reload: generation %d, %s, took %s\n", r.Generation, result, r.Duration.Round(time.Millisecond))
 	} else {
 		fmt.Fprintln(w, "last reload: none")
 	}
 }
 
 func cmdReload(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("reload", stderr)
+	fs := newFlagSet("reload")
 	ctl := controlFlag(fs)
 	wait := fs.Bool("wait", false, "wait until the reload is over; exit 1 if it was rolled back")
 	timeout := fs.Duration("timeout", 0, "with --wait, give up after this long (0: no limit)")
@@ -110,13 +110,12 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("reload: malformed reply: %w", err)
 	}
 	fmt.Fprintf(stdout, "generation %d serving after %s (reload took %s)\n", r.Generation,
-		time.Duration(r.ServingMS*float64(time.Millisecond)).Round(time.Millisecond),
-		time.Duration(r.DurationMS*float64(time.Millisecond)).Round(time.Millisecond))
+		r.Serving.Round(time.Millisecond), r.Duration.Round(time.Millisecond))
 	return nil
 }
 
 func cmdStop(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("stop", stderr)
+	fs := newFlagSet("stop")
 	ctl := controlFlag(fs)
 	wait := fs.Bool("wait", false, "wait until the master has exited (for ExecStop=)")
 	timeout := fs.Duration("timeout", 0, "with --wait, give up after this long (0: no limit)")

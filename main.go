@@ -88,7 +88,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // newFlagSet makes a flag set that reports errors through its return
 // value only (Main prints the one line).
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("handoff "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -112,23 +112,25 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 
 // runOptions are the parsed flags of 'handoff run'.
 type runOptions struct {
-	specs        []upgrade.Spec
-	workers      int
-	readyDelay   time.Duration
-	readyTimeout time.Duration
-	drainTimeout time.Duration
-	stopSignal   syscall.Signal
-	strategy     workers.Strategy
-	control      string
-	pidFile      string
-	logFormat    string
-	logLevel     string
-	command      []string
+	specs          []upgrade.Spec
+	workers        int
+	readyDelay     time.Duration
+	readyTimeout   time.Duration
+	drainTimeout   time.Duration
+	minUptime      time.Duration
+	retireParallel int
+	stopSignal     syscall.Signal
+	strategy       workers.Strategy
+	control        string
+	pidFile        string
+	logFormat      string
+	logLevel       string
+	command        []string
 }
 
 func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	o := &runOptions{}
-	fs := newFlagSet("run", stderr)
+	fs := newFlagSet("run")
 	fs.Func("listen", "`NAME=URL` to listen on: tcp://HOST:PORT, tcp6://[HOST]:PORT, udp://HOST:PORT or unix:///PATH (repeatable; passed to workers as fds 3, 4, … in this order)", func(s string) error {
 		spec, err := upgrade.ParseSpec(s)
 		if err != nil {
@@ -146,6 +148,8 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	ready := fs.String("ready", "notify", "when a worker is ready: `notify` (READY=1 on NOTIFY_SOCKET) or delay=DURATION (alive that long)")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "how long a worker may take to become ready")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long a worker may take to exit after the stop signal before it is killed")
+	fs.DurationVar(&o.minUptime, "min-uptime", workers.DefaultMinUptime, "how long a worker must stay up after READY: a reload's probation, and the line between a crash loop (backoff) and a worker to replace at once (0: no probation)")
+	fs.IntVar(&o.retireParallel, "retire-parallel", 1, "how many old workers a reload retires at once")
 	stopSig := fs.String("stop-signal", "SIGTERM", "signal that asks a worker to drain and exit")
 	strategy := fs.String("reload-strategy", "surge", "`surge` (start all new workers, then retire old ones one by one) or rolling (replace one at a time)")
 	fs.StringVar(&o.control, "control", "", "control socket `path` (default: see 'handoff status -h')")
@@ -163,8 +167,8 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 		o.workers = runtime.GOMAXPROCS(0)
 	} else {
 		n, err := strconv.Atoi(*workersFlag)
-		if err != nil || n < 1 {
-			return nil, usageError{fmt.Errorf("--workers %q: want auto or a number of at least 1", *workersFlag)}
+		if err != nil || n < 1 || n > workers.MaxWorkers {
+			return nil, usageError{fmt.Errorf("--workers %q: want auto or a number from 1 to %d (one per core is usual; this machine has %d)", *workersFlag, workers.MaxWorkers, runtime.NumCPU())}
 		}
 		o.workers = n
 	}
@@ -181,6 +185,15 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	}
 	if o.readyTimeout <= 0 || o.drainTimeout <= 0 {
 		return nil, usageError{errors.New("--ready-timeout and --drain-timeout must be positive")}
+	}
+	if o.minUptime < 0 {
+		return nil, usageError{fmt.Errorf("--min-uptime %s: must not be negative", o.minUptime)}
+	}
+	if o.minUptime == 0 {
+		o.minUptime = -1 // workers.Config: negative means none
+	}
+	if o.retireParallel < 1 || o.retireParallel > workers.MaxWorkers {
+		return nil, usageError{fmt.Errorf("--retire-parallel %d: want a number from 1 to %d", o.retireParallel, workers.MaxWorkers)}
 	}
 	if o.readyDelay >= o.readyTimeout {
 		return nil, usageError{fmt.Errorf("--ready delay=%s must be shorter than --ready-timeout %s", o.readyDelay, o.readyTimeout)}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,7 +70,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	r.stop = stop
+	r.ctx, r.stop = ctx, stop
 	sup, err := workers.New(workers.Config{
 		Command:         o.command,
 		Workers:         o.workers,
@@ -79,10 +78,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 		ReadyDelay:      o.readyDelay,
 		ReadyTimeout:    o.readyTimeout,
 		DrainTimeout:    o.drainTimeout,
+		MinUptime:       o.minUptime,
+		RetireParallel:  o.retireParallel,
 		StopSignal:      o.stopSignal,
 		Strategy:        o.strategy,
 		FirstGeneration: master.FirstGeneration(),
 		ReapOrphans:     os.Getpid() == 1,
+		UpgradeMaster:   r.upgradeMaster,
 		OnEvent:         r.onEvent,
 		Logger:          log,
 	})
@@ -123,7 +125,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		master.Stop()
 		return err
 	}
-	if !r.handedOver.Load() {
+	if !r.handedOver() {
 		master.Stop()
 		os.Remove(ctlPath)
 	}
@@ -132,7 +134,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 }
 
 // runner ties the master's parts together: the supervisor, the
-// listeners, tableflip, systemd and the control socket.
+// listeners, tableflip, systemd and the control socket. The master's
+// phase (starting, serving, upgrading, handed over, stopping) is the
+// supervisor's; the runner reads it from events and status.
 type runner struct {
 	o           *runOptions
 	log         hclog.Logger
@@ -142,19 +146,20 @@ type runner struct {
 	sup         *workers.Supervisor
 	stop        context.CancelFunc
 	stopControl func()
+	ctx         context.Context // cancelled once the master stops
+}
 
-	handedOver  atomic.Bool
-	stopping    atomic.Bool
-	servingSent atomic.Bool
-	upgradeErr  atomic.Value // string: the last failed master upgrade
+func (r *runner) handedOver() bool {
+	return r.sup.Status().Phase == workers.MasterHandedOver
 }
 
 // closeListeners closes the master's sockets. A unix socket's path is
 // removed only on a real shutdown: after a hand-over the new master
 // serves on it.
 func (r *runner) closeListeners() {
+	handedOver := r.sup != nil && r.handedOver()
 	for _, l := range r.listeners {
-		if r.handedOver.Load() {
+		if handedOver {
 			l.Close()
 		} else {
 			l.Remove()
@@ -166,12 +171,13 @@ func (r *runner) closeListeners() {
 // SIGINT stop gracefully, and a second SIGINT kills the workers at once.
 func (r *runner) handleSignals(sigc <-chan os.Signal) {
 	for sig := range sigc {
+		at := time.Now()
 		switch sig {
 		case syscall.SIGHUP:
 			r.log.Info("SIGHUP: reloading")
-			go r.reload(context.Background(), false)
+			go r.reload(context.Background(), false, at)
 		case syscall.SIGINT:
-			if r.stopping.Load() {
+			if r.ctx.Err() != nil {
 				r.log.Warn("second SIGINT: killing workers now")
 				r.sup.Kill()
 				continue
@@ -179,15 +185,15 @@ func (r *runner) handleSignals(sigc <-chan os.Signal) {
 			fallthrough
 		default:
 			r.log.Info("stopping", "signal", sig.String())
-			r.stopping.Store(true)
 			r.stop()
 		}
 	}
 }
 
 // reload replaces the workers, or the whole master when its own binary
-// changed on disk (or forceMaster is set), and returns the outcome.
-func (r *runner) reload(ctx context.Context, forceMaster bool) workers.ReloadResult {
+// changed on disk (or forceMaster is set), and returns the outcome. at is
+// when it was asked for: the reload's timing starts there.
+func (r *runner) reload(ctx context.Context, forceMaster bool, at time.Time) workers.ReloadResult {
 	upgradeMaster := forceMaster
 	if !upgradeMaster {
 		changed, err := r.master.BinaryChanged()
@@ -196,69 +202,44 @@ func (r *runner) reload(ctx context.Context, forceMaster bool) workers.ReloadRes
 		}
 		upgradeMaster = changed
 	}
-	if !upgradeMaster {
+	c := r.sup.Reload(workers.ReloadRequest{Master: upgradeMaster, At: at})
+	select {
+	case res := <-c:
+		return res
+	case <-ctx.Done():
+		// A result delivered before the cancellation wins (the hand-over
+		// to a new master cancels the requests in progress after
+		// answering them).
 		select {
-		case res := <-r.sup.Reload():
+		case res := <-c:
 			return res
-		case <-ctx.Done():
-			return workers.ReloadResult{Error: "gave up waiting: " + ctx.Err().Error()}
+		default:
 		}
+		return workers.ReloadResult{Error: "gave up waiting: " + ctx.Err().Error()}
 	}
-	return r.upgradeMaster(ctx)
 }
 
 // upgradeMaster hands the sockets to a new master process running the
-// handoff binary now on disk. Once it serves, this master retires its
-// workers one at a time and exits; if it fails, this master serves on.
-func (r *runner) upgradeMaster(ctx context.Context) workers.ReloadResult {
-	res := workers.ReloadResult{Started: time.Now()}
-	var handedOver bool
-	err := r.sup.Exclusive(func() error {
-		if handedOver = r.handedOver.Load(); handedOver {
-			return fmt.Errorf("this master already handed over to a new one")
-		}
-		res.Generation = r.sup.LastGeneration() + 1
-		r.log.Info("upgrading the master: starting the new handoff binary", "generation", res.Generation)
-		r.notifier.Reloading(statusLine(r.sup.Status(), "upgrading master"))
-		if err := r.master.Upgrade(ctx, r.sup.LastGeneration(), r.listeners); err != nil {
-			return err
-		}
-		r.handedOver.Store(true)
-		return nil
-	})
-	res.DurationMS = float64(time.Since(res.Started).Microseconds()) / 1000
-	res.ServingMS = res.DurationMS
-	if handedOver {
-		res.Error = err.Error()
-		return res
-	}
-	if err != nil {
-		res.Error = fmt.Sprintf("master upgrade failed: %v", err)
-		r.upgradeErr.Store(res.Error)
-		r.log.Error("master upgrade failed, this master keeps serving", "error", err)
-		r.notifier.Ready(statusLine(r.sup.Status(), res.Error))
-		return res
-	}
-	res.OK = true
-	r.log.Info("new master serving; retiring this master's workers")
-	// The new master owns the control socket now.
-	r.stopControl()
-	r.sup.Handover()
-	return res
+// handoff binary now on disk, and returns once it serves. The supervisor
+// runs it as a reload of its own (one at a time) and, on success,
+// retires this master's workers; on failure this master serves on.
+func (r *runner) upgradeMaster(ctx context.Context, lastGen int) error {
+	return r.master.Upgrade(ctx, lastGen, r.listeners)
 }
 
-// onEvent keeps systemd informed.
+// onEvent keeps systemd informed. It runs on the supervisor's goroutine
+// and must not call back into it.
 func (r *runner) onEvent(e workers.Event) {
-	if r.handedOver.Load() {
+	if e.Status.Phase == workers.MasterHandedOver {
 		// The new master speaks to systemd now; this one retires
-		// quietly (no STATUS=, no STOPPING=1).
+		// quietly (no STATUS=, no STOPPING=1), and stops taking
+		// control requests: the new master owns the control socket.
+		if e.Kind == workers.EventHandedOver {
+			r.stopControl()
+		}
 		return
 	}
-	extra := ""
-	if v, ok := r.upgradeErr.Load().(string); ok && v != "" {
-		extra = v
-	}
-	line := statusLine(e.Status, extra)
+	line := statusLine(e.Status)
 	var err error
 	switch e.Kind {
 	case workers.EventServing:
@@ -270,20 +251,14 @@ func (r *runner) onEvent(e workers.Event) {
 		if rerr := r.master.Ready(); rerr != nil {
 			r.log.Error("cannot finish start-up", "error", rerr)
 		}
-		r.servingSent.Store(true)
 	case workers.EventReloading:
 		err = r.notifier.Reloading(line)
 	case workers.EventReloaded:
-		if e.Reload.OK && extra != "" {
-			// A later good reload supersedes a failed master upgrade.
-			r.upgradeErr.Store("")
-			line = statusLine(e.Status, "")
-		}
 		err = r.notifier.Ready(line)
 	case workers.EventStopping:
 		err = r.notifier.Stopping(line, r.o.drainTimeout+5*time.Second)
 	case workers.EventChanged:
-		if r.servingSent.Load() && !r.stopping.Load() {
+		if e.Status.Phase == workers.MasterServing {
 			err = r.notifier.Status(line)
 		}
 	}
@@ -319,6 +294,10 @@ func (r *runner) watchdog(ctx context.Context) {
 			r.log.Error("withholding watchdog ping", "error", err)
 			continue
 		}
+		if r.handedOver() {
+			// The new master pings systemd now.
+			return
+		}
 		if err := r.notifier.Watchdog(); err != nil {
 			r.log.Warn("cannot notify systemd", "error", err)
 		}
@@ -328,7 +307,7 @@ func (r *runner) watchdog(ctx context.Context) {
 // statusLine is the one-line STATUS= for systemctl status: which
 // generation serves, how many of its workers are ready, and how the last
 // reload went.
-func statusLine(st workers.Status, extra string) string {
+func statusLine(st workers.Status) string {
 	ready, want := 0, 0
 	for _, w := range st.Workers {
 		if w.Generation == st.Generation {
@@ -344,33 +323,34 @@ func statusLine(st workers.Status, extra string) string {
 	}
 	line := fmt.Sprintf("gen %d %s: %d/%d ready", st.Generation, state, ready, want)
 	switch r := st.LastReload; {
+	case st.Rollover != nil && st.Rollover.Master:
+		line += "; upgrading master"
 	case st.Reloading > 0:
 		line += fmt.Sprintf("; reloading to gen %d", st.Reloading)
 	case r != nil && r.OK:
-		line += fmt.Sprintf("; last reload ok in %.2fs", r.DurationMS/1000)
+		line += fmt.Sprintf("; last reload ok in %.2fs", r.Duration.Seconds())
+	case r != nil && r.Master:
+		line += "; " + r.Error
 	case r != nil:
 		line += fmt.Sprintf("; reload to gen %d failed: %s", r.Generation, r.Error)
-	}
-	if extra != "" {
-		line += "; " + extra
 	}
 	return line
 }
 
 // handle answers control socket requests.
 func (r *runner) handle(ctx context.Context, req control.Request) control.Response {
+	at := time.Now()
 	switch req.Cmd {
 	case "status":
 		return result(true, "", r.sup.Status())
 	case "reload":
 		if !req.Wait {
-			go r.reload(context.Background(), req.Master)
+			go r.reload(context.Background(), req.Master, at)
 			return result(true, "", map[string]bool{"queued": true})
 		}
-		res := r.reload(ctx, req.Master)
+		res := r.reload(ctx, req.Master, at)
 		return result(res.OK, res.Error, res)
 	case "stop":
-		r.stopping.Store(true)
 		r.stop()
 		return result(true, "", map[string]any{"stopping": true, "pid": os.Getpid()})
 	}

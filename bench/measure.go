@@ -496,7 +496,7 @@ func timeReload(ctx context.Context, srv server) (reloadTiming, error) {
 				if !r.OK {
 					return t, fmt.Errorf("reload to generation %d failed: %s", r.Generation, r.Error)
 				}
-				t.servingMS, t.durationMS, t.hasOwn = r.ServingMS, r.DurationMS, true
+				t.servingMS, t.durationMS, t.hasOwn = float64(r.Serving.Microseconds())/1000, float64(r.Duration.Microseconds())/1000, true
 				break
 			}
 			pause(ctx, 5*time.Millisecond)

@@ -1,6 +1,9 @@
 package workers
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"syscall"
 	"time"
 
@@ -14,10 +17,22 @@ type Strategy string
 
 const (
 	// Surge starts every new worker at once and retires the old ones
-	// after all new ones are ready: at most 2N workers run.
+	// after all new ones have passed probation: at most 2N workers run.
 	Surge Strategy = "surge"
 	// Rolling replaces one worker at a time: at most N+1 workers run.
 	Rolling Strategy = "rolling"
+)
+
+// MaxWorkers bounds Config.Workers. A worker costs the master a few
+// descriptors and goroutines, and a reload runs twice as many; far beyond
+// one per core it only exhausts the machine.
+const MaxWorkers = 1024
+
+// Defaults for the zero values of Config.
+const (
+	DefaultReadyTimeout = 60 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultMinUptime    = time.Second
 )
 
 // Config is what a Supervisor runs.
@@ -25,7 +40,7 @@ type Config struct {
 	// Command is the worker's argv. Command[0] is looked up in PATH and
 	// resolved again for every generation.
 	Command []string
-	// Workers is the number of workers per generation.
+	// Workers is the number of workers per generation, 1 to MaxWorkers.
 	Workers int
 	// Listeners are passed to every worker as fds 3, 4, … in order.
 	Listeners []*upgrade.Listener
@@ -37,6 +52,14 @@ type Config struct {
 	// DrainTimeout is how long a worker may take to exit after the stop
 	// signal before it is killed.
 	DrainTimeout time.Duration
+	// MinUptime is how long a worker must stay up after it became ready:
+	// a new generation stays on probation until every new worker has,
+	// and a worker that exits on its own sooner counts as failing. Zero
+	// means DefaultMinUptime; negative means no probation at all.
+	MinUptime time.Duration
+	// RetireParallel is how many old workers are retired at once after a
+	// reload (and after a master hand-over). Zero means one at a time.
+	RetireParallel int
 	// StopSignal asks a worker to drain and exit.
 	StopSignal syscall.Signal
 	// Strategy is how reloads replace workers.
@@ -52,8 +75,58 @@ type Config struct {
 	FirstGeneration int
 	// ReapOrphans makes the master reap every child, as pid 1 must.
 	ReapOrphans bool
-	// OnEvent, if set, is called on lifecycle events, one call at a time.
+	// UpgradeMaster, if set, runs a master self-upgrade for a reload
+	// asked with ReloadRequest.Master: it starts a new master, hands it
+	// the sockets and returns once that master serves (nil) or failed.
+	// lastGen is the highest generation number used so far. On success
+	// this supervisor retires every worker and Run returns.
+	UpgradeMaster func(ctx context.Context, lastGen int) error
+	// OnEvent, if set, is called on lifecycle events, one call at a time,
+	// from the supervisor's own goroutine: it must not call back into
+	// the Supervisor, and should be quick.
 	OnEvent func(Event)
 	// Logger receives the supervisor's logs.
 	Logger hclog.Logger
+}
+
+// withDefaults checks c and fills in its zero values.
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return c, errors.New("no command to run")
+	}
+	if c.Workers < 1 || c.Workers > MaxWorkers {
+		return c, fmt.Errorf("workers must be between 1 and %d, not %d", MaxWorkers, c.Workers)
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	switch {
+	case c.MinUptime == 0:
+		c.MinUptime = DefaultMinUptime
+	case c.MinUptime < 0:
+		c.MinUptime = 0
+	}
+	if c.RetireParallel <= 0 {
+		c.RetireParallel = 1
+	}
+	if c.StopSignal == 0 {
+		c.StopSignal = syscall.SIGTERM
+	}
+	switch c.Strategy {
+	case "":
+		c.Strategy = Surge
+	case Surge, Rolling:
+	default:
+		return c, fmt.Errorf("unknown reload strategy %q", c.Strategy)
+	}
+	if c.FirstGeneration <= 0 {
+		c.FirstGeneration = 1
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c, nil
 }

@@ -1,37 +1,76 @@
 package workers
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// GenPhase is where a generation is in its life. Every change goes
+// through generation.transition, on the supervisor's goroutine.
+type GenPhase string
+
+// A generation moves starting → serving → retiring → gone (the first
+// one), or probation → serving → retiring → gone (one a reload rolls
+// out), or probation → retiring → gone (a reload that failed).
+const (
+	// GenStarting: the first generation, until every worker is ready. A
+	// failing worker is restarted with backoff: there is nothing to roll
+	// back to.
+	GenStarting GenPhase = "starting"
+	// GenProbation: rolled out by a reload while the previous generation
+	// serves on. Any of its workers exiting fails the reload.
+	GenProbation GenPhase = "probation"
+	// GenServing: the generation serves; exited workers are replaced.
+	GenServing GenPhase = "serving"
+	// GenRetiring: being stopped; exited workers are not replaced.
+	GenRetiring GenPhase = "retiring"
+	// GenGone: no process of the generation is left.
+	GenGone GenPhase = "gone"
 )
 
 // generation is one set of workers started from one resolution of the
 // command: every worker of a generation runs the same binary.
 type generation struct {
-	sup  *Supervisor
-	num  int
-	path string // the command, resolved when the generation was made
-	argv []string
-
+	num   int
+	path  string // the command, resolved when the generation was made
+	argv  []string
+	phase GenPhase
 	slots []*slot
+	log   hclog.Logger
 
-	// probation is set while the generation is being rolled out: a worker
-	// that fails then fails the reload instead of being restarted.
-	probation atomic.Bool
-	// retiring is set once a newer generation serves: workers that exit
-	// are not replaced.
-	retiring atomic.Bool
-
-	failOnce sync.Once
-	failc    chan struct{} // closed on the first failure during probation
-	failErr  error
+	// Counts kept as workers come and go, so that no event costs a walk
+	// over every slot: a reload stays linear in the number of workers.
+	active  int // slots not retired
+	ready   int // slots whose worker is ready
+	workers int // workers whose tree is not gone
 }
+
+// transition moves the generation to phase to and logs why.
+func (g *generation) transition(to GenPhase, why string) {
+	from := g.phase
+	if from == to {
+		return
+	}
+	g.phase = to
+	g.log.Info("generation "+string(to), "was", string(from), "why", why)
+}
+
+// replaces reports whether an exited worker of g is replaced.
+func (g *generation) replaces() bool {
+	return g.phase == GenStarting || g.phase == GenServing
+}
+
+// allReady reports whether every slot that is not retired has a ready
+// worker.
+func (g *generation) allReady() bool { return g.ready == g.active }
+
+// live reports whether any process of the generation is left.
+func (g *generation) live() bool { return g.workers > 0 }
 
 // ResolveCommand finds argv0 as it is on disk now (in PATH if it has no
 // slash), following symlinks, so that each generation runs the binary that
@@ -59,95 +98,4 @@ func ResolveCommand(argv0 string) (string, error) {
 		abs = real
 	}
 	return abs, nil
-}
-
-func (s *Supervisor) newGeneration(num int, probation bool) (*generation, error) {
-	path, err := ResolveCommand(s.cfg.Command[0])
-	if err != nil {
-		return nil, err
-	}
-	g := &generation{
-		sup:   s,
-		num:   num,
-		path:  path,
-		argv:  s.cfg.Command,
-		failc: make(chan struct{}),
-	}
-	g.probation.Store(probation)
-	g.slots = make([]*slot, s.cfg.Workers)
-	for i := range g.slots {
-		g.slots[i] = newSlot(g, i)
-	}
-	return g, nil
-}
-
-func (g *generation) fail(err error) {
-	g.failOnce.Do(func() {
-		g.failErr = err
-		close(g.failc)
-	})
-}
-
-// waitReady waits until every slot in slots has had a ready worker. It
-// fails on the generation's first failure (only reported on probation)
-// or when ctx is done.
-func (g *generation) waitReady(ctx context.Context, slots []*slot) error {
-	for _, s := range slots {
-		select {
-		case <-s.readyc:
-		case <-g.failc:
-			return g.failErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
-}
-
-// readyAll returns a channel closed once every slot has been ready.
-func (g *generation) readyAll() <-chan struct{} {
-	c := make(chan struct{})
-	go func() {
-		for _, s := range g.slots {
-			select {
-			case <-s.readyc:
-			case <-g.failc:
-				return
-			case <-s.stopc:
-				return
-			}
-		}
-		close(c)
-	}()
-	return c
-}
-
-// stop stops every slot at once, draining until ctx is done.
-func (g *generation) stop(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, s := range g.slots {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.stop(ctx)
-		}()
-	}
-	wg.Wait()
-}
-
-// retireSlot stops one slot, draining its worker for up to the drain
-// timeout. It returns early when ctx is done, leaving the worker to the
-// shutdown that follows.
-func (g *generation) retireSlot(ctx context.Context, s *slot) {
-	drain, cancel := context.WithTimeout(context.Background(), g.sup.cfg.DrainTimeout)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.stop(drain)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 }

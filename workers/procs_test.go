@@ -1,13 +1,19 @@
 package workers
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,44 +35,89 @@ func TestExitInfoString(t *testing.T) {
 			t.Errorf("exitInfo(%#x) = %q, want %q", uint32(tt.status), got, tt.want)
 		}
 	}
+	if exitedWith(3) != (exitInfo{3 << 8}) || killedBy(unix.SIGKILL) != (exitInfo{unix.WaitStatus(unix.SIGKILL)}) {
+		t.Error("exitedWith/killedBy do not build wait statuses")
+	}
 }
 
 // devnullFiles returns stdin, stdout and stderr for a child: /dev/null.
-func devnullFiles(t *testing.T) []uintptr {
+func devnullFiles(t *testing.T) []int {
 	t.Helper()
 	f, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	fd := f.Fd()
-	return []uintptr{fd, fd, fd}
+	fd := int(f.Fd())
+	return []int{fd, fd, fd}
+}
+
+// outputFiles returns stdin from /dev/null and stdout, stderr into a
+// file whose contents the returned function reads.
+func outputFiles(t *testing.T) ([]int, func() string) {
+	t.Helper()
+	files := devnullFiles(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	files[1], files[2] = int(out.Fd()), int(out.Fd())
+	return files, func() string {
+		b, _ := os.ReadFile(out.Name())
+		return string(b)
+	}
 }
 
 func newTestProcs(t *testing.T, orphans func(pid int, e exitInfo)) *procs {
 	t.Helper()
-	p := newProcs(orphans)
+	p := newProcs(hclog.NewNullLogger(), orphans)
 	// Only once every child is reaped: the fork thread's exit kills the
 	// ones still alive (Pdeathsig).
 	t.Cleanup(p.close)
 	return p
 }
 
-func waitExit(t *testing.T, pr *proc) exitInfo {
+func startSpec(t *testing.T, p *procs, spec procSpec) *proc {
+	t.Helper()
+	if spec.path == "" {
+		spec.path = spec.argv[0]
+	}
+	if spec.files == nil {
+		spec.files = devnullFiles(t)
+	}
+	if spec.name == "" {
+		spec.name = fmt.Sprintf("t%d", time.Now().UnixNano())
+	}
+	pr, err := p.start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pr.(*proc)
+}
+
+func waitExit(t *testing.T, pr process) exitInfo {
 	t.Helper()
 	select {
-	case e := <-pr.exit:
+	case e := <-pr.exited():
 		return e
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		pr.signal(syscall.SIGKILL)
-		t.Fatalf("pid %d not reaped within 5s", pr.pid)
+		t.Fatalf("pid %d not reaped within 10s", pr.pid())
 	}
 	panic("unreachable")
 }
 
+// waitTreeEmpty waits until no process of pr's tree is left.
+func waitTreeEmpty(t *testing.T, pr process) {
+	t.Helper()
+	if !pollTree(pr, 10*time.Second, nil) {
+		t.Fatalf("the tree of pid %d is still there after 10s", pr.pid())
+	}
+}
+
 func TestProcsStartAndReap(t *testing.T) {
 	p := newTestProcs(t, nil)
-	files := devnullFiles(t)
 	tests := []struct {
 		argv []string
 		want string
@@ -77,58 +128,50 @@ func TestProcsStartAndReap(t *testing.T) {
 		{[]string{"/bin/sh", "-c", `test "$FOO" = bar`}, "exited with status 0"},
 	}
 	for _, tt := range tests {
-		pr, err := p.start(tt.argv[0], tt.argv, []string{"FOO=bar"}, files)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if pr.pid <= 0 {
-			t.Fatalf("pid %d", pr.pid)
+		pr := startSpec(t, p, procSpec{argv: tt.argv, env: []string{"FOO=bar"}})
+		if pr.pid() <= 0 {
+			t.Fatalf("pid %d", pr.pid())
 		}
 		if got := waitExit(t, pr).String(); got != tt.want {
 			t.Errorf("%q: %s, want %s", tt.argv, got, tt.want)
 		}
+		waitTreeEmpty(t, pr)
 		pr.release()
-		if pr.pidfd != -1 {
+		if pr.pidfd != -1 || pr.pidf != nil {
 			t.Errorf("pidfd %d after release", pr.pidfd)
 		}
 		pr.release() // twice is harmless
 	}
 }
 
-// TestProcsManyAtOnce starts children that all exit together: one
-// SIGCHLD may stand for several exits, and none may be missed.
+// TestProcsManyAtOnce starts children that all exit together: each is
+// reaped, once, with its own status.
 func TestProcsManyAtOnce(t *testing.T) {
 	p := newTestProcs(t, nil)
 	files := devnullFiles(t)
 	var prs []*proc
-	for i := 0; i < 20; i++ {
-		pr, err := p.start("/bin/sh", []string{"sh", "-c", "exit 5"}, nil, files)
-		if err != nil {
-			t.Fatal(err)
-		}
-		prs = append(prs, pr)
+	for i := 0; i < 50; i++ {
+		prs = append(prs, startSpec(t, p, procSpec{argv: []string{"/bin/sh", "-c", fmt.Sprintf("exit %d", i%7)}, files: files}))
 	}
-	for _, pr := range prs {
-		if got := waitExit(t, pr).String(); got != "exited with status 5" {
-			t.Errorf("pid %d: %s", pr.pid, got)
+	for i, pr := range prs {
+		if got, want := waitExit(t, pr).String(), fmt.Sprintf("exited with status %d", i%7); got != want {
+			t.Errorf("pid %d: %s, want %s", pr.pid(), got, want)
 		}
+		waitTreeEmpty(t, pr)
 		pr.release()
 	}
 }
 
 func TestProcsSignalAndGroup(t *testing.T) {
 	p := newTestProcs(t, nil)
-	pr, err := p.start("/bin/sleep", []string{"sleep", "30"}, nil, devnullFiles(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr := startSpec(t, p, procSpec{argv: []string{"/bin/sleep", "30"}})
 	defer pr.release()
 	if pr.pidfd < 0 {
 		t.Log("no pidfd on this kernel; signals go by pid")
 	}
 	// Each worker leads its own process group.
-	if pgid, err := unix.Getpgid(pr.pid); err != nil || pgid != pr.pid {
-		t.Errorf("pgid %d, %v; want %d", pgid, err, pr.pid)
+	if pgid, err := unix.Getpgid(pr.pid()); err != nil || pgid != pr.pid() {
+		t.Errorf("pgid %d, %v; want %d", pgid, err, pr.pid())
 	}
 	if err := pr.signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -138,14 +181,190 @@ func TestProcsSignalAndGroup(t *testing.T) {
 	}
 }
 
+// alive reports whether pid runs (a zombie does not count).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := bytes.Cut(b, []byte(") "))
+	return len(rest) > 0 && rest[0] != 'Z'
+}
+
+// readPid waits for a file holding a pid.
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				return pid
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no pid in %s", path)
+	return 0
+}
+
+// TestProcsTreeSignalled: a worker that started a helper ("sh -c 'helper
+// & exec server'") has its whole tree stopped, and the tree is not empty
+// until the helper is gone too.
+func TestProcsTreeSignalled(t *testing.T) {
+	p := newTestProcs(t, nil)
+	helperPid := filepath.Join(t.TempDir(), "helper.pid")
+	pr := startSpec(t, p, procSpec{argv: []string{"/bin/sh", "-c", "sleep 300 & echo $! > " + helperPid + "; exec sleep 300"}})
+	defer pr.release()
+	helper := readPid(t, helperPid)
+	if err := pr.signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitExit(t, pr).String(); got != "killed by SIGTERM" {
+		t.Errorf("main process: %s", got)
+	}
+	waitTreeEmpty(t, pr)
+	if alive(helper) {
+		t.Errorf("helper %d survived its worker's stop signal", helper)
+	}
+}
+
+// TestProcsLeftoverTree: the main process exits on its own and leaves a
+// helper behind; the tree is not empty, and SIGKILL to the tree ends it.
+func TestProcsLeftoverTree(t *testing.T) {
+	p := newTestProcs(t, nil)
+	helperPid := filepath.Join(t.TempDir(), "helper.pid")
+	pr := startSpec(t, p, procSpec{argv: []string{"/bin/sh", "-c", "trap '' TERM; (trap '' TERM; exec sleep 300) & echo $! > " + helperPid + "; exit 0"}})
+	defer pr.release()
+	helper := readPid(t, helperPid)
+	if got := waitExit(t, pr).String(); got != "exited with status 0" {
+		t.Errorf("main process: %s", got)
+	}
+	if pr.treeEmpty() {
+		t.Fatal("tree empty while the helper runs")
+	}
+	pr.signal(unix.SIGTERM) // ignored by the helper
+	if pollTree(pr, 200*time.Millisecond, nil) {
+		t.Fatal("the helper ignores SIGTERM, yet the tree emptied")
+	}
+	pr.signal(unix.SIGKILL)
+	waitTreeEmpty(t, pr)
+	if alive(helper) {
+		t.Errorf("helper %d survived SIGKILL of its tree", helper)
+	}
+}
+
+// TestProcsCgroupCatchesSetsid: with cgroups, a helper that left the
+// process group (setsid) is still part of the worker's tree.
+func TestProcsCgroupCatchesSetsid(t *testing.T) {
+	p := newTestProcs(t, nil)
+	if p.cg == nil {
+		t.Skip("no cgroups for workers here (not root, and no delegation)")
+	}
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("setsid not installed")
+	}
+	helperPid := filepath.Join(t.TempDir(), "helper.pid")
+	pr := startSpec(t, p, procSpec{argv: []string{"/bin/sh", "-c", "setsid sh -c 'echo $$ > " + helperPid + "; exec sleep 300' & exec sleep 300"}})
+	defer pr.release()
+	helper := readPid(t, helperPid)
+	if pg, _ := unix.Getpgid(helper); pg == pr.pid() {
+		t.Fatalf("helper %d is still in the worker's process group", helper)
+	}
+	own, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", helper))
+	if !strings.Contains(string(own), filepath.Base(pr.cg.dir)) {
+		t.Errorf("helper's cgroup %q is not the worker's %s", own, pr.cg.dir)
+	}
+	pr.signal(unix.SIGKILL)
+	waitExit(t, pr)
+	waitTreeEmpty(t, pr)
+	if alive(helper) {
+		t.Errorf("setsid helper %d survived its worker's cgroup kill", helper)
+	}
+	dir := pr.cg.dir
+	pr.release()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("worker cgroup %s left behind: %v", dir, err)
+	}
+}
+
+// TestProcsShimSetsListenPID: through the shim, LISTEN_PID is the
+// worker's own pid, argv[0] is the one given, and the environment is
+// otherwise as given.
+func TestProcsShimSetsListenPID(t *testing.T) {
+	for _, goShim := range []bool{false, true} {
+		t.Run(fmt.Sprintf("go-fallback=%v", goShim), func(t *testing.T) {
+			p := newTestProcs(t, nil)
+			if !goShim && p.shim == nil {
+				t.Skip("no built-in shim on this architecture")
+			}
+			if goShim {
+				p.shim = nil
+			}
+			files, out := outputFiles(t)
+			pr := startSpec(t, p, procSpec{
+				path:      "/bin/sh",
+				argv:      []string{"my-shell", "-c", `printf '%s %s %s %s|' "$LISTEN_PID" "$$" "$0" "$FOO"; tr '\0' ' ' < /proc/$$/cmdline`},
+				env:       []string{"FOO=bar", "LISTEN_FDS=1"},
+				files:     files,
+				listenPID: true,
+			})
+			if got := waitExit(t, pr).String(); got != "exited with status 0" {
+				t.Fatalf("%s; output %q", got, out())
+			}
+			pr.release()
+			pid := strconv.Itoa(pr.pid())
+			want := pid + " " + pid + " my-shell bar|my-shell -c "
+			if got := out(); !strings.HasPrefix(got, want) {
+				t.Errorf("output %q, want prefix %q", got, want)
+			}
+		})
+	}
+}
+
+func TestProcsShimExecFailure(t *testing.T) {
+	p := newTestProcs(t, nil)
+	if p.shim == nil {
+		t.Skip("no built-in shim on this architecture")
+	}
+	files, out := outputFiles(t)
+	pr := startSpec(t, p, procSpec{path: "/nonexistent/app", argv: []string{"app"}, files: files, listenPID: true})
+	if got := waitExit(t, pr).String(); got != "exited with status 127" {
+		t.Errorf("got %s, want exited with status 127", got)
+	}
+	pr.release()
+	if got, want := out(), "handoff: cannot execute worker command /nonexistent/app\n"; got != want {
+		t.Errorf("stderr %q, want %q", got, want)
+	}
+}
+
+// TestProcsShimRefused: when the kernel will not execute the shim, the
+// start falls back to handoff's own binary, and keeps doing so.
+func TestProcsShimRefused(t *testing.T) {
+	p := newTestProcs(t, nil)
+	if p.shim == nil {
+		t.Skip("no built-in shim on this architecture")
+	}
+	p.shim.path = "/nonexistent/shim" // as if exec of the memfd were refused
+	files, out := outputFiles(t)
+	pr := startSpec(t, p, procSpec{path: "/bin/sh", argv: []string{"sh", "-c", `echo "$LISTEN_PID $$"`}, env: []string{"LISTEN_FDS=1"}, files: files, listenPID: true})
+	waitExit(t, pr)
+	pr.release()
+	if f := strings.Fields(out()); len(f) != 2 || f[0] != f[1] {
+		t.Errorf("output %q: LISTEN_PID is not the pid", out())
+	}
+	if !p.shim.broken {
+		t.Error("shim not marked broken")
+	}
+}
+
 func TestProcsStartErrors(t *testing.T) {
-	p := newProcs(nil) // closed below
-	_, err := p.start("/nonexistent/cmd", []string{"app"}, nil, devnullFiles(t))
+	p := newProcs(hclog.NewNullLogger(), nil) // closed below
+	_, err := p.start(procSpec{path: "/nonexistent/cmd", argv: []string{"app"}, files: devnullFiles(t), name: "e1"})
 	if err == nil || !strings.Contains(err.Error(), "start app") || !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("start of a missing command: %v", err)
 	}
 	p.close()
-	if _, err := p.start("/bin/true", []string{"true"}, nil, devnullFiles(t)); err == nil || !strings.Contains(err.Error(), "shutting down") {
+	if _, err := p.start(procSpec{path: "/bin/true", argv: []string{"true"}, files: devnullFiles(t), name: "e2"}); err == nil || !strings.Contains(err.Error(), "shutting down") {
 		t.Errorf("start after close: %v, want shutting down", err)
 	}
 }
@@ -159,11 +378,7 @@ func TestProcsLeavesOtherChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A worker's exit makes the reaper look at the children.
-	pr, err := p.start("/bin/sh", []string{"sh", "-c", "exit 0"}, nil, devnullFiles(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr := startSpec(t, p, procSpec{argv: []string{"/bin/sh", "-c", "exit 0"}})
 	waitExit(t, pr)
 	pr.release()
 	var ws unix.WaitStatus
@@ -185,15 +400,11 @@ func TestProcsReapsOrphans(t *testing.T) {
 	}
 	orphans := make(chan orphan, 10)
 	p := newTestProcs(t, func(pid int, e exitInfo) { orphans <- orphan{pid, e} })
-	files := devnullFiles(t)
 	other, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", "exit 9"}, &syscall.ProcAttr{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := p.start("/bin/sh", []string{"sh", "-c", "exit 4"}, nil, files)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr := startSpec(t, p, procSpec{argv: []string{"/bin/sh", "-c", "exit 4"}})
 	if got := waitExit(t, pr).String(); got != "exited with status 4" {
 		t.Errorf("worker: %s", got)
 	}
@@ -203,7 +414,7 @@ func TestProcsReapsOrphans(t *testing.T) {
 		if o.pid != other || o.e.String() != "exited with status 9" {
 			t.Errorf("orphan %d %s, want %d exited with status 9", o.pid, o.e, other)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the orphan was not reaped")
 	}
 	select {

@@ -1,198 +1,164 @@
 package workers
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"time"
 )
 
 // Restart policy (einhorn's rule: throttle crash loops, not healthy
-// workers). A worker that dies before it is ready, or within minHealthy of
-// becoming ready, is a failure: its slot waits backoffMin, doubling up to
-// backoffMax, before the next start. A worker that served longer is
-// replaced at once and the slot's backoff resets.
+// workers).
+//
+// A worker that exits before it is ready failed: its slot waits
+// backoffMin, doubling with each consecutive failure up to backoffMax,
+// before the next start, so a binary that cannot start never spins the
+// CPU. So did a worker that became ready and then exited on its own (an
+// exit status, or a crash such as SIGSEGV or SIGABRT) within the minimum
+// uptime: a crash loop that passes READY=1 (gunicorn sends it before
+// importing the app) backs off too.
+//
+// Any other exit of a ready worker is replaced at once, and resets the
+// backoff: it served its minimum uptime, or it was killed from outside
+// (the OOM killer's or an operator's SIGKILL, SIGTERM, …), which says
+// nothing about the binary. A slot whose workers keep becoming ready is
+// not in a crash loop, so a storm of kills never backs off a served
+// generation, and every slot is back as soon as its worker is ready.
 const (
-	minHealthy = time.Second
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 30 * time.Second
 )
 
-func nextBackoff(d time.Duration) time.Duration {
-	if d == 0 {
-		return backoffMin
+// backoffFor is the wait before the next start after n consecutive
+// failures (n ≥ 1).
+func backoffFor(n int) time.Duration {
+	d := backoffMin
+	for i := 1; i < n && d < backoffMax; i++ {
+		d *= 2
 	}
-	if d *= 2; d > backoffMax {
-		return backoffMax
-	}
-	return d
+	return min(d, backoffMax)
 }
 
-// slot is one position (HANDOFF_WORKER) in a generation. It keeps a worker
-// running in that position until it is stopped, replacing workers that
-// exit, with backoff.
+// verdict is what an exited worker's end says about its slot.
+type verdict struct {
+	failed bool
+	reason string
+}
+
+// judge applies the restart policy to a worker that became ready at
+// readyAt (zero if never) and ended at exitedAt as e; failure says why
+// it was killed before ready, if the master killed it.
+func judge(readyAt, exitedAt time.Time, e exitInfo, failure string, minUptime time.Duration) verdict {
+	switch up := exitedAt.Sub(readyAt); {
+	case readyAt.IsZero() && failure != "":
+		return verdict{true, failure}
+	case readyAt.IsZero():
+		return verdict{true, e.String() + " before ready"}
+	case e.killedFromOutside():
+		return verdict{false, e.String()}
+	case up < minUptime:
+		return verdict{true, fmt.Sprintf("%s %s after ready", e, up.Round(time.Millisecond))}
+	}
+	return verdict{false, e.String()}
+}
+
+// slot is one position (HANDOFF_WORKER) in a generation. Its state is the
+// supervisor goroutine's.
 type slot struct {
 	gen   *generation
 	index int
 
-	readyc    chan struct{} // closed when a worker of the slot first became ready
-	readyOnce sync.Once
-	stopc     chan struct{} // closed when the slot is being stopped
-	stopOnce  sync.Once
-	donec     chan struct{} // closed when run returned
-
-	mu           sync.Mutex
-	started      bool
-	cur          *worker
-	restarts     int
-	backoffUntil time.Time
-	stopCtx      context.Context
+	cur      *worker   // the worker the slot runs, until it exits or is stopped
+	curReady bool      // cur is ready, and counted in gen.ready
+	exiting  []*worker // exited or being stopped, tree not gone yet
+	restarts int
+	failures int       // consecutive: the backoff exponent
+	retired  bool      // the slot runs no more workers
+	wake     time.Time // a restart is scheduled then (zero: none)
+	timer    *time.Timer
+	timerSeq int // invalidates a timer that fired after being replaced
 }
 
-func newSlot(g *generation, index int) *slot {
-	return &slot{
-		gen:    g,
-		index:  index,
-		readyc: make(chan struct{}),
-		stopc:  make(chan struct{}),
-		donec:  make(chan struct{}),
-	}
-}
+// ready reports whether the slot's worker is ready.
+func (sl *slot) ready() bool { return sl.curReady }
 
-func (s *slot) start() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
+// setRetired marks the slot as running no more workers, or again.
+func (sl *slot) setRetired(r bool) {
+	if sl.retired == r {
 		return
 	}
-	s.started = true
-	go s.run()
-}
-
-func (s *slot) run() {
-	defer close(s.donec)
-	log := s.gen.sup.log.With("generation", s.gen.num, "slot", s.index)
-	var delay time.Duration
-	for {
-		failed, reason := s.runOne()
-		if s.stopping() {
-			return
-		}
-		switch {
-		case s.gen.probation.Load() && failed:
-			// A generation on probation is not retried: its failure
-			// fails the reload, and the old generation keeps serving.
-			s.gen.fail(fmt.Errorf("slot %d: %s", s.index, reason))
-			return
-		case s.gen.probation.Load():
-			s.gen.fail(fmt.Errorf("slot %d: %s while the reload was in progress", s.index, reason))
-			return
-		case s.gen.retiring.Load():
-			log.Info("not replacing worker: its generation is being retired")
-			return
-		}
-		s.mu.Lock()
-		s.restarts++
-		s.mu.Unlock()
-		if !failed {
-			delay = 0
-			log.Info("replacing worker", "previous", reason)
-			continue
-		}
-		delay = nextBackoff(delay)
-		log.Warn("worker failed, restarting after backoff", "reason", reason, "backoff", delay.String())
-		s.mu.Lock()
-		s.backoffUntil = time.Now().Add(delay)
-		s.mu.Unlock()
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-s.stopc:
-			t.Stop()
-			return
-		}
-		s.mu.Lock()
-		s.backoffUntil = time.Time{}
-		s.mu.Unlock()
+	sl.retired = r
+	if r {
+		sl.gen.active--
+	} else {
+		sl.gen.active++
 	}
 }
 
-// runOne starts a worker and waits until it exits.
-func (s *slot) runOne() (failed bool, reason string) {
-	w, err := s.gen.sup.spawn(s.gen, s.index)
-	if err != nil {
-		s.gen.sup.log.Error("cannot start worker", "generation", s.gen.num, "slot", s.index, "error", err)
-		return true, err.Error()
-	}
-	s.mu.Lock()
-	if s.stopCtx != nil {
-		ctx := s.stopCtx
-		s.mu.Unlock()
-		w.Stop(ctx)
-		return false, "stopped"
-	}
-	s.cur = w
-	s.mu.Unlock()
-
-	select {
-	case <-w.readyc:
-		s.readyOnce.Do(func() { close(s.readyc) })
-		<-w.donec
-	case <-w.donec:
-	}
-	s.mu.Lock()
-	s.cur = nil
-	s.mu.Unlock()
-	return w.outcome()
+// setCur makes w the slot's worker.
+func (sl *slot) setCur(w *worker) {
+	sl.cur = w
+	sl.gen.workers++
 }
 
-func (s *slot) stopping() bool {
-	select {
-	case <-s.stopc:
-		return true
-	default:
-		return false
+// markReady records that the slot's worker became ready.
+func (sl *slot) markReady() {
+	if !sl.curReady {
+		sl.curReady = true
+		sl.gen.ready++
 	}
 }
 
-// stop stops the slot: no more restarts, and its worker drains until ctx is
-// done, then is killed. It returns once the slot's worker has exited.
-func (s *slot) stop(ctx context.Context) {
-	s.mu.Lock()
-	if s.stopCtx == nil {
-		s.stopCtx = ctx
+// live reports whether a process of the slot is left.
+func (sl *slot) live() bool { return sl.cur != nil || len(sl.exiting) > 0 }
+
+// cancelRestart forgets a scheduled restart.
+func (sl *slot) cancelRestart() {
+	if sl.timer != nil {
+		sl.timer.Stop()
+		sl.timer = nil
 	}
-	w, started := s.cur, s.started
-	s.mu.Unlock()
-	s.stopOnce.Do(func() { close(s.stopc) })
-	if !started {
-		return
-	}
+	sl.timerSeq++
+	sl.wake = time.Time{}
+}
+
+// detach moves the slot's worker to the exiting list: what it does from
+// now on is not judged. It returns the worker, or nil.
+func (sl *slot) detach() *worker {
+	w := sl.cur
 	if w != nil {
-		w.Stop(ctx)
+		sl.cur = nil
+		sl.exiting = append(sl.exiting, w)
+		if sl.curReady {
+			sl.curReady = false
+			sl.gen.ready--
+		}
 	}
-	<-s.donec
+	return w
 }
 
-// snapshot reports the slot's current worker, or its backoff.
-func (s *slot) snapshot() (WorkerStatus, bool) {
-	s.mu.Lock()
-	w, restarts, until := s.cur, s.restarts, s.backoffUntil
-	s.mu.Unlock()
-	ws := WorkerStatus{Slot: s.index, Generation: s.gen.num, Restarts: restarts}
-	switch {
-	case w != nil:
-		w.mu.Lock()
-		ws.PID = w.proc.pid
-		ws.State = w.state
-		ws.Status = w.status
-		ws.Since = w.started
-		w.mu.Unlock()
-	case !until.IsZero():
-		ws.State = Backoff
-		ws.Since = until
-	default:
-		return ws, false
+// forget removes a worker whose tree is gone.
+func (sl *slot) forget(w *worker) {
+	if sl.cur == w {
+		sl.detach()
 	}
-	return ws, true
+	for i, x := range sl.exiting {
+		if x == w {
+			sl.exiting = append(sl.exiting[:i:i], sl.exiting[i+1:]...)
+			sl.gen.workers--
+			return
+		}
+	}
+}
+
+// snapshot describes the slot's processes, and its backoff if it waits.
+func (sl *slot) snapshot(out []WorkerStatus) []WorkerStatus {
+	for _, w := range sl.exiting {
+		out = append(out, w.snapshot(sl.restarts))
+	}
+	switch {
+	case sl.cur != nil:
+		out = append(out, sl.cur.snapshot(sl.restarts))
+	case !sl.wake.IsZero():
+		out = append(out, WorkerStatus{Slot: sl.index, Generation: sl.gen.num, State: Backoff, Since: sl.wake, Restarts: sl.restarts})
+	}
+	return out
 }

@@ -3,9 +3,11 @@ package workers
 import (
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-func TestNextBackoffSequence(t *testing.T) {
+func TestBackoffFor(t *testing.T) {
 	want := []time.Duration{
 		100 * time.Millisecond,
 		200 * time.Millisecond,
@@ -18,99 +20,112 @@ func TestNextBackoffSequence(t *testing.T) {
 		25600 * time.Millisecond,
 		30 * time.Second, // capped
 		30 * time.Second,
-		30 * time.Second,
 	}
-	var d time.Duration
 	for i, w := range want {
-		d = nextBackoff(d)
-		if d != w {
-			t.Fatalf("failure %d: backoff %v, want %v", i+1, d, w)
+		if got := backoffFor(i + 1); got != w {
+			t.Errorf("failure %d: backoff %v, want %v", i+1, got, w)
+		}
+	}
+	for _, n := range []int{50, 1000, 1 << 30} {
+		if got := backoffFor(n); got != backoffMax {
+			t.Errorf("backoffFor(%d) = %v, want the cap %v", n, got, backoffMax)
 		}
 	}
 }
 
-func TestNextBackoff(t *testing.T) {
+// TestJudge pins the restart policy: what backs off and what is replaced
+// at once.
+func TestJudge(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ready := start.Add(50 * time.Millisecond)
+	const minUp = time.Second
 	tests := []struct {
-		prev, want time.Duration
+		name       string
+		readyAt    time.Time
+		upFor      time.Duration // after ready (or after start if never ready)
+		exit       exitInfo
+		failure    string
+		wantFailed bool
+		wantReason string
 	}{
-		{0, backoffMin},
-		{backoffMin, 2 * backoffMin},
-		{time.Second, 2 * time.Second},
-		{backoffMax / 2, backoffMax},
-		{backoffMax/2 + 1, backoffMax},
-		{backoffMax - 1, backoffMax},
-		{backoffMax, backoffMax},
-		{time.Nanosecond, 2 * time.Nanosecond},
-	}
-	for _, tt := range tests {
-		if got := nextBackoff(tt.prev); got != tt.want {
-			t.Errorf("nextBackoff(%v) = %v, want %v", tt.prev, got, tt.want)
-		}
-	}
-	// From any backoff the slot can be in, the next is within bounds and
-	// no shorter.
-	for d := backoffMin; d <= backoffMax; d += 37 * time.Millisecond {
-		n := nextBackoff(d)
-		if n < d || n < backoffMin || n > backoffMax {
-			t.Fatalf("nextBackoff(%v) = %v", d, n)
-		}
-	}
-	if backoffMin <= 0 || backoffMax < backoffMin || minHealthy <= 0 {
-		t.Errorf("restart policy constants: min %v, max %v, healthy %v", backoffMin, backoffMax, minHealthy)
-	}
-}
-
-func TestSlotSnapshot(t *testing.T) {
-	g := &generation{num: 7}
-	started := time.Now().Add(-time.Minute)
-	until := time.Now().Add(400 * time.Millisecond)
-	tests := []struct {
-		name   string
-		setup  func(s *slot)
-		want   WorkerStatus
-		wantOK bool
-	}{
-		{"empty", func(s *slot) {}, WorkerStatus{Slot: 2, Generation: 7}, false},
-		{"empty after restarts", func(s *slot) { s.restarts = 3 }, WorkerStatus{Slot: 2, Generation: 7, Restarts: 3}, false},
-		{"backoff", func(s *slot) { s.restarts = 4; s.backoffUntil = until },
-			WorkerStatus{Slot: 2, Generation: 7, Restarts: 4, State: Backoff, Since: until}, true},
-		{"worker", func(s *slot) {
-			s.restarts = 1
-			s.cur = &worker{proc: &proc{pid: 4242, pidfd: -1}, state: Ready, status: "serving", started: started}
-		}, WorkerStatus{Slot: 2, Generation: 7, Restarts: 1, PID: 4242, State: Ready, Status: "serving", Since: started}, true},
-		{"worker wins over a stale backoff", func(s *slot) {
-			s.backoffUntil = until
-			s.cur = &worker{proc: &proc{pid: 1, pidfd: -1}, state: Starting, started: started}
-		}, WorkerStatus{Slot: 2, Generation: 7, PID: 1, State: Starting, Since: started}, true},
+		{"exit before ready", time.Time{}, 10 * time.Millisecond, exitedWith(3), "", true, "exited with status 3 before ready"},
+		{"crash before ready", time.Time{}, 10 * time.Millisecond, killedBy(unix.SIGSEGV), "", true, "killed by SIGSEGV before ready"},
+		{"outside kill before ready", time.Time{}, 10 * time.Millisecond, killedBy(unix.SIGKILL), "", true, "killed by SIGKILL before ready"},
+		{"ready timeout", time.Time{}, time.Minute, killedBy(unix.SIGKILL), "not ready within 1m0s", true, "not ready within 1m0s"},
+		// gunicorn without --preload: READY=1, then the import fails.
+		{"exit soon after ready", ready, 300 * time.Millisecond, exitedWith(1), "", true, "exited with status 1 300ms after ready"},
+		{"exit 0 soon after ready", ready, 300 * time.Millisecond, exitedWith(0), "", true, "exited with status 0 300ms after ready"},
+		{"crash soon after ready", ready, 300 * time.Millisecond, killedBy(unix.SIGABRT), "", true, "killed by SIGABRT 300ms after ready"},
+		// The OOM killer, kill -9, an operator's kill: replaced at once,
+		// however soon after ready.
+		{"SIGKILL soon after ready", ready, 5 * time.Millisecond, killedBy(unix.SIGKILL), "", false, "killed by SIGKILL"},
+		{"SIGTERM soon after ready", ready, 5 * time.Millisecond, killedBy(unix.SIGTERM), "", false, "killed by SIGTERM"},
+		{"SIGINT soon after ready", ready, 5 * time.Millisecond, killedBy(unix.SIGINT), "", false, "killed by SIGINT"},
+		{"exit after min uptime", ready, 2 * time.Second, exitedWith(1), "", false, "exited with status 1"},
+		{"crash after min uptime", ready, 2 * time.Second, killedBy(unix.SIGSEGV), "", false, "killed by SIGSEGV"},
+		{"exit exactly at min uptime", ready, minUp, exitedWith(2), "", false, "exited with status 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSlot(g, 2)
-			tt.setup(s)
-			got, ok := s.snapshot()
-			if ok != tt.wantOK || got != tt.want {
-				t.Fatalf("snapshot() = %+v, %v; want %+v, %v", got, ok, tt.want, tt.wantOK)
+			base := tt.readyAt
+			if base.IsZero() {
+				base = start
+			}
+			v := judge(tt.readyAt, base.Add(tt.upFor), tt.exit, tt.failure, minUp)
+			if v.failed != tt.wantFailed || v.reason != tt.wantReason {
+				t.Errorf("judge = %+v, want failed=%v reason %q", v, tt.wantFailed, tt.wantReason)
 			}
 		})
 	}
 }
 
-// TestSlotStopUnstarted stops a slot that never ran: it must return at
-// once, and stop again is harmless.
-func TestSlotStopUnstarted(t *testing.T) {
-	s := newSlot(&generation{num: 1}, 0)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.stop(t.Context())
-		s.stop(t.Context())
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("stop of an unstarted slot blocked")
+func TestKilledFromOutside(t *testing.T) {
+	outside := []unix.Signal{unix.SIGKILL, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+	own := []unix.Signal{unix.SIGSEGV, unix.SIGABRT, unix.SIGBUS, unix.SIGILL, unix.SIGFPE, unix.SIGSYS, unix.SIGTRAP, unix.SIGPIPE, unix.SIGXCPU}
+	for _, s := range outside {
+		if !killedBy(s).killedFromOutside() {
+			t.Errorf("%s: not counted as a kill from outside", unix.SignalName(s))
+		}
 	}
-	if !s.stopping() {
-		t.Error("stopping() = false after stop")
+	for _, s := range own {
+		if killedBy(s).killedFromOutside() {
+			t.Errorf("%s: counted as a kill from outside", unix.SignalName(s))
+		}
+	}
+	if exitedWith(137).killedFromOutside() {
+		t.Error("exit status 137 counted as a kill")
+	}
+}
+
+func TestLogLimiter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLogLimiter(1) // burst 20, 11 a second
+	l.now = func() time.Time { return now }
+	allowed := 0
+	for range 1000 {
+		if ok, _ := l.allow("worker exited"); ok {
+			allowed++
+		}
+	}
+	if allowed != 20 {
+		t.Errorf("burst: %d lines allowed, want 20", allowed)
+	}
+	if ok, _ := l.allow("another message"); !ok {
+		t.Error("one message's flood suppressed another")
+	}
+	now = now.Add(time.Second)
+	ok, suppressed := l.allow("worker exited")
+	if !ok || suppressed != 980 {
+		t.Errorf("after a second: allowed %v, suppressed %d; want true, 980", ok, suppressed)
+	}
+	for range 10 {
+		l.allow("worker exited")
+	}
+	if ok, _ := l.allow("worker exited"); ok {
+		t.Error("more than the rate allowed within a second")
+	}
+	var nilLim *logLimiter
+	if ok, n := nilLim.allow("x"); !ok || n != 0 {
+		t.Error("a nil limiter limits")
 	}
 }

@@ -1,25 +1,28 @@
 package workers
 
 import (
-	"os"
-	"sort"
+	"encoding/json"
 	"time"
 )
 
 // EventKind says what happened.
 type EventKind int
 
-// Lifecycle events, for sd_notify.
+// Lifecycle events, for sd_notify and the admin endpoint.
 const (
-	// EventServing: the first generation is ready.
+	// EventServing: a generation serves for the first time.
 	EventServing EventKind = iota + 1
-	// EventReloading: a reload started.
+	// EventReloading: a reload (or master upgrade) started.
 	EventReloading
 	// EventReloaded: a reload ended, well or not (Event.Reload says).
 	EventReloaded
-	// EventStopping: the master is stopping its workers.
+	// EventHandedOver: a new master took over; this one now retires its
+	// workers and will not speak for the service again.
+	EventHandedOver
+	// EventStopping: the master is about to stop its workers. It comes
+	// before any worker gets its stop signal.
 	EventStopping
-	// EventChanged: a worker changed state.
+	// EventChanged: workers changed state.
 	EventChanged
 )
 
@@ -31,19 +34,60 @@ type Event struct {
 	Status     Status
 }
 
+// ReloadRequest asks for a reload.
+type ReloadRequest struct {
+	// Master asks for the master itself to be upgraded (see
+	// Config.UpgradeMaster) instead of the workers.
+	Master bool
+	// At is when the request was made (a signal's arrival, a control
+	// request's): the reload's timing starts there. Zero means now.
+	At time.Time
+}
+
 // ReloadResult is the outcome of one reload.
 type ReloadResult struct {
 	Generation int       `json:"generation"`
 	OK         bool      `json:"ok"`
 	Error      string    `json:"error,omitempty"`
+	Master     bool      `json:"master,omitempty"`
 	Started    time.Time `json:"started"`
-	// ServingMS is the time from the reload's start until every new
-	// worker was ready; DurationMS until the old generation was gone.
-	ServingMS  float64 `json:"serving_ms"`
-	DurationMS float64 `json:"duration_ms"`
+	// Serving is the time from the request until the new generation
+	// served (passed probation); Duration until the old one was gone.
+	// They marshal as serving_ms and duration_ms.
+	Serving  time.Duration `json:"-"`
+	Duration time.Duration `json:"-"`
 }
 
-// WorkerStatus describes one slot's worker, or its backoff.
+type reloadResultJSON struct {
+	Generation int       `json:"generation"`
+	OK         bool      `json:"ok"`
+	Error      string    `json:"error,omitempty"`
+	Master     bool      `json:"master,omitempty"`
+	Started    time.Time `json:"started"`
+	ServingMS  float64   `json:"serving_ms"`
+	DurationMS float64   `json:"duration_ms"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func fromMS(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+
+// MarshalJSON writes the durations as milliseconds.
+func (r ReloadResult) MarshalJSON() ([]byte, error) {
+	return json.Marshal(reloadResultJSON{r.Generation, r.OK, r.Error, r.Master, r.Started, ms(r.Serving), ms(r.Duration)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *ReloadResult) UnmarshalJSON(b []byte) error {
+	var j reloadResultJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = ReloadResult{j.Generation, j.OK, j.Error, j.Master, j.Started, fromMS(j.ServingMS), fromMS(j.DurationMS)}
+	return nil
+}
+
+// WorkerStatus describes one worker, or a slot waiting in backoff.
 type WorkerStatus struct {
 	Slot       int       `json:"slot"`
 	PID        int       `json:"pid"`
@@ -52,6 +96,21 @@ type WorkerStatus struct {
 	Since      time.Time `json:"since"`
 	Restarts   int       `json:"restarts"`
 	Status     string    `json:"status,omitempty"`
+}
+
+// GenerationStatus describes one live generation.
+type GenerationStatus struct {
+	Generation int      `json:"generation"`
+	Phase      GenPhase `json:"phase"`
+	Command    string   `json:"command"`
+}
+
+// RolloverStatus describes the reload under way.
+type RolloverStatus struct {
+	Generation int           `json:"generation"`
+	Master     bool          `json:"master,omitempty"`
+	Strategy   Strategy      `json:"strategy,omitempty"`
+	Phase      RolloverPhase `json:"phase"`
 }
 
 // ListenerStatus describes one listener.
@@ -63,56 +122,21 @@ type ListenerStatus struct {
 
 // Status is a snapshot of the supervisor.
 type Status struct {
-	PID        int       `json:"pid"`
-	Started    time.Time `json:"started"`
-	Generation int       `json:"generation"`
-	Serving    bool      `json:"serving"`
-	Reloading  int       `json:"reloading,omitempty"`
+	PID     int         `json:"pid"`
+	Started time.Time   `json:"started"`
+	Phase   MasterPhase `json:"phase"`
+	// Generation is the serving generation (before any serves: the one
+	// starting).
+	Generation int  `json:"generation"`
+	Serving    bool `json:"serving"`
+	// Reloading is the generation a running reload rolls out, if any.
+	Reloading int             `json:"reloading,omitempty"`
+	Rollover  *RolloverStatus `json:"rollover,omitempty"`
 	// ReloadPending is set when a reload was asked for and has not
 	// started yet (it waits for the running one).
-	ReloadPending bool             `json:"reload_pending,omitempty"`
-	Workers       []WorkerStatus   `json:"workers"`
-	LastReload    *ReloadResult    `json:"last_reload"`
-	Listeners     []ListenerStatus `json:"listeners"`
-}
-
-func (s *Supervisor) Status() Status {
-	s.mu.Lock()
-	st := Status{
-		PID:           os.Getpid(),
-		Started:       s.started,
-		Serving:       s.isServing,
-		Reloading:     s.reloading,
-		ReloadPending: len(s.waiters) > 0,
-	}
-	if s.serving != nil {
-		st.Generation = s.serving.num
-	}
-	if s.lastReload != nil {
-		r := *s.lastReload
-		st.LastReload = &r
-	}
-	gens := append([]*generation(nil), s.gens...)
-	var slots []*slot
-	for _, g := range gens {
-		slots = append(slots, g.slots...)
-	}
-	s.mu.Unlock()
-	st.Workers = []WorkerStatus{}
-	for _, sl := range slots {
-		if ws, ok := sl.snapshot(); ok {
-			st.Workers = append(st.Workers, ws)
-		}
-	}
-	sort.SliceStable(st.Workers, func(i, j int) bool {
-		a, b := st.Workers[i], st.Workers[j]
-		if a.Generation != b.Generation {
-			return a.Generation < b.Generation
-		}
-		return a.Slot < b.Slot
-	})
-	for _, l := range s.cfg.Listeners {
-		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr})
-	}
-	return st
+	ReloadPending bool               `json:"reload_pending,omitempty"`
+	Generations   []GenerationStatus `json:"generations"`
+	Workers       []WorkerStatus     `json:"workers"`
+	LastReload    *ReloadResult      `json:"last_reload"`
+	Listeners     []ListenerStatus   `json:"listeners"`
 }

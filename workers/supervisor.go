@@ -2,14 +2,12 @@ package workers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,82 +16,92 @@ import (
 	"github.com/handoff-dev/handoff/systemd"
 )
 
+// MasterPhase is where the master is in its life, as its supervisor sees
+// it. Every change goes through Supervisor.setPhase.
+type MasterPhase string
+
+// The master moves starting → serving → stopping, or through upgrading
+// (a new master is starting) back to serving (it failed) or to handed
+// over (it serves; this master retires its workers and exits).
+const (
+	MasterStarting   MasterPhase = "starting"
+	MasterServing    MasterPhase = "serving"
+	MasterUpgrading  MasterPhase = "upgrading"
+	MasterHandedOver MasterPhase = "handed over"
+	MasterStopping   MasterPhase = "stopping"
+)
+
 // Supervisor runs generations of workers: it keeps the serving one at
 // full strength and replaces it on Reload.
+//
+// One goroutine, Run's, owns all of its state, as tableflip's run loop
+// does. Workers, timers and callers never touch that state: they post a
+// function to it (post), and it alone decides restarts, backoff, a
+// reload's probation, commit, rollback and retirement.
 type Supervisor struct {
 	cfg     Config
 	log     hclog.Logger
-	procs   *procs
-	devnull int
+	lim     *logLimiter
 	environ []string
-	seq     atomic.Int64
-	started time.Time
+	devnull int
 	ownDir  bool
+	starter starter
+	mkStart func() starter // the seam: real processes, or tests' simulated ones
+	events  chan func()
+	done    chan struct{} // closed when Run has returned
+	final   atomic.Pointer[Status]
 
-	killc    chan struct{}
-	killOnce sync.Once
-
-	handoverc    chan struct{}
-	handoverOnce sync.Once
-	pingc        chan chan struct{}
-	changed      chan struct{} // poked on worker state changes
-	rollMu       sync.Mutex    // held by the running rollover
-	emitMu       sync.Mutex    // OnEvent calls never overlap
-
-	reloadKick chan struct{}
-
-	mu         sync.Mutex
-	gens       []*generation // live generations, oldest first
-	serving    *generation
-	reloading  int
-	lastGen    int  // highest generation number used; failed ones count
-	finished   bool // Run has stopped or handed over every worker
-	lastReload *ReloadResult
-	isServing  bool
-	waiters    []chan ReloadResult // reload requests not yet started
+	// Owned by Run's goroutine.
+	phase          MasterPhase
+	started        time.Time
+	gens           []*generation // live generations, oldest first
+	serving        *generation   // serves (before any has: the one starting)
+	served         bool          // a generation has served
+	roll           *rollover     // the reload under way
+	queue          []*op         // reload requests waiting for their turn
+	lastGen        int           // highest generation number used; failed ones count
+	lastReload     *ReloadResult
+	retireQueue    []*slot // slots whose workers wait to be retired
+	retireDraining []*slot // slots whose workers are being retired
+	upgrading      bool    // Config.UpgradeMaster is running
+	killed         bool
+	seq            int  // names workers' notify sockets and cgroups
+	dirty          bool // workers changed: EventChanged is due
+	changePending  bool // an EventChanged is scheduled
 }
+
+// changeEvery spaces EventChanged events.
+const changeEvery = 20 * time.Millisecond
 
 // New checks cfg and prepares a supervisor. Run starts it.
 func New(cfg Config) (*Supervisor, error) {
-	if len(cfg.Command) == 0 {
-		return nil, errors.New("no command to run")
-	}
-	if cfg.Workers < 1 {
-		return nil, fmt.Errorf("workers must be at least 1, not %d", cfg.Workers)
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	if _, err := ResolveCommand(cfg.Command[0]); err != nil {
 		return nil, err
-	}
-	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 60 * time.Second
-	}
-	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 30 * time.Second
-	}
-	if cfg.StopSignal == 0 {
-		cfg.StopSignal = syscall.SIGTERM
-	}
-	if cfg.Strategy == "" {
-		cfg.Strategy = Surge
-	}
-	if cfg.FirstGeneration <= 0 {
-		cfg.FirstGeneration = 1
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = hclog.NewNullLogger()
 	}
 	if cfg.Environ == nil {
 		cfg.Environ = os.Environ()
 	}
 	s := &Supervisor{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		environ:    CleanEnv(cfg.Environ),
-		killc:      make(chan struct{}),
-		handoverc:  make(chan struct{}),
-		pingc:      make(chan chan struct{}),
-		changed:    make(chan struct{}, 1),
-		reloadKick: make(chan struct{}, 1),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		lim:     newLogLimiter(cfg.Workers),
+		environ: CleanEnv(cfg.Environ),
+		events:  make(chan func()),
+		done:    make(chan struct{}),
+		phase:   MasterStarting,
+	}
+	s.mkStart = func() starter {
+		var orphans func(int, exitInfo)
+		if cfg.ReapOrphans {
+			orphans = func(pid int, e exitInfo) {
+				s.lim.log(s.log, hclog.Debug, "reaped orphan", "pid", pid, "status", e.String())
+			}
+		}
+		return newProcs(s.log, orphans)
 	}
 	if s.cfg.RuntimeDir == "" {
 		dir, err := os.MkdirTemp("", "handoff-")
@@ -122,76 +130,108 @@ func (s *Supervisor) cleanupDir() {
 }
 
 // Run starts the first generation and supervises until ctx is done, then
-// stops every worker (see Kill) and returns.
+// stops every worker (stop signal, then SIGKILL after the drain timeout;
+// see Kill) and returns. After a master upgrade it returns once every
+// worker has been retired.
 func (s *Supervisor) Run(ctx context.Context) error {
 	s.started = time.Now()
-	var orphans func(int, exitInfo)
-	if s.cfg.ReapOrphans {
-		orphans = func(pid int, e exitInfo) { s.log.Debug("reaped orphan", "pid", pid, "status", e.String()) }
-	}
-	s.procs = newProcs(orphans)
+	s.starter = s.mkStart()
 	defer func() {
-		s.procs.close()
+		st := s.status()
+		s.final.Store(&st)
+		close(s.done)
+		s.starter.close()
 		unix.Close(s.devnull)
 		s.cleanupDir()
 	}()
-
-	g, err := s.newGeneration(s.cfg.FirstGeneration, false)
+	g, err := s.newGeneration(s.cfg.FirstGeneration, GenStarting)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
 	s.lastGen = g.num
 	s.gens = []*generation{g}
 	s.serving = g
-	s.mu.Unlock()
 	s.log.Info("starting generation", "generation", g.num, "workers", s.cfg.Workers, "command", g.path)
 	for _, sl := range g.slots {
-		sl.start()
+		s.startWorker(sl)
 	}
-
-	ready := g.readyAll()
-	kick := s.reloadKick
-	var reloadDone chan struct{}
-	for {
+	stop := ctx.Done()
+	for !s.finished() {
 		select {
-		case <-ready:
-			ready = nil
-			s.markServing()
-		case <-kick:
-			// One rollover at a time: further requests wait in
-			// s.waiters and the kick channel until this one ends.
-			kick = nil
-			reloadDone = make(chan struct{})
-			go func(done chan struct{}) {
-				defer close(done)
-				s.rollMu.Lock()
-				defer s.rollMu.Unlock()
-				s.reload(ctx)
-			}(reloadDone)
-		case <-reloadDone:
-			reloadDone, kick = nil, s.reloadKick
-			if ready != nil && s.currentServing() != g {
-				ready = nil
-			}
-		case <-s.changed:
-			s.emit(Event{Kind: EventChanged})
-		case c := <-s.pingc:
-			close(c)
-		case <-s.handoverc:
-			if reloadDone != nil {
-				<-reloadDone
-			}
-			s.retireAll()
-			return nil
-		case <-ctx.Done():
-			if reloadDone != nil {
-				<-reloadDone
-			}
-			s.shutdown()
-			return nil
+		case fn := <-s.events:
+			fn()
+		case <-stop:
+			stop = nil
+			s.beginStop()
+		}
+		if s.dirty && !s.changePending {
+			// At most one EventChanged per changeEvery: building a
+			// status costs O(workers), and a reload makes O(workers)
+			// changes.
+			s.changePending = true
+			time.AfterFunc(changeEvery, func() {
+				s.post(func() {
+					s.changePending, s.dirty = false, false
+					s.emit(Event{Kind: EventChanged})
+				})
+			})
 		}
 	}
+	s.log.Info("all workers stopped")
+	return nil
+}
+
+// finished reports whether Run may return: the master stops or handed
+// over, and nothing of it is left.
+func (s *Supervisor) finished() bool {
+	if s.phase != MasterStopping && s.phase != MasterHandedOver {
+		return false
+	}
+	if s.upgrading {
+		return false
+	}
+	for _, g := range s.gens {
+		if g.live() {
+			return false
+		}
+	}
+	return true
+}
+
+// post runs fn on Run's goroutine. It reports false, without running
+// fn, once Run has returned. The channel is unbuffered: a function
+// posted is one the loop took, and runs.
+func (s *Supervisor) post(fn func()) bool {
+	select {
+	case s.events <- fn:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// Reload asks for a reload (or, with req.Master, a master upgrade).
+// Requests made while one runs wait for it; worker reloads waiting
+// together coalesce into one. The returned channel receives the result
+// of the reload that served this request.
+func (s *Supervisor) Reload(req ReloadRequest) <-chan ReloadResult {
+	c := make(chan ReloadResult, 1)
+	if req.At.IsZero() {
+		req.At = time.Now()
+	}
+	if !s.post(func() { s.enqueue(req, c) }) {
+		c <- ReloadResult{Error: "master is no longer running workers", Master: req.Master}
+	}
+	return c
+}
+
+// Status returns a snapshot of the supervisor.
+func (s *Supervisor) Status() Status {
+	c := make(chan Status, 1)
+	if s.post(func() { c <- s.status() }) {
+		return <-c
+	}
+	return *s.final.Load()
 }
 
 // Alive reports whether the supervision loop answers within ctx: the
@@ -199,7 +239,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 func (s *Supervisor) Alive(ctx context.Context) error {
 	c := make(chan struct{})
 	select {
-	case s.pingc <- c:
+	case s.events <- func() { close(c) }:
+	case <-s.done:
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("supervision loop unresponsive: %w", ctx.Err())
 	}
@@ -211,138 +253,143 @@ func (s *Supervisor) Alive(ctx context.Context) error {
 	}
 }
 
-// Exclusive runs fn while no rollover runs, and keeps rollovers from
-// starting until it returns: a master upgrade is a rollover too.
-func (s *Supervisor) Exclusive(fn func() error) error {
-	s.rollMu.Lock()
-	defer s.rollMu.Unlock()
-	return fn()
+// Kill makes a running or coming shutdown kill workers at once instead
+// of waiting for them to drain (a second SIGINT).
+func (s *Supervisor) Kill() {
+	s.post(func() {
+		s.killed = true
+		if s.phase == MasterStopping {
+			s.killAll()
+		}
+	})
 }
 
-// LastGeneration is the highest generation number used so far; a new
-// master continues after it.
-func (s *Supervisor) LastGeneration() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastGen
-}
-
-// Handover makes Run return after retiring every worker one at a time,
-// without EventStopping: a new master has taken over the sockets and
-// serves with its own workers.
-func (s *Supervisor) Handover() {
-	s.handoverOnce.Do(func() { close(s.handoverc) })
-}
-
-// retireAll retires every generation one worker at a time, as a reload
-// retires the old generation.
-func (s *Supervisor) retireAll() {
-	s.log.Info("handed over to a new master: retiring workers one at a time")
-	s.mu.Lock()
-	gens := append([]*generation(nil), s.gens...)
-	s.mu.Unlock()
-	for _, g := range gens {
-		g.retiring.Store(true)
+func (s *Supervisor) killAll() {
+	for _, g := range s.gens {
 		for _, sl := range g.slots {
-			g.retireSlot(context.Background(), sl)
+			if sl.cur != nil {
+				sl.cur.kill()
+			}
+			for _, w := range sl.exiting {
+				w.kill()
+			}
 		}
 	}
-	s.failWaiters("master handed over to a new master before the reload ran")
-	s.log.Info("all workers retired")
 }
 
-func (s *Supervisor) currentServing() *generation {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.serving
-}
-
-func (s *Supervisor) markServing() {
-	s.mu.Lock()
-	first := !s.isServing
-	s.isServing = true
-	gen := s.serving.num
-	s.mu.Unlock()
-	if first {
-		s.log.Info("generation serving", "generation", gen)
-		s.emit(Event{Kind: EventServing, Generation: gen})
-	}
-}
-
-func (s *Supervisor) emit(e Event) {
-	if s.cfg.OnEvent == nil {
+// setPhase moves the master to phase to and logs why.
+func (s *Supervisor) setPhase(to MasterPhase, why string) {
+	from := s.phase
+	if from == to {
 		return
 	}
-	s.emitMu.Lock()
-	defer s.emitMu.Unlock()
-	e.Status = s.Status()
-	s.cfg.OnEvent(e)
+	s.phase = to
+	s.log.Debug("master phase", "phase", string(to), "was", string(from), "why", why)
+	s.dirty = true
 }
 
-// Kill makes a running shutdown kill workers at once instead of waiting
-// for them to drain (a second SIGINT).
-func (s *Supervisor) Kill() {
-	s.killOnce.Do(func() { close(s.killc) })
+// runningPhase is the phase of a master that neither stops nor upgrades.
+func (s *Supervisor) runningPhase() MasterPhase {
+	if s.served {
+		return MasterServing
+	}
+	return MasterStarting
 }
 
-func (s *Supervisor) shutdown() {
+// beginStop stops everything: the reload under way ends, waiting
+// requests fail, and every worker gets its stop signal at once.
+func (s *Supervisor) beginStop() {
 	s.log.Info("stopping workers", "drain_timeout", s.cfg.DrainTimeout.String())
+	s.setPhase(MasterStopping, "asked to stop")
+	// Before any worker is stopped: systemd, and load balancers through
+	// the admin endpoint, learn first.
 	s.emit(Event{Kind: EventStopping})
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case <-s.killc:
-			cancel()
-		case <-ctx.Done():
+	if r := s.roll; r != nil {
+		if r.master {
+			r.cancel()
 		}
-	}()
-	s.mu.Lock()
-	gens := append([]*generation(nil), s.gens...)
-	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, g := range gens {
-		g.retiring.Store(true)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g.stop(ctx)
-		}()
+		r.err = fmt.Errorf("master stopping")
+		s.failQueue("master stopped before the reload ran")
+		s.endRollover(r.err)
 	}
-	wg.Wait()
-	s.failWaiters("master stopped before the reload ran")
-	s.log.Info("all workers stopped")
+	s.failQueue("master stopped before the reload ran")
+	s.retireQueue, s.retireDraining = nil, nil
+	for _, g := range s.gens {
+		g.transition(GenRetiring, "master stopping")
+		for _, sl := range g.slots {
+			s.retireNow(sl)
+		}
+	}
+	if s.killed {
+		s.killAll()
+	}
+	s.sweep()
 }
 
-func (s *Supervisor) failWaiters(why string) {
-	s.mu.Lock()
-	s.finished = true
-	waiters := s.waiters
-	s.waiters = nil
-	s.mu.Unlock()
-	for _, c := range waiters {
-		c <- ReloadResult{OK: false, Error: why}
+// newGeneration resolves the command and prepares a generation.
+func (s *Supervisor) newGeneration(num int, phase GenPhase) (*generation, error) {
+	path, err := ResolveCommand(s.cfg.Command[0])
+	if err != nil {
+		return nil, err
 	}
+	g := &generation{num: num, path: path, argv: s.cfg.Command, phase: phase, log: s.log.With("generation", num)}
+	g.slots = make([]*slot, s.cfg.Workers)
+	for i := range g.slots {
+		g.slots[i] = &slot{gen: g, index: i}
+	}
+	g.active = len(g.slots)
+	return g, nil
 }
 
-// spawn starts one worker for slot i of g.
-func (s *Supervisor) spawn(g *generation, i int) (*worker, error) {
-	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d.sock", s.seq.Add(1)))
+// nowServing records that g serves.
+func (s *Supervisor) nowServing(g *generation) {
+	s.serving = g
+	if s.served {
+		return
+	}
+	s.served = true
+	if s.phase == MasterStarting {
+		s.setPhase(MasterServing, fmt.Sprintf("generation %d serves", g.num))
+	}
+	s.emit(Event{Kind: EventServing, Generation: g.num})
+}
+
+// startWorker starts a worker in sl. A worker that cannot be started
+// counts as a failure.
+func (s *Supervisor) startWorker(sl *slot) {
+	sl.cancelRestart()
+	if sl.retired {
+		return
+	}
+	w, err := s.spawn(sl)
+	if err != nil {
+		s.lim.log(s.log, hclog.Error, "cannot start worker", "generation", sl.gen.num, "slot", sl.index, "error", err)
+		s.judged(sl, verdict{failed: true, reason: "cannot start: " + err.Error()})
+		return
+	}
+	sl.setCur(w)
+	s.dirty = true
+}
+
+// spawn starts one worker process for sl.
+func (s *Supervisor) spawn(sl *slot) (*worker, error) {
+	g := sl.gen
+	s.seq++
+	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d.sock", s.seq))
 	ns, err := systemd.ListenNotify(path)
 	if err != nil {
 		return nil, err
 	}
-	files := []uintptr{uintptr(s.devnull), 1, 2}
+	files := []int{s.devnull, 1, 2}
 	names := make([]string, len(s.cfg.Listeners))
 	for j, l := range s.cfg.Listeners {
-		files = append(files, uintptr(l.Fd()))
+		files = append(files, l.Fd())
 		names[j] = l.Name
 	}
 	env := append(s.environ[:len(s.environ):len(s.environ)],
 		"NOTIFY_SOCKET="+path,
-		fmt.Sprintf("HANDOFF_WORKER=%d", i),
+		fmt.Sprintf("HANDOFF_WORKER=%d", sl.index),
 		fmt.Sprintf("HANDOFF_GENERATION=%d", g.num),
-		shimEnv+"="+g.path,
 	)
 	if len(names) > 0 {
 		env = append(env,
@@ -350,7 +397,14 @@ func (s *Supervisor) spawn(g *generation, i int) (*worker, error) {
 			"LISTEN_FDNAMES="+strings.Join(names, ":"),
 		)
 	}
-	p, err := s.procs.start("/proc/self/exe", g.argv, env, files)
+	p, err := s.starter.start(procSpec{
+		path:      g.path,
+		argv:      g.argv,
+		env:       env,
+		files:     files,
+		listenPID: len(names) > 0,
+		name:      fmt.Sprintf("w%d-g%d-s%d", s.seq, g.num, sl.index),
+	})
 	if err != nil {
 		ns.Drain()
 		for range ns.Datagrams() {
@@ -358,25 +412,223 @@ func (s *Supervisor) spawn(g *generation, i int) (*worker, error) {
 		return nil, err
 	}
 	w := &worker{
-		slot:         i,
-		gen:          g.num,
-		proc:         p,
-		notify:       ns,
-		log:          s.log.With("generation", g.num, "slot", i, "pid", p.pid),
-		started:      time.Now(),
-		readyDelay:   s.cfg.ReadyDelay,
-		readyTimeout: s.cfg.ReadyTimeout,
-		stopSignal:   s.cfg.StopSignal,
-		readyc:       make(chan struct{}),
-		donec:        make(chan struct{}),
-		stopc:        make(chan struct{}),
-		killc:        make(chan struct{}),
-		changed:      s.changed,
-		state:        Starting,
+		slot:    sl.index,
+		gen:     g.num,
+		proc:    p,
+		notify:  ns,
+		log:     s.log.With("generation", g.num, "slot", sl.index, "pid", p.pid()),
+		started: time.Now(),
+		opts: workerOpts{
+			readyDelay:   s.cfg.ReadyDelay,
+			readyTimeout: s.cfg.ReadyTimeout,
+			drainTimeout: s.cfg.DrainTimeout,
+			stopSignal:   s.cfg.StopSignal,
+		},
+		ev: workerEvents{
+			post:   func(fn func()) { s.post(fn) },
+			ready:  func(w *worker) { s.workerReady(sl, w) },
+			exited: func(w *worker) { s.workerExited(sl, w) },
+			gone:   func(w *worker) { s.workerGone(sl, w) },
+			change: func() { s.dirty = true },
+		},
+		lim:   s.lim,
+		stopc: make(chan struct{}),
+		killc: make(chan struct{}),
+		state: Starting,
 	}
-	w.log.Info("worker starting")
+	w.lim.log(w.log, hclog.Info, "worker starting")
 	go w.run()
 	return w, nil
 }
 
-// Status returns a snapshot of the supervisor.
+// workerReady: a worker of sl became ready.
+func (s *Supervisor) workerReady(sl *slot, w *worker) {
+	s.dirty = true
+	if sl.cur != w {
+		return
+	}
+	sl.markReady()
+	g := sl.gen
+	if r := s.roll; r != nil && r.g == g {
+		if at := w.readyTime(); at.After(r.lastReady) {
+			r.lastReady = at
+		}
+	}
+	if g.phase == GenStarting && g.allReady() {
+		g.transition(GenServing, "every worker is ready")
+		s.nowServing(g)
+	}
+	s.advance()
+}
+
+// workerExited: a worker's main process ended. A worker the master
+// stopped on purpose is not judged; any other is, by the restart policy,
+// or fails the reload its generation is on probation for.
+func (s *Supervisor) workerExited(sl *slot, w *worker) {
+	s.dirty = true
+	if sl.cur != w {
+		return
+	}
+	sl.detach()
+	w.mu.Lock()
+	v := judge(w.readyAt, w.exitedAt, w.exit, w.failure, s.cfg.MinUptime)
+	w.mu.Unlock()
+	if sl.gen.phase == GenProbation && s.roll != nil && s.roll.g == sl.gen {
+		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
+		return
+	}
+	s.judged(sl, v)
+}
+
+// judged restarts sl after its worker ended as v says: at once, or after
+// a backoff, unless the slot is no longer to run workers.
+func (s *Supervisor) judged(sl *slot, v verdict) {
+	g := sl.gen
+	switch {
+	case sl.retired || !g.replaces() || s.phase == MasterStopping || s.phase == MasterHandedOver:
+		return
+	case g.phase == GenProbation:
+		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
+		return
+	}
+	sl.restarts++
+	if !v.failed {
+		sl.failures = 0
+		s.lim.log(s.log, hclog.Info, "replacing worker", "generation", g.num, "slot", sl.index, "previous", v.reason)
+		s.startWorker(sl)
+		return
+	}
+	sl.failures++
+	d := backoffFor(sl.failures)
+	s.lim.log(s.log, hclog.Warn, "worker failed, restarting after backoff", "generation", g.num, "slot", sl.index, "reason", v.reason, "backoff", d.String())
+	sl.cancelRestart()
+	sl.wake = time.Now().Add(d)
+	seq := sl.timerSeq
+	sl.timer = time.AfterFunc(d, func() {
+		s.post(func() {
+			if sl.timerSeq == seq && sl.cur == nil && !sl.retired && g.replaces() {
+				sl.timer = nil
+				s.startWorker(sl)
+			}
+		})
+	})
+}
+
+// workerGone: no process of w's tree is left.
+func (s *Supervisor) workerGone(sl *slot, w *worker) {
+	s.dirty = true
+	sl.forget(w)
+	s.pumpRetire()
+	s.advance()
+	s.sweep()
+}
+
+// sweep forgets retiring generations with no process left.
+func (s *Supervisor) sweep() {
+	s.gens = slices.DeleteFunc(s.gens, func(g *generation) bool {
+		if g.phase != GenRetiring || g.live() {
+			return false
+		}
+		g.transition(GenGone, "no process left")
+		return true
+	})
+}
+
+// queueRetire marks sl retired and queues its worker for a graceful stop.
+func (s *Supervisor) queueRetire(sl *slot) {
+	if sl.retired {
+		return
+	}
+	sl.setRetired(true)
+	sl.cancelRestart()
+	if sl.cur != nil {
+		s.retireQueue = append(s.retireQueue, sl)
+	}
+}
+
+// pumpRetire stops the workers of queued slots, RetireParallel at a time.
+func (s *Supervisor) pumpRetire() {
+	s.retireDraining = slices.DeleteFunc(s.retireDraining, func(sl *slot) bool { return !sl.live() })
+	for len(s.retireDraining) < s.cfg.RetireParallel && len(s.retireQueue) > 0 {
+		sl := s.retireQueue[0]
+		s.retireQueue = s.retireQueue[1:]
+		if w := sl.detach(); w != nil {
+			w.stop()
+		}
+		if sl.live() {
+			s.retireDraining = append(s.retireDraining, sl)
+		}
+	}
+}
+
+// retiring reports whether workers are queued for retirement or being
+// retired.
+func (s *Supervisor) retiring() bool {
+	s.retireDraining = slices.DeleteFunc(s.retireDraining, func(sl *slot) bool { return !sl.live() })
+	return len(s.retireQueue) > 0 || len(s.retireDraining) > 0
+}
+
+// retireNow stops sl's worker at once, outside the retirement queue.
+func (s *Supervisor) retireNow(sl *slot) {
+	sl.setRetired(true)
+	sl.cancelRestart()
+	s.retireQueue = slices.DeleteFunc(s.retireQueue, func(x *slot) bool { return x == sl })
+	if w := sl.detach(); w != nil {
+		w.stop()
+	}
+	for _, w := range sl.exiting {
+		w.stop()
+	}
+}
+
+// emit calls Config.OnEvent with the current status.
+func (s *Supervisor) emit(e Event) {
+	if s.cfg.OnEvent == nil {
+		return
+	}
+	e.Status = s.status()
+	s.cfg.OnEvent(e)
+}
+
+// status builds a snapshot; Run's goroutine only.
+func (s *Supervisor) status() Status {
+	st := Status{
+		PID:           os.Getpid(),
+		Started:       s.started,
+		Phase:         s.phase,
+		Serving:       s.served,
+		ReloadPending: len(s.queue) > 0,
+		Generations:   []GenerationStatus{},
+		Workers:       []WorkerStatus{},
+	}
+	if s.serving != nil {
+		st.Generation = s.serving.num
+	}
+	if r := s.roll; r != nil {
+		st.Reloading = r.num
+		st.Rollover = &RolloverStatus{Generation: r.num, Master: r.master, Phase: r.phase}
+		if !r.master {
+			st.Rollover.Strategy = r.strategy
+		}
+	}
+	if s.lastReload != nil {
+		r := *s.lastReload
+		st.LastReload = &r
+	}
+	for _, g := range s.gens {
+		st.Generations = append(st.Generations, GenerationStatus{Generation: g.num, Phase: g.phase, Command: g.path})
+		for _, sl := range g.slots {
+			st.Workers = sl.snapshot(st.Workers)
+		}
+	}
+	slices.SortStableFunc(st.Workers, func(a, b WorkerStatus) int {
+		if a.Generation != b.Generation {
+			return a.Generation - b.Generation
+		}
+		return a.Slot - b.Slot
+	})
+	for _, l := range s.cfg.Listeners {
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr})
+	}
+	return st
+}

@@ -1,7 +1,6 @@
 package workers
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"syscall"
@@ -29,50 +28,76 @@ const (
 	Backoff State = "backoff"
 )
 
-// worker is one process of a generation, from fork to reap.
+// leftoverGrace is how long what remains of a worker's tree after its
+// main process exited on its own may take to stop before it is killed.
+const leftoverGrace = 2 * time.Second
+
+// killWait bounds the wait for a killed tree to disappear (a process in
+// uninterruptible sleep may take a while, or forever).
+const killWait = 5 * time.Second
+
+// workerOpts are the parts of Config a worker needs.
+type workerOpts struct {
+	readyDelay   time.Duration
+	readyTimeout time.Duration
+	drainTimeout time.Duration
+	stopSignal   syscall.Signal
+}
+
+// workerEvents is how a worker reports to the supervisor's goroutine.
+type workerEvents struct {
+	post   func(func()) // runs a function on the supervisor's goroutine
+	ready  func(*worker)
+	exited func(*worker)
+	gone   func(*worker)
+	change func()
+}
+
+// worker is one process of a generation, from fork until no process of
+// its tree is left.
 type worker struct {
 	slot, gen int
-	proc      *proc
+	proc      process
 	notify    *systemd.NotifySocket
 	log       hclog.Logger
 	started   time.Time
+	opts      workerOpts
+	ev        workerEvents
+	lim       *logLimiter
 
-	readyDelay   time.Duration
-	readyTimeout time.Duration
-	stopSignal   syscall.Signal
-
-	readyc   chan struct{} // closed on becoming ready
-	donec    chan struct{} // closed once reaped
 	stopc    chan struct{} // closed to ask the worker to drain
 	stopOnce sync.Once
-	killc    chan struct{} // closed to have the worker killed
+	killc    chan struct{} // closed to have the worker's tree killed
 	killOnce sync.Once
 
-	mu      sync.Mutex
-	state   State
-	readyAt time.Time
-	status  string // last STATUS= text
-	exit    exitInfo
-	failure string // why it never became ready, if it did not
+	mu       sync.Mutex
+	state    State
+	readyAt  time.Time
+	exitedAt time.Time
+	status   string // last STATUS= text
+	exit     exitInfo
+	failure  string // why it never became ready, if it did not
+	gone     bool
 
 	garbage dropLog
-	changed chan<- struct{} // poked on every transition
 }
 
-// run drives the worker through its states until it is reaped. It is the
-// only place a worker's state changes, and the only goroutine that signals
-// the process, so no signal can follow the release of its pidfd.
+// run drives the worker through its states until its tree is gone. It is
+// the only place a worker's state changes, and the only goroutine that
+// signals its processes, so no signal can follow the release of its
+// pidfd.
 func (w *worker) run() {
-	readyTimer := time.NewTimer(w.readyTimeout)
+	readyTimer := time.NewTimer(w.opts.readyTimeout)
 	defer readyTimer.Stop()
-	var delay <-chan time.Time
-	if w.readyDelay > 0 {
-		t := time.NewTimer(w.readyDelay)
+	var delay, drain <-chan time.Time
+	if w.opts.readyDelay > 0 {
+		t := time.NewTimer(w.opts.readyDelay)
 		defer t.Stop()
 		delay = t.C
 	}
 	datagrams := w.notify.Datagrams()
 	stopc, killc := w.stopc, w.killc
+	var drainDeadline time.Time
 	for {
 		select {
 		case d, ok := <-datagrams:
@@ -84,29 +109,36 @@ func (w *worker) run() {
 
 		case <-delay:
 			if w.State() == Starting {
-				w.transition(Ready, fmt.Sprintf("alive after %s", w.readyDelay))
+				w.transition(Ready, fmt.Sprintf("alive after %s", w.opts.readyDelay))
 			}
 
 		case <-readyTimer.C:
 			if w.State() == Starting {
-				w.setFailure(fmt.Sprintf("not ready within %s", w.readyTimeout))
-				w.log.Error("worker not ready in time, killing it", "ready_timeout", w.readyTimeout.String())
-				_ = w.proc.signal(syscall.SIGKILL)
+				w.setFailure(fmt.Sprintf("not ready within %s", w.opts.readyTimeout))
+				w.log.Error("worker not ready in time, killing it", "ready_timeout", w.opts.readyTimeout.String())
+				w.signal(unix.SIGKILL)
 			}
 
 		case <-stopc:
 			stopc = nil
-			w.transition(Draining, fmt.Sprintf("sent %s", unix.SignalName(w.stopSignal)))
-			if err := w.proc.signal(w.stopSignal); err != nil {
-				w.log.Warn("cannot signal worker", "error", err)
-			}
+			w.transition(Draining, fmt.Sprintf("sent %s", unix.SignalName(w.opts.stopSignal)))
+			w.signal(w.opts.stopSignal)
+			drainDeadline = time.Now().Add(w.opts.drainTimeout)
+			t := time.NewTimer(w.opts.drainTimeout)
+			defer t.Stop()
+			drain = t.C
+
+		case <-drain:
+			drain = nil
+			w.log.Warn("worker did not exit in time, killing it", "drain_timeout", w.opts.drainTimeout.String())
+			w.signal(unix.SIGKILL)
 
 		case <-killc:
 			killc = nil
-			w.log.Warn("worker did not exit in time, killing it")
-			_ = w.proc.signal(syscall.SIGKILL)
+			w.log.Warn("killing worker")
+			w.signal(unix.SIGKILL)
 
-		case e := <-w.proc.exit:
+		case e := <-w.proc.exited():
 			// Whatever the worker (or a helper it ran) sent before it
 			// died is still queued: read it before judging the exit.
 			w.notify.Drain()
@@ -115,13 +147,51 @@ func (w *worker) run() {
 					w.handle(d)
 				}
 			}
-			w.proc.release()
 			w.mu.Lock()
-			w.exit = e
+			w.exit, w.exitedAt = e, time.Now()
 			w.mu.Unlock()
 			w.transition(Exited, e.String())
+			w.cleanUp(drainDeadline, killc)
 			return
 		}
+	}
+}
+
+// cleanUp stops what is left of the worker's tree once its main process
+// has exited (a helper it started, a child it forked): the stop signal,
+// then SIGKILL after a grace period (what remains of the drain timeout if
+// the worker was being stopped), then it reports the worker gone.
+func (w *worker) cleanUp(drainDeadline time.Time, killc <-chan struct{}) {
+	defer func() {
+		w.proc.release()
+		w.mu.Lock()
+		w.gone = true
+		w.mu.Unlock()
+		w.ev.post(func() { w.ev.gone(w) })
+	}()
+	if w.proc.treeEmpty() {
+		return
+	}
+	grace := min(leftoverGrace, w.opts.drainTimeout)
+	if !drainDeadline.IsZero() {
+		grace = max(time.Until(drainDeadline), 0)
+	} else {
+		w.lim.log(w.log, hclog.Warn, "worker's main process exited; stopping the rest of its process tree", "grace", grace.String())
+		w.signal(w.opts.stopSignal)
+	}
+	if pollTree(w.proc, grace, killc) {
+		return
+	}
+	w.lim.log(w.log, hclog.Warn, "killing what is left of the worker's process tree")
+	w.signal(unix.SIGKILL)
+	if !pollTree(w.proc, killWait, nil) {
+		w.lim.log(w.log, hclog.Error, "processes of the worker's tree survive SIGKILL; giving up on them")
+	}
+}
+
+func (w *worker) signal(sig syscall.Signal) {
+	if err := w.proc.signal(sig); err != nil {
+		w.lim.log(w.log, hclog.Warn, "cannot signal worker", "signal", unix.SignalName(sig), "error", err)
 	}
 }
 
@@ -134,25 +204,20 @@ func (w *worker) transition(to State, why string) {
 		w.readyAt = time.Now()
 	}
 	w.mu.Unlock()
-	if w.changed != nil {
-		select {
-		case w.changed <- struct{}{}:
-		default:
-		}
-	}
 	switch to {
 	case Ready:
-		w.log.Info("worker ready", "after", time.Since(w.started).Round(time.Millisecond).String(), "how", why)
-		close(w.readyc)
+		w.lim.log(w.log, hclog.Info, "worker ready", "after", time.Since(w.started).Round(time.Millisecond).String(), "how", why)
+		w.ev.post(func() { w.ev.ready(w) })
 	case Draining:
-		w.log.Info("worker draining", "how", why)
+		w.lim.log(w.log, hclog.Info, "worker draining", "how", why)
+		w.ev.post(w.ev.change)
 	case Exited:
 		lvl := hclog.Info
 		if from != Draining {
 			lvl = hclog.Warn
 		}
-		w.log.Log(lvl, "worker exited", "status", why, "was", string(from))
-		close(w.donec)
+		w.lim.log(w.log, lvl, "worker exited", "status", why, "was", string(from))
+		w.ev.post(func() { w.ev.exited(w) })
 	}
 }
 
@@ -166,6 +231,7 @@ func (w *worker) handle(d systemd.Datagram) {
 		w.mu.Lock()
 		w.status = m.Status
 		w.mu.Unlock()
+		w.ev.post(w.ev.change)
 	}
 	if m.Stopping {
 		w.log.Debug("worker notified STOPPING=1")
@@ -188,38 +254,26 @@ func (w *worker) setFailure(s string) {
 	w.mu.Unlock()
 }
 
-// Stop asks the worker to drain (the stop signal) and waits for it to
-// exit. When ctx is done first, the worker is killed.
-func (w *worker) Stop(ctx context.Context) {
-	w.stopOnce.Do(func() { close(w.stopc) })
-	select {
-	case <-w.donec:
-		return
-	case <-ctx.Done():
-	}
-	select {
-	case <-w.donec:
-		return
-	default:
-	}
-	w.killOnce.Do(func() { close(w.killc) })
-	<-w.donec
-}
+// stop asks the worker to drain: the stop signal to its tree, then
+// SIGKILL after the drain timeout. It does not wait.
+func (w *worker) stop() { w.stopOnce.Do(func() { close(w.stopc) }) }
 
-// outcome describes, after the worker exited, whether it failed: it died
-// before becoming ready, or within minHealthy of it.
-func (w *worker) outcome() (failed bool, reason string) {
+// kill has the worker's tree killed at once. It does not wait.
+func (w *worker) kill() { w.killOnce.Do(func() { close(w.killc) }) }
+
+// snapshot describes the worker for Status.
+func (w *worker) snapshot(restarts int) WorkerStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch {
-	case w.readyAt.IsZero() && w.failure != "":
-		return true, w.failure
-	case w.readyAt.IsZero():
-		return true, fmt.Sprintf("%s before ready", w.exit)
-	case time.Since(w.readyAt) < minHealthy:
-		return true, fmt.Sprintf("%s %s after ready", w.exit, time.Since(w.readyAt).Round(time.Millisecond))
+	return WorkerStatus{
+		Slot:       w.slot,
+		PID:        w.proc.pid(),
+		Generation: w.gen,
+		State:      w.state,
+		Since:      w.started,
+		Restarts:   restarts,
+		Status:     w.status,
 	}
-	return false, w.exit.String()
 }
 
 // dropLog rate-limits the log line about dropped notify datagrams to one a
@@ -237,4 +291,11 @@ func (d *dropLog) log(l hclog.Logger, err error) {
 	}
 	l.Warn("dropped notify datagram", "reason", err, "suppressed_since_last", d.suppressed)
 	d.last, d.suppressed = now, 0
+}
+
+// readyTime is when the worker became ready (zero if it has not).
+func (w *worker) readyTime() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.readyAt
 }

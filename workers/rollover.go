@@ -1,0 +1,342 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RolloverPhase is where a reload is. Every change goes through
+// rollover.transition, on the supervisor's goroutine.
+type RolloverPhase string
+
+// A worker reload moves starting → probation → retiring → done; a
+// rolling one goes through those phases once per slot. A failure in
+// starting or probation moves it to rolling back → done. A master
+// upgrade is upgrading → done.
+const (
+	// RollStarting: new workers are starting (surge: all of them;
+	// rolling: the next slot's).
+	RollStarting RolloverPhase = "starting"
+	// RollProbation: every new worker started is ready; each must stay
+	// up the minimum uptime after READY while the old generation serves.
+	RollProbation RolloverPhase = "probation"
+	// RollRetiring: old workers are being stopped (surge: after the new
+	// generation took over; rolling: the slot just replaced).
+	RollRetiring RolloverPhase = "retiring"
+	// RollRollingBack: a new worker failed; the new generation is being
+	// stopped, and (rolling) the old slots already retired restarted.
+	RollRollingBack RolloverPhase = "rolling back"
+	// RollUpgrading: a new master is starting (self-upgrade).
+	RollUpgrading RolloverPhase = "upgrading master"
+	// RollDone: over; the result is reported.
+	RollDone RolloverPhase = "done"
+)
+
+// op is a request waiting for its turn: a worker reload (requests made
+// meanwhile coalesce into one) or a master upgrade.
+type op struct {
+	master  bool
+	at      time.Time // the earliest request it serves
+	waiters []chan ReloadResult
+}
+
+// rollover is one reload under way.
+type rollover struct {
+	num       int
+	master    bool
+	strategy  Strategy
+	phase     RolloverPhase
+	old, g    *generation
+	step      int       // rolling: the slot being replaced
+	lastReady time.Time // when the last new worker became ready
+	started   time.Time
+	serving   time.Duration
+	err       error
+	waiters   []chan ReloadResult
+	timerSeq  int
+	cancel    context.CancelFunc // master upgrade
+	s         *Supervisor
+}
+
+// transition moves the rollover to phase to and logs why.
+func (r *rollover) transition(to RolloverPhase, why string) {
+	from := r.phase
+	if from == to {
+		return
+	}
+	r.phase = to
+	r.s.log.Debug("reload phase", "generation", r.num, "phase", string(to), "was", string(from), "why", why)
+	r.s.dirty = true
+}
+
+// enqueue adds a reload request; a worker reload joins the one already
+// waiting.
+func (s *Supervisor) enqueue(req ReloadRequest, c chan ReloadResult) {
+	if s.phase == MasterStopping || s.phase == MasterHandedOver {
+		c <- ReloadResult{Error: "master is no longer running workers (" + string(s.phase) + ")", Master: req.Master}
+		return
+	}
+	if n := len(s.queue); !req.Master && n > 0 && !s.queue[n-1].master {
+		last := s.queue[n-1]
+		last.waiters = append(last.waiters, c)
+		if req.At.Before(last.at) {
+			last.at = req.At
+		}
+	} else {
+		s.queue = append(s.queue, &op{master: req.Master, at: req.At, waiters: []chan ReloadResult{c}})
+	}
+	s.dirty = true
+	if s.roll == nil {
+		s.nextOp()
+	}
+}
+
+// nextOp starts the next queued request, if any.
+func (s *Supervisor) nextOp() {
+	if s.roll != nil || len(s.queue) == 0 {
+		return
+	}
+	o := s.queue[0]
+	s.queue = s.queue[1:]
+	r := &rollover{master: o.master, strategy: s.cfg.Strategy, started: o.at, waiters: o.waiters, s: s}
+	s.roll = r
+	if o.master {
+		s.beginUpgrade(r)
+		return
+	}
+	s.lastGen++
+	r.num = s.lastGen
+	s.log.Info("reload started", "generation", r.num, "strategy", string(r.strategy))
+	s.emit(Event{Kind: EventReloading, Generation: r.num})
+	g, err := s.newGeneration(r.num, GenProbation)
+	if err != nil {
+		s.endRollover(err)
+		return
+	}
+	r.old, r.g = s.serving, g
+	s.gens = append(s.gens, g)
+	r.transition(RollStarting, "reload requested")
+	if r.strategy == Surge {
+		for _, sl := range g.slots {
+			s.startWorker(sl)
+		}
+	} else {
+		s.startWorker(g.slots[0])
+	}
+	s.advance()
+}
+
+// beginUpgrade runs Config.UpgradeMaster on its own goroutine; its end
+// comes back through upgradeDone.
+func (s *Supervisor) beginUpgrade(r *rollover) {
+	r.num = s.lastGen + 1
+	if s.cfg.UpgradeMaster == nil {
+		s.endRollover(errors.New("master upgrades are not available"))
+		return
+	}
+	s.log.Info("upgrading the master: starting the new handoff binary", "generation", r.num)
+	s.emit(Event{Kind: EventReloading, Generation: r.num})
+	r.transition(RollUpgrading, "master upgrade requested")
+	s.setPhase(MasterUpgrading, "master upgrade requested")
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	s.upgrading = true
+	lastGen := s.lastGen
+	go func() {
+		err := s.cfg.UpgradeMaster(ctx, lastGen)
+		cancel()
+		s.post(func() { s.upgradeDone(r, err) })
+	}()
+}
+
+func (s *Supervisor) upgradeDone(r *rollover, err error) {
+	s.upgrading = false
+	if s.phase == MasterStopping {
+		if err == nil {
+			s.log.Warn("a new master took over while this one was stopping; it serves on")
+		}
+		return
+	}
+	if err != nil {
+		s.log.Error("master upgrade failed, this master keeps serving", "error", err)
+		s.setPhase(s.runningPhase(), "master upgrade failed")
+		s.endRollover(fmt.Errorf("master upgrade failed: %w", err))
+		return
+	}
+	r.serving = time.Since(r.started)
+	s.log.Info("new master serving; retiring this master's workers")
+	s.setPhase(MasterHandedOver, "the new master serves")
+	s.failQueue("master handed over to a new master before the reload ran")
+	s.endRollover(nil)
+	// After the results are out: the runner stops its control socket on
+	// this event, cancelling requests in progress, which then find their
+	// results already delivered.
+	s.emit(Event{Kind: EventHandedOver})
+	for _, g := range s.gens {
+		g.transition(GenRetiring, "handed over to a new master")
+		for _, sl := range g.slots {
+			s.queueRetire(sl)
+		}
+	}
+	s.pumpRetire()
+}
+
+// advance moves the running worker reload on, after any event that may
+// let it: a worker ready or gone, a probation timer.
+func (s *Supervisor) advance() {
+	defer s.sweep()
+	r := s.roll
+	if r == nil || r.master {
+		return
+	}
+	switch r.phase {
+	case RollStarting, RollProbation:
+		s.advanceProbation(r)
+	case RollRetiring:
+		if s.retiring() {
+			return
+		}
+		if r.strategy == Rolling && r.g.phase == GenProbation {
+			s.nextRollingStep(r)
+			return
+		}
+		if !r.old.live() {
+			s.endRollover(nil)
+		}
+	case RollRollingBack:
+		if !r.g.live() {
+			s.endRollover(r.err)
+		}
+	}
+}
+
+// advanceProbation checks the new workers: once every one started is
+// ready and has been for the minimum uptime, the reload goes on. (With
+// the rolling strategy, the slots before the current one passed already:
+// had one exited since, the reload would have failed.)
+func (s *Supervisor) advanceProbation(r *rollover) {
+	if r.strategy == Surge && !r.g.allReady() || r.strategy == Rolling && !r.g.slots[r.step].ready() {
+		return
+	}
+	if wait := time.Until(r.lastReady.Add(s.cfg.MinUptime)); wait > 0 {
+		r.transition(RollProbation, "new workers ready")
+		r.timerSeq++
+		seq := r.timerSeq
+		time.AfterFunc(wait, func() {
+			s.post(func() {
+				if s.roll == r && r.timerSeq == seq {
+					s.advance()
+				}
+			})
+		})
+		return
+	}
+	if r.strategy == Surge {
+		s.commit(r)
+		r.transition(RollRetiring, "new generation passed probation")
+		for _, sl := range r.old.slots {
+			s.queueRetire(sl)
+		}
+		s.pumpRetire()
+		s.advance()
+		return
+	}
+	r.transition(RollRetiring, fmt.Sprintf("slot %d passed probation", r.step))
+	if r.step < len(r.old.slots) {
+		s.queueRetire(r.old.slots[r.step])
+		s.pumpRetire()
+	}
+	s.advance()
+}
+
+// nextRollingStep starts the next slot of a rolling reload, or, after
+// the last, commits it.
+func (s *Supervisor) nextRollingStep(r *rollover) {
+	if r.step+1 < len(r.g.slots) {
+		r.step++
+		r.transition(RollStarting, fmt.Sprintf("replacing slot %d", r.step))
+		s.startWorker(r.g.slots[r.step])
+		s.advance()
+		return
+	}
+	s.commit(r)
+	for _, sl := range r.old.slots[min(len(r.g.slots), len(r.old.slots)):] {
+		s.queueRetire(sl)
+	}
+	s.pumpRetire()
+	s.advance()
+}
+
+// commit makes the new generation the serving one.
+func (s *Supervisor) commit(r *rollover) {
+	r.serving = time.Since(r.started)
+	r.g.transition(GenServing, "passed probation")
+	r.old.transition(GenRetiring, fmt.Sprintf("generation %d serves", r.g.num))
+	for _, sl := range r.old.slots {
+		sl.cancelRestart()
+	}
+	s.log.Info("generation serving, retiring previous", "generation", r.g.num, "previous", r.old.num)
+	s.nowServing(r.g)
+}
+
+// failRollover rolls back: the new generation is stopped and (rolling)
+// the old slots already retired start again. The reload ends once the
+// new generation is gone.
+func (s *Supervisor) failRollover(err error) {
+	r := s.roll
+	if r == nil || r.master || r.phase == RollRollingBack {
+		return
+	}
+	r.err = err
+	r.transition(RollRollingBack, err.Error())
+	if r.strategy == Rolling {
+		for _, sl := range r.old.slots {
+			if sl.retired && r.old.replaces() {
+				sl.setRetired(false)
+				sl.failures = 0
+				s.log.Info("restarting a slot of the previous generation", "generation", r.old.num, "slot", sl.index)
+				s.startWorker(sl)
+			}
+		}
+	}
+	r.g.transition(GenRetiring, "its reload failed")
+	for _, sl := range r.g.slots {
+		s.retireNow(sl)
+	}
+	s.advance()
+}
+
+// endRollover reports the reload's result and starts the next request.
+func (s *Supervisor) endRollover(err error) {
+	r := s.roll
+	r.transition(RollDone, "over")
+	s.roll = nil
+	res := ReloadResult{Generation: r.num, Master: r.master, Started: r.started, Serving: r.serving, Duration: time.Since(r.started)}
+	if err != nil {
+		res.Error = err.Error()
+		if !r.master {
+			s.log.Error("reload failed, previous generation keeps serving", "generation", r.num, "error", err, "duration", res.Duration.Round(time.Millisecond).String())
+		}
+	} else {
+		res.OK = true
+		s.log.Info("reload done", "generation", r.num, "serving_after", res.Serving.Round(time.Millisecond).String(), "duration", res.Duration.Round(time.Millisecond).String())
+	}
+	s.lastReload = &res
+	s.emit(Event{Kind: EventReloaded, Generation: r.num, Reload: &res})
+	for _, c := range r.waiters {
+		c <- res
+	}
+	s.nextOp()
+}
+
+// failQueue answers every waiting request with an error.
+func (s *Supervisor) failQueue(why string) {
+	for _, o := range s.queue {
+		for _, c := range o.waiters {
+			c <- ReloadResult{Error: why, Master: o.master}
+		}
+	}
+	s.queue = nil
+}
