@@ -11,6 +11,10 @@
 //	garbage      send malformed datagrams, then READY=1, then serve
 //	gate         serve; send READY=1 only once file -gate exists; on
 //	             SIGTERM, exit only once file -gate-stop exists
+//	ready-exit   send READY=1 without serving, exit 1 after -exit-after
+//	             (gunicorn without --preload when the app fails to import)
+//	hold         a helper: accept on fd 3 and never answer, ignoring
+//	             SIGTERM (needs no LISTEN_PID of its own)
 //
 // Every HTTP answer is "pid=P slot=S generation=G version=V". GET
 // /sleep?d=2s answers after d, setting STATUS=busy while it waits.
@@ -39,6 +43,7 @@ func main() {
 	mode := flag.String("mode", "serve", "behaviour")
 	gate := flag.String("gate", "", "file whose existence lets the worker become ready")
 	gateStop := flag.String("gate-stop", "", "file whose existence lets the worker exit on SIGTERM")
+	exitAfter := flag.Duration("exit-after", 300*time.Millisecond, "ready-exit: how long after READY=1 to exit")
 	flag.Parse()
 
 	slot, _ := strconv.Atoi(os.Getenv("HANDOFF_WORKER"))
@@ -46,6 +51,13 @@ func main() {
 	case "exit":
 		fmt.Fprintln(os.Stderr, "testapp: exiting at once, as asked")
 		os.Exit(3)
+	case "ready-exit":
+		notify("READY=1")
+		time.Sleep(*exitAfter)
+		fmt.Fprintln(os.Stderr, "testapp: failing after READY=1, as asked")
+		os.Exit(1)
+	case "hold":
+		hold()
 	case "mixed":
 		if slot%2 == 1 {
 			*mode = "cstyle"
@@ -150,6 +162,23 @@ func cstyle(id string) {
 			}
 			unix.Write(nfd, []byte(resp))
 		}()
+	}
+}
+
+// hold accepts connections on fd 3 and never answers them, as an orphan
+// that inherited a listening socket does.
+func hold() {
+	signal.Ignore(syscall.SIGTERM)
+	var held []int
+	for {
+		nfd, _, err := unix.Accept4(3, unix.SOCK_CLOEXEC)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				unix.Poll([]unix.PollFd{{Fd: 3, Events: unix.POLLIN}}, -1)
+			}
+			continue
+		}
+		held = append(held, nfd)
 	}
 }
 
