@@ -12,12 +12,16 @@
 //  6. balance of requests over workers.
 //
 // It builds handoff and two versions of examples/hello itself. wrk and pm2
-// must be installed: bench/setup.sh does that. Run from the module:
+// must be installed: bench/setup.sh does that. bench/ is a Go module of its
+// own (so that handoff's go.mod does not require vegeta); from the
+// repository root:
 //
 //	bash bench/setup.sh
-//	go run ./bench                 # everything, under 10 minutes
-//	go run ./bench -parts reload,latency -reloads 50
-//	go run ./bench -smoke          # a quick check that every side runs
+//	go -C bench run .              # everything, under 10 minutes
+//	go -C bench run . -parts reload,latency -reloads 50
+//	go -C bench run . -parts scale -scale-workers 1,8,64
+//	go -C bench run . -smoke       # a quick check that every side runs
+//	go -C bench test ./...         # its unit tests
 //
 // All traffic goes to 127.0.0.1. Every process it starts is stopped when
 // it ends, on failure and on SIGINT too.
@@ -283,22 +287,28 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 	return render(mi, cfg, sections, failures, time.Since(start)), failures, nil
 }
 
-// moduleRoot is the directory of the handoff module's go.mod.
+// moduleRoot is the handoff module's directory, as the go command sees it
+// from the working directory: the bench module's replace directive points
+// it at the repository root (the bench itself lives in bench/, a module of
+// its own so that the handoff module does not require vegeta).
 func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", handoffModule).Output()
+	root := strings.TrimSpace(string(out))
+	if err != nil || root == "" {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return "", fmt.Errorf("cannot find the handoff module from here (run the bench from the repository root as `go -C bench run .`): go list -m %s: %v", handoffModule, err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run the bench from inside the handoff module (go run ./bench)")
-	}
-	root := filepath.Dir(gomod)
 	if _, err := os.Stat(filepath.Join(root, "examples", "hello", "main.go")); err != nil {
 		return "", fmt.Errorf("%s is not the handoff module: %w", root, err)
 	}
 	return root, nil
 }
+
+// handoffModule is the module the bench measures.
+const handoffModule = "github.com/handoff-dev/handoff"
 
 // build builds handoff and two versions of examples/hello into the
 // scratch directory.
