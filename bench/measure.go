@@ -549,7 +549,7 @@ func (b *bench) appStart(ctx context.Context, node bool, n int) (time.Duration, 
 		}
 		defer p.stop(syscall.SIGTERM, 5*time.Second)
 		go func() {
-			_, err := waitAnswering(ctx, urls[i], 20*time.Second, p.done)
+			_, err := waitAnswering(ctx, urls[i], answerTimeout, p.done)
 			errs <- err
 		}()
 	}
