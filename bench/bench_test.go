@@ -135,7 +135,7 @@ func TestWriteTable(t *testing.T) {
 
 func TestCheckConfig(t *testing.T) {
 	good := config{rounds: 3, duration: 4 * time.Second, reloads: 20, rate: 1000, idle: time.Minute,
-		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5}
+		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30}
 	if err := checkConfig(good); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -241,6 +242,7 @@ type wrkRunner struct {
 	path   string // the wrk binary
 	script string // the script file
 	reg    *registry
+	runs   atomic.Int64 // numbers each run's log
 }
 
 func newWrkRunner(reg *registry, dir string) (*wrkRunner, error) {
@@ -275,7 +277,10 @@ func (w *wrkRunner) run(ctx context.Context, o wrkOpts, stop <-chan struct{}) (l
 	if o.CountPIDs {
 		env[0] = "BENCH_COUNT_PIDS=1"
 	}
-	p, err := w.reg.start("wrk", args, env)
+	// A log of its own: with a shared one, a run that printed no summary
+	// would be read as the last run's, and so would a run next to
+	// another (the smoke runs parts at once).
+	p, err := w.reg.start(fmt.Sprintf("wrk-%d", w.runs.Add(1)), args, env)
 	if err != nil {
 		return loadResult{}, err
 	}

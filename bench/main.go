@@ -9,15 +9,21 @@
 //  3. reload latency: trigger → new generation serving → old one gone;
 //  4. Node throughput: handoff vs cluster vs PM2 workers;
 //  5. the master's footprint, idle and under load;
-//  6. balance of requests over workers.
+//  6. balance of requests over workers;
+//  7. scale: a reload's time and the master's CPU at 1, 8 and 64
+//     workers, and the master's share of the time to READY=1 at start.
 //
 // It builds handoff and two versions of examples/hello itself. wrk and pm2
-// must be installed: bench/setup.sh does that. Run from the module:
+// must be installed: bench/setup.sh does that. bench/ is a Go module of its
+// own (so that handoff's go.mod does not require vegeta); from the
+// repository root:
 //
 //	bash bench/setup.sh
-//	go run ./bench                 # everything, under 10 minutes
-//	go run ./bench -parts reload,latency -reloads 50
-//	go run ./bench -smoke          # a quick check that every side runs
+//	go -C bench run .              # everything, under 10 minutes
+//	go -C bench run . -parts reload,latency -reloads 50
+//	go -C bench run . -parts scale -scale-workers 1,8,64
+//	go -C bench run . -smoke       # a quick check that every side runs
+//	go -C bench test ./...         # its unit tests
 //
 // All traffic goes to 127.0.0.1. Every process it starts is stopped when
 // it ends, on failure and on SIGINT too.
@@ -45,7 +51,7 @@ import (
 )
 
 // parts are the measurements, in order.
-var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance"}
+var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -75,6 +81,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.conns, "connections", 64, "wrk connections")
 	fs.IntVar(&cfg.wrkThreads, "threads", 1, "wrk threads")
 	fs.IntVar(&cfg.latencyReloads, "latency-reloads", 5, "reloads per side in the latency test")
+	scaleWorkers := fs.String("scale-workers", "1,8,64", "worker counts the scale test compares, increasing, comma-separated")
+	fs.IntVar(&cfg.scaleReloads, "scale-reloads", 15, "reloads per worker count in the scale test")
+	fs.IntVar(&cfg.readyRounds, "ready-rounds", 30, "rounds of the scale test's READY-to-READY comparison")
 	sidesFlag := fs.String("sides", "", "only run the sides whose names contain one of these comma-separated words (e.g. handoff,pm2)")
 	out := fs.String("o", "", "also write the report to this `file`")
 	keep := fs.Bool("keep", false, "keep the scratch directory (logs, binaries) and print its path")
@@ -105,7 +114,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cfg.only = append(cfg.only, w)
 		}
 	}
+	var err error
+	if cfg.scaleWorkers, err = parseCounts(*scaleWorkers); err != nil {
+		fmt.Fprintf(stderr, "bench: -scale-workers: %v\n", err)
+		return 2
+	}
 	if *smoke {
+		cfg.scaleWorkers, cfg.scaleReloads, cfg.readyRounds = []int{1, 2}, 2, 2
 		cfg.rounds, cfg.duration, cfg.warmup = 1, time.Second, 0
 		cfg.reloads, cfg.reloadGap, cfg.idle, cfg.latencyReloads = 2, 100*time.Millisecond, time.Second, 1
 		cfg.rate = min(cfg.rate, 200)
@@ -170,6 +185,10 @@ func checkConfig(c config) error {
 		return errors.New("-threads: want 1 to -connections")
 	case c.latencyReloads < 1 || c.latencyReloads > 1000:
 		return errors.New("-latency-reloads: want 1 to 1000")
+	case c.scaleReloads < 1 || c.scaleReloads > 1000:
+		return errors.New("-scale-reloads: want 1 to 1000")
+	case c.readyRounds < 1 || c.readyRounds > 1000:
+		return errors.New("-ready-rounds: want 1 to 1000")
 	}
 	return nil
 }
@@ -236,6 +255,7 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		{"node", b.nodeThroughput},
 		{"footprint", b.footprint},
 		{"balance", b.balance},
+		{"scale", b.scale},
 	}
 	sections := make([]section, len(runs))
 	if cfg.smoke {
@@ -283,22 +303,28 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 	return render(mi, cfg, sections, failures, time.Since(start)), failures, nil
 }
 
-// moduleRoot is the directory of the handoff module's go.mod.
+// moduleRoot is the handoff module's directory, as the go command sees it
+// from the working directory: the bench module's replace directive points
+// it at the repository root (the bench itself lives in bench/, a module of
+// its own so that the handoff module does not require vegeta).
 func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", handoffModule).Output()
+	root := strings.TrimSpace(string(out))
+	if err != nil || root == "" {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return "", fmt.Errorf("cannot find the handoff module from here (run the bench from the repository root as `go -C bench run .`): go list -m %s: %v", handoffModule, err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run the bench from inside the handoff module (go run ./bench)")
-	}
-	root := filepath.Dir(gomod)
 	if _, err := os.Stat(filepath.Join(root, "examples", "hello", "main.go")); err != nil {
 		return "", fmt.Errorf("%s is not the handoff module: %w", root, err)
 	}
 	return root, nil
 }
+
+// handoffModule is the module the bench measures.
+const handoffModule = "github.com/handoff-dev/handoff"
 
 // build builds handoff and two versions of examples/hello into the
 // scratch directory.
@@ -405,7 +431,21 @@ func render(m machineInfo, cfg config, sections []section, failures []string, to
 		for _, p := range s.Intro {
 			fmt.Fprintf(&b, "%s\n\n", p)
 		}
-		writeTable(&b, s.Header, s.Rows)
+		if len(s.Header) > 0 {
+			writeTable(&b, s.Header, s.Rows)
+		}
+		for i, t := range s.More {
+			if i > 0 || len(s.Header) > 0 {
+				fmt.Fprintln(&b)
+			}
+			for _, p := range t.Intro {
+				fmt.Fprintf(&b, "%s\n\n", p)
+			}
+			writeTable(&b, t.Header, t.Rows)
+			for _, n := range t.Notes {
+				fmt.Fprintf(&b, "\n%s\n", n)
+			}
+		}
 		for _, n := range s.Notes {
 			fmt.Fprintf(&b, "\n%s\n", n)
 		}

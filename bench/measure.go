@@ -25,6 +25,9 @@ type config struct {
 	conns          int
 	wrkThreads     int
 	latencyReloads int
+	scaleWorkers   []int // worker counts the scale test compares
+	scaleReloads   int   // reloads per worker count
+	readyRounds    int   // rounds of the READY-to-READY comparison
 	smoke          bool
 	only           []string // if set, only the sides whose names contain one of these
 }
@@ -40,9 +43,19 @@ type bench struct {
 	keepLogs bool // something worth a look happened: keep the scratch directory
 }
 
-// section is one measurement's table.
+// section is one measurement's table, or several (More), and notes on all
+// of them.
 type section struct {
 	Title  string
+	Intro  []string
+	Header []string
+	Rows   [][]string
+	Notes  []string
+	More   []table
+}
+
+// table is a further table in a section, with its own text.
+type table struct {
 	Intro  []string
 	Header []string
 	Rows   [][]string
@@ -536,7 +549,7 @@ func (b *bench) appStart(ctx context.Context, node bool, n int) (time.Duration, 
 		}
 		defer p.stop(syscall.SIGTERM, 5*time.Second)
 		go func() {
-			_, err := waitAnswering(ctx, urls[i], 20*time.Second, p.done)
+			_, err := waitAnswering(ctx, urls[i], answerTimeout, p.done)
 			errs <- err
 		}()
 	}

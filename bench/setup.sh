@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what `go run ./bench` needs besides Go and Node.js, idempotently:
+# Installs what the bench (`go -C bench run .` from the repository root)
+# needs besides Go and Node.js, idempotently:
 #   wrk  (Debian package) for saturation runs,
 #   pm2  (npm package, into bench/.npm, which git ignores) for the PM2 side.
 # Safe to run again: it installs only what is missing. Needs root (or sudo)

@@ -32,6 +32,13 @@ type env struct {
 	seq int
 }
 
+// answerTimeout bounds how long a side that says it serves (or an app
+// started alone) may take to answer its first request. A healthy one
+// answers within milliseconds; the bound is for a machine that other work
+// keeps busy (the smoke starts every side at once), where 10 s was seen
+// to run out.
+const answerTimeout = 30 * time.Second
+
 // server is one side under test, started and serving.
 type server interface {
 	// label names the side in tables.
@@ -115,7 +122,7 @@ func (e *env) startHandoff(ctx context.Context, lbl string, n int, ready string,
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if _, err := waitAnswering(ctx, h.url(), 10*time.Second, p.done); err != nil {
+	if _, err := waitAnswering(ctx, h.url(), answerTimeout, p.done); err != nil {
 		h.stop()
 		return nil, fmt.Errorf("%s: %w", lbl, err)
 	}
@@ -278,7 +285,7 @@ func (s *plainServer) start(ctx context.Context) error {
 		return err
 	}
 	s.p = p
-	a, err := waitAnswering(ctx, s.url(), 10*time.Second, p.done)
+	a, err := waitAnswering(ctx, s.url(), answerTimeout, p.done)
 	if err != nil {
 		p.stop(syscall.SIGKILL, 0)
 		return fmt.Errorf("%s: %w: %s", s.lbl, err, p.tail(5))
@@ -338,7 +345,7 @@ func (e *env) startCluster(ctx context.Context, n int, closeWindow time.Duration
 		c.stop()
 		return nil, fmt.Errorf("%s: %w: %s", c.lbl, err, p.tail(5))
 	}
-	if _, err := waitAnswering(ctx, c.url(), 10*time.Second, p.done); err != nil {
+	if _, err := waitAnswering(ctx, c.url(), answerTimeout, p.done); err != nil {
 		c.stop()
 		return nil, fmt.Errorf("%s: %w", c.lbl, err)
 	}

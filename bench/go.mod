@@ -1,0 +1,27 @@
+module github.com/handoff-dev/handoff/bench
+
+go 1.26.0
+
+require (
+	github.com/handoff-dev/handoff v0.0.0-00010101000000-000000000000
+	github.com/tsenart/vegeta/v12 v12.13.0
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/cloudflare/tableflip v1.2.3 // indirect
+	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
+	github.com/fatih/color v1.13.0 // indirect
+	github.com/hashicorp/go-hclog v1.6.3 // indirect
+	github.com/influxdata/tdigest v0.0.1 // indirect
+	github.com/josharian/intern v1.0.0 // indirect
+	github.com/mailru/easyjson v0.7.7 // indirect
+	github.com/mattn/go-colorable v0.1.12 // indirect
+	github.com/mattn/go-isatty v0.0.14 // indirect
+	github.com/rs/dnscache v0.0.0-20230804202142-fc85eb664529 // indirect
+	golang.org/x/net v0.27.0 // indirect
+	golang.org/x/sync v0.7.0 // indirect
+	golang.org/x/text v0.16.0 // indirect
+)
+
+replace github.com/handoff-dev/handoff => ../
