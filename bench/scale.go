@@ -186,8 +186,8 @@ func (b *bench) scaleReloads(ctx context.Context, h *handoffServer, k *scaleBloc
 		if res.Generation != gen {
 			return fmt.Errorf("reload %d: reply for generation %d, want %d", r+1, res.Generation, gen)
 		}
-		k.serving = append(k.serving, res.ServingMS)
-		k.gone = append(k.gone, res.DurationMS)
+		k.serving = append(k.serving, float64(res.Serving.Microseconds())/1000)
+		k.gone = append(k.gone, float64(res.Duration.Microseconds())/1000)
 		k.reply = append(k.reply, ms(reply))
 		k.cpu = append(k.cpu, ms(c1-c0))
 	}
