@@ -242,9 +242,9 @@ func program(socks, conf, rr int) asm.Instructions {
 	fmix := func(r asm.Register) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg32(asm.R1, r), asm.RSh.Imm32(asm.R1, 16), asm.Xor.Reg32(r, asm.R1),
-			asm.Mul.Imm32(r, int32(-0x7a1435b5)), // 0x85ebca6b
+			asm.Mul.Imm32(r, imm32(0x85ebca6b)),
 			asm.Mov.Reg32(asm.R1, r), asm.RSh.Imm32(asm.R1, 13), asm.Xor.Reg32(r, asm.R1),
-			asm.Mul.Imm32(r, int32(-0x3d4d51cb)), // 0xc2b2ae35
+			asm.Mul.Imm32(r, imm32(0xc2b2ae35)),
 			asm.Mov.Reg32(asm.R1, r), asm.RSh.Imm32(asm.R1, 16), asm.Xor.Reg32(r, asm.R1),
 		}
 	}
@@ -368,3 +368,6 @@ func fetchAdd(dst, src asm.Register) asm.Instruction {
 	ins.Constant = int64(asm.FetchAdd >> 8)
 	return ins
 }
+
+// imm32 reinterprets a 32-bit constant as the signed immediate field.
+func imm32(v uint32) int32 { return int32(v) }

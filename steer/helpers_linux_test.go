@@ -226,3 +226,81 @@ func spread(counts map[Target]int, over []Target) (lo, hi int, s string) {
 	sort.Strings(parts)
 	return lo, hi, strings.Join(parts, " ")
 }
+
+// udpClient returns a UDP socket connected to addr from local IP from.
+func udpClient(t *testing.T, addr, from string) *net.UDPConn {
+	t.Helper()
+	ra, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var la *net.UDPAddr
+	if from != "" {
+		la = &net.UDPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := net.DialUDP("udp", la, ra)
+	if err != nil {
+		t.Fatalf("udp from %q: %v", from, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// recvReady reads every datagram waiting on fd without blocking and
+// returns their sources (ip:port).
+func recvReady(t *testing.T, fd int) []string {
+	t.Helper()
+	var from []string
+	buf := make([]byte, 2048)
+	for {
+		_, sa, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EAGAIN) {
+			return from
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("recvfrom: %v", err)
+		}
+		p := 0
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			p = a.Port
+		case *unix.SockaddrInet6:
+			p = a.Port
+		}
+		from = append(from, net.JoinHostPort(peerIP(sa), fmt.Sprint(p)))
+	}
+}
+
+// sendAndCollect sends n datagrams from each client and waits until the
+// group has received them all; it returns, per source, the sockets that
+// got its datagrams, and the datagram count per socket.
+func sendAndCollect(t *testing.T, g *Group, clients []*net.UDPConn, n int) (map[string]map[Target]int, map[Target]int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		for _, c := range clients {
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	bySrc := map[string]map[Target]int{}
+	per := map[Target]int{}
+	total := 0
+	waitFor(t, fmt.Sprintf("%d datagrams", n*len(clients)), func() (bool, string) {
+		for _, tg := range targets(g) {
+			for _, src := range recvReady(t, g.Fd(tg.Bank, tg.Slot)) {
+				if bySrc[src] == nil {
+					bySrc[src] = map[Target]int{}
+				}
+				bySrc[src][tg]++
+				per[tg]++
+				total++
+			}
+		}
+		return total == n*len(clients), fmt.Sprintf("%d received", total)
+	})
+	return bySrc, per
+}
