@@ -137,6 +137,9 @@ func (g *Group) build(first int, mech Mechanism, keepFirst bool) (err error) {
 	g.addr = sockaddrString(sa)
 	if mech != CBPF {
 		err := g.useEBPF(loadEBPF())
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("eBPF not permitted (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
+		}
 		if err != nil && mech == EBPF {
 			return err
 		}
@@ -167,9 +170,21 @@ func (g *Group) useEBPF(e *ebpfSel, err error) error {
 	if err != nil {
 		return err
 	}
-	if err = e.add(0, g.fds[0]); err == nil {
+	first := g.fds[0]
+	err = e.add(0, first)
+	if errors.Is(err, unix.EBUSY) {
+		// A socket is in at most one socket array: this one is still
+		// in the array of a selector a previous instance attached
+		// (after a restart, systemd kept the socket and so the
+		// group). Attaching ours releases that program; the kernel
+		// then frees its array, asynchronously.
+		if err = e.attach(first); err == nil {
+			err = addWhenFree(e, first)
+		}
+	}
+	if err == nil {
 		if err = e.set(confRoundRobin, []uint32{0}, nil); err == nil {
-			err = e.attach(g.fds[0])
+			err = e.attach(first)
 		}
 	}
 	if err != nil {
@@ -178,6 +193,22 @@ func (g *Group) useEBPF(e *ebpfSel, err error) error {
 	}
 	g.ebpf = e
 	return nil
+}
+
+// addWhenFree retries putting the first socket in the socket array for a
+// while, until the array of a replaced selector has been freed.
+func addWhenFree(e *ebpfSel, fd int) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := e.add(0, fd)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("%w (the socket is still in another selector's socket array)", err)
+			}
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // addMember creates the next socket of the group and puts it in the
