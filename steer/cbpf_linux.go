@@ -11,9 +11,7 @@ import (
 // Classic BPF constants of uapi linux/filter.h that golang.org/x/sys
 // does not define.
 const (
-	skfAdOff    = -0x1000   // SKF_AD_OFF: ancillary loads
-	skfAdRxhash = 32        // SKF_AD_RXHASH: skb->hash
-	skfNetOff   = -0x100000 // SKF_NET_OFF: loads relative to the network header
+	skfNetOff = -0x100000 // SKF_NET_OFF: loads relative to the network header
 )
 
 // Opcodes used below (BPF_CLASS | BPF_SIZE/BPF_OP | BPF_MODE/BPF_SRC).
@@ -21,6 +19,9 @@ const (
 	ldW    = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
 	ldB    = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
 	ldMem  = unix.BPF_LD | unix.BPF_MEM
+	ldHInd = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
+	ldxMsh = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
+	ldxImm = unix.BPF_LDX | unix.BPF_IMM
 	stMem  = unix.BPF_ST
 	tax    = unix.BPF_MISC | unix.BPF_TAX
 	rshK   = unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K
@@ -91,18 +92,50 @@ func table(p []unix.SockFilter, idx []int) []unix.SockFilter {
 	return p
 }
 
+// sourceHash appends code that leaves in A the hash of the source
+// address (IPv4 at network offset 12, IPv6 at 8, 16 bytes), as
+// clientHash computes it; with port, the source port (at the transport
+// header: IHL*4 bytes in for IPv4, 40 for IPv6) is folded in as one more
+// word. It uses X and M[1].
+func sourceHash(p []unix.SockFilter, port bool) []unix.SockFilter {
+	v4 := append([]unix.SockFilter{stmt(ldW, off(skfNetOff+12))}, cfmix()...)
+	v6 := append([]unix.SockFilter{stmt(ldW, off(skfNetOff+8))}, cfmix()...)
+	for o := int32(12); o <= 20; o += 4 {
+		v6 = append(v6, stmt(tax, 0), stmt(ldW, off(skfNetOff+o)), stmt(xorX, 0))
+		v6 = append(v6, cfmix()...)
+	}
+	if port {
+		v4 = append(v4, stmt(stMem, 1), stmt(ldxMsh, off(skfNetOff)))
+		v6 = append(v6, stmt(stMem, 1), stmt(ldxImm, 40))
+	}
+	v4 = append(v4, stmt(ja, uint32(len(v6))))
+	p = append(p,
+		stmt(ldB, off(skfNetOff)), // version and IHL
+		stmt(rshK, 4),
+		jump(jeqK, 6, uint8(len(v4)), 0),
+	)
+	p = append(p, v4...)
+	p = append(p, v6...)
+	if port {
+		p = append(p, stmt(ldHInd, off(skfNetOff)), stmt(tax, 0), stmt(ldMem, 1), stmt(xorX, 0))
+		p = append(p, cfmix()...)
+	}
+	return p
+}
+
 // classic builds the classic BPF selector for the active sockets (sorted
 // by slot, at least one). It returns an index into the group's socket
 // array, in join order, which is index(target) because the group joins
 // its sockets in that order and never closes one.
 //
-// steer mode: A = skb->hash (the flow hash); return active[A % n].
+// steer mode: h = hash of source address and port (a flow hash of our
+// own: skb->hash, SKF_AD_RXHASH, is 0 for datagrams from unconnected
+// UDP sockets and on NICs that deliver no hash); return active[h % n].
 //
-// sticky: A = hash of the source address (IPv4 at network offset 12,
-// IPv6 at 8, both 16 bytes) as clientHash computes it; s = A % slots;
-// return the index of slot s's active socket, or, if it has none,
-// active[A % n] (over the first n that fit in BPF_MAXINSNS, which all of
-// them do unless the active set is fragmented into hundreds of runs).
+// sticky: h = hash of the source address; s = h % slots; return the
+// index of slot s's active socket, or, if it has none, active[h % n]
+// (over the first n that fit in BPF_MAXINSNS, which all of them do
+// unless the active set is fragmented into hundreds of runs).
 //
 // Every path ends in a return of an index that exists: the kernel
 // treats an out-of-range index as no choice and hashes over the whole
@@ -115,12 +148,9 @@ func classic(mode Mode, slots int, active []Target) ([]unix.SockFilter, error) {
 	for i, t := range active {
 		act[i] = index(t)
 	}
-	var p []unix.SockFilter
 	if mode != ModeSticky {
-		p = append(p,
-			stmt(ldW, off(skfAdOff+skfAdRxhash)),
-			stmt(modK, uint32(len(act))),
-		)
+		p := sourceHash(nil, true)
+		p = append(p, stmt(modK, uint32(len(act))))
 		p = table(p, act)
 		p = append(p, stmt(retK, uint32(act[0])))
 		if len(p) > maxIns {
@@ -128,21 +158,7 @@ func classic(mode Mode, slots int, active []Target) ([]unix.SockFilter, error) {
 		}
 		return p, nil
 	}
-
-	v4 := append([]unix.SockFilter{stmt(ldW, off(skfNetOff+12))}, cfmix()...)
-	v6 := append([]unix.SockFilter{stmt(ldW, off(skfNetOff+8))}, cfmix()...)
-	for o := int32(12); o <= 20; o += 4 {
-		v6 = append(v6, stmt(tax, 0), stmt(ldW, off(skfNetOff+o)), stmt(xorX, 0))
-		v6 = append(v6, cfmix()...)
-	}
-	v4 = append(v4, stmt(ja, uint32(len(v6))))
-	p = append(p,
-		stmt(ldB, off(skfNetOff)), // version and IHL
-		stmt(rshK, 4),
-		jump(jeqK, 6, uint8(len(v4)), 0),
-	)
-	p = append(p, v4...)
-	p = append(p, v6...)
+	p := sourceHash(nil, false)
 	p = append(p, stmt(stMem, 0), stmt(modK, uint32(slots)))
 	bySlot := make([]int, slots)
 	for i := range bySlot {

@@ -349,6 +349,12 @@ func (g *Group) Slots() int {
 
 // Mechanism returns EBPF or CBPF.
 func (g *Group) Mechanism() Mechanism {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.mechanism()
+}
+
+func (g *Group) mechanism() Mechanism {
 	if g.ebpf != nil {
 		return EBPF
 	}
@@ -358,6 +364,12 @@ func (g *Group) Mechanism() Mechanism {
 // Selection describes how a socket is picked, for status output:
 // "round-robin", "flow-hash" or "client-address".
 func (g *Group) Selection() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.selection()
+}
+
+func (g *Group) selection() string {
 	switch {
 	case g.mode == ModeSticky:
 		return "client-address"
@@ -370,6 +382,8 @@ func (g *Group) Selection() string {
 // Fallback returns why the group does not use eBPF, or nil if it does:
 // one line for the log.
 func (g *Group) Fallback() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.ebpf != nil {
 		return nil
 	}
@@ -598,9 +612,12 @@ func (g *Group) closeAll() {
 	}
 }
 
-// String describes the group for logs and status.
+// String describes the group for logs and status, e.g. "http on
+// 127.0.0.1:8080: 4 slots, ebpf round-robin".
 func (g *Group) String() string {
-	return fmt.Sprintf("%s on %s: %d slots, %s %s", g.spec.Name, g.addr, g.Slots(), g.Mechanism(), g.Selection())
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return fmt.Sprintf("%s on %s: %d slots, %s %s", g.spec.Name, g.addr, g.slots, g.mechanism(), g.selection())
 }
 
 // resolve works out family, socket type and address from the spec, and

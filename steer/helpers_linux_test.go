@@ -141,6 +141,16 @@ func waitQueued(t *testing.T, g *Group, n int) map[Target]int {
 func acceptReady(t *testing.T, fd int) []string {
 	t.Helper()
 	var peers []string
+	for _, sa := range acceptReadyAddrs(t, fd) {
+		peers = append(peers, peerIP(sa))
+	}
+	return peers
+}
+
+// acceptReadyAddrs is acceptReady returning whole peer addresses.
+func acceptReadyAddrs(t *testing.T, fd int) []unix.Sockaddr {
+	t.Helper()
+	var peers []unix.Sockaddr
 	for {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(pfd, 0)
@@ -158,7 +168,7 @@ func acceptReady(t *testing.T, fd int) []string {
 			t.Fatalf("accept: %v", err)
 		}
 		unix.Close(nfd)
-		peers = append(peers, peerIP(sa))
+		peers = append(peers, sa)
 	}
 }
 
