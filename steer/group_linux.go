@@ -290,8 +290,9 @@ func (g *Group) apply(active []Target) error {
 
 // Grow makes sure the group has at least slots slots: new sockets join
 // at the end of the group, so existing indices stay. New slots receive
-// nothing until Steer names them. There is no shrinking: scale down by
-// steering away from slots.
+// nothing until Steer names them, and sticky mode keeps hashing over
+// the slot count of the last Steer until the next one. There is no
+// shrinking: scale down by steering away from slots.
 func (g *Group) Grow(slots int) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
