@@ -1,0 +1,149 @@
+// Package steer owns kernel-steered SO_REUSEPORT groups: for one TCP or
+// UDP listener, one socket per worker slot in each of two banks, all
+// bound to the same address, with a BPF program attached to the group
+// that decides which socket gets each new connection (for UDP, each
+// datagram). The master changes that choice as workers come and go. It
+// is part of handoff, not a stable library API.
+//
+// # Why
+//
+// With one shared listening socket, a worker that is told to stop races
+// the kernel: a connection accepted into the shared queue may be taken
+// by the stopping worker and dropped. Here each worker accepts on its
+// own socket, the master first steers new connections away from it,
+// waits until its accept queue is empty and has stayed empty for a
+// quiet period (WaitDrained), and only then signals it.
+//
+// # Layout and index stability
+//
+// A group with n slots has 2n sockets. Bank 0 and bank 1 of slot s are
+// the group's members number 2s and 2s+1 (index): an old and a new
+// generation use different banks, so during a rollover slot s of the new
+// generation never shares a socket with slot s of the old one. Each
+// socket is blocking, close-on-exec, never in the Go poller, bound with
+// SO_REUSEPORT (and SO_REUSEADDR for TCP); TCP sockets listen with the
+// kernel's maximum backlog. The master never accepts on them.
+//
+// The kernel keeps a group's sockets in an array, in the order they
+// joined: a TCP socket joins when it listens, a UDP socket when it
+// binds. The members are created one after the other, so the array
+// order is index. When a member leaves the group (it is closed, or any
+// process sharing it calls shutdown(2) on it) reuseport_detach_sock
+// moves the last member into its place, so indices change. Hence a group
+// never closes a member while it lives: scaling down only deactivates
+// slots, and Grow appends new slots at the end. (A failed Grow closes
+// the members it added, newest first, which leaves the others in place.)
+// A worker must never shut down its listening socket; QueueLen reports
+// a member that is no longer listening.
+//
+// A group starts with one socket alone, attaches its selector to it,
+// steered to that socket, and only then adds the other members, so a
+// connection arriving during construction never waits on a socket no
+// worker will use. Once complete, a new group steers to bank 0 of every
+// slot.
+//
+// # eBPF (EBPF)
+//
+// Where the process may load it (root, or CAP_BPF with CAP_NET_ADMIN),
+// a BPF_PROG_TYPE_SK_REUSEPORT program, assembled in Go with the
+// cilium/ebpf asm package, is attached with SO_ATTACH_REUSEPORT_EBPF.
+// It runs for each SYN (each datagram for UDP) and sees struct
+// sk_reuseport_md: the packet from the transport header on (data,
+// data_end, len), eth_protocol, ip_protocol, bind_inany, hash (the
+// kernel's hash of the 4-tuple, the one it would use itself) and the
+// listening socket; the network header is read with
+// bpf_skb_load_bytes_relative(BPF_HDR_START_NET). It picks a socket with
+// bpf_sk_select_reuseport from a REUSEPORT_SOCKARRAY keyed by index,
+// which does not depend on the group's order at all. The choice lives in
+// a one-entry hash map without preallocation: the master replaces the
+// whole value in one update (the program sees the old or the new
+// choice, never a mix), and nothing is re-attached. Selection:
+// round-robin for TCP (a global counter incremented with an atomic
+// fetch-add, so exact), the kernel's 4-tuple hash for UDP, or sticky by
+// client address.
+//
+// The program never returns SK_DROP (that refuses the connection). If
+// it selects nothing, SK_PASS lets the kernel hash over every member,
+// inactive ones included (reuseport_select_sock's fallback; see
+// TestOutOfRangeClassicIndex), so it always selects when it can.
+//
+// # Classic BPF (CBPF)
+//
+// Without eBPF (or when asked), a classic program is attached with
+// SO_ATTACH_REUSEPORT_CBPF, and replaced, atomically, whenever the
+// choice changes; it needs no privilege. It runs on the packet with its
+// data pointer past the TCP or UDP header, can read the network header
+// through SKF_NET_OFF loads and ancillary data through SKF_AD_OFF loads,
+// and returns an index into the group's array: the program maps a hash
+// to the index of an active socket through a table of runs (consecutive
+// slots of one bank share one block). It never returns an index out of
+// range: the kernel would treat it as no choice and hash over the whole
+// group, inactive members included.
+//
+// It can only hash. In steer mode it hashes the source address and port
+// itself (IPv4 source at network offset 12 and ports after IHL*4 bytes;
+// IPv6 source at offset 8, 16 bytes, ports after 40 bytes): the
+// ancillary flow hash SKF_AD_RXHASH is skb->hash, which is 0 for
+// datagrams from unconnected UDP sockets and on NICs that deliver no
+// hash, and would then send everything to one socket. The program fits
+// BPF_MAXINSNS (4096) for any active set of up to MaxSlots; a sticky
+// program for an active set fragmented into hundreds of runs hashes its
+// fallback over the first sockets that fit.
+//
+// # Modes, TCP and UDP
+//
+// ModeSteer spreads TCP connections round-robin (eBPF) or by flow hash
+// (classic BPF). UDP is never spread round-robin: the program runs per
+// datagram, and round-robin would split one client's flow over workers,
+// so UDP uses a flow hash in ModeSteer too. ModeSticky hashes the client
+// address alone (IPv4 or IPv6, the same function in both programs and in
+// clientHash) to a slot, hash % slots, and picks that slot's active
+// socket: during a rollover a client moves once, from slot s of the old
+// bank to slot s of the new. If the slot has no active socket the client
+// is hashed over the active ones. For TCP the choice is made on the SYN.
+//
+// Steer with an empty set keeps the previous choice: with no worker
+// ready at all, connections go on queueing on the sockets last chosen,
+// for their replacements to accept; none is refused or dropped. A
+// worker that dies leaves its socket's queue intact (the master holds
+// the socket), and the replacement given the same descriptor accepts
+// what waited.
+//
+// # Steered drain and the quiet period
+//
+// QueueLen reads the accept queue of a TCP listener (TCP_INFO: on a
+// listener tcpi_unacked is the queue length and tcpi_sacked its limit)
+// and, for UDP, the receive memory of the queued datagrams (SO_MEMINFO
+// rmem_alloc: zero exactly when nothing waits; FIONREAD would only give
+// the size of the first datagram). A handshake whose SYN was steered to
+// a socket before the switch still completes onto that socket, up to a
+// round trip later (longer if a SYN-ACK is lost), and QueueLen does not
+// count handshakes in progress: the quiet period of WaitDrained covers
+// them. A connection completing after the worker stopped waits on the
+// socket until a worker uses that bank's socket again.
+//
+// # Hand-over and socket activation
+//
+// Export lists every socket (index order) and, for eBPF, the program and
+// its three maps; Import re-creates the group in a new master from the
+// received descriptors and re-applies the choice. The program stays
+// attached to the group as long as one member is open anywhere (the
+// group holds it, and it holds its maps), so steering never pauses. A
+// socket is in at most one socket array (EBUSY otherwise): a master
+// whose eBPF layout differs switches to a classic program mirroring the
+// choice, empties the old array, and builds a new selector. SCM_RIGHTS
+// carries at most 253 descriptors per message (SCM_MAX_FD): a large
+// group needs several.
+//
+// Join builds a group around a socket passed by systemd with
+// ReusePort=yes (it becomes bank 0 of slot 0; it should be alone in its
+// group). systemd keeps its copy, so after a restart the socket is still
+// in the previous instance's socket array: Join attaches its program
+// first, which releases the old one, and waits for the kernel to free
+// the old array. A socket without SO_REUSEPORT yields ErrUnsupported,
+// as do unix sockets: the caller logs the error and falls back to one
+// shared socket.
+//
+// A group holds 2×slots descriptors per listener (2048 at MaxSlots),
+// which the open-file limit must allow.
+package steer
