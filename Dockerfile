@@ -53,6 +53,9 @@ LABEL org.opencontainers.image.title="handoff-hello" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="$VERSION"
 COPY --from=build /src/out/rootfs/ /
+# So that 'docker exec NAME handoff status' and 'kubectl exec POD --
+# handoff reload --wait' find the binary whatever the builder's defaults.
+ENV PATH=/usr/local/bin
 # Numeric, so that Kubernetes' runAsNonRoot can check it without a passwd
 # lookup.
 USER 65532:65532

@@ -118,6 +118,9 @@ func checkConfig(t *testing.T, repo string, img *image) {
 	} else if d, err := time.ParseDuration(flags[i+1]); err != nil || d >= 10*time.Second {
 		t.Errorf("CMD --drain-timeout %s: want under Docker's default stop timeout of 10s", flags[i+1])
 	}
+	if !slices.Contains(strings.Split(img.env["PATH"], ":"), "/usr/local/bin") {
+		t.Errorf("ENV PATH=%q: want /usr/local/bin in it, so that 'docker exec NAME handoff ...' works", img.env["PATH"])
+	}
 	for _, p := range []string{"8080", "9100"} {
 		if !slices.Contains(img.expose, p) {
 			t.Errorf("EXPOSE %q lacks %s", img.expose, p)
@@ -231,6 +234,10 @@ func runImage(t *testing.T, img *image) {
 		}
 	}
 	c := startContainer(t, img, argv)
+	uid, _, _ := strings.Cut(img.user, ":")
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid)); err != nil || !regexp.MustCompile(`(?m)^Uid:\s+`+uid+`\s`).Match(st) {
+		t.Errorf("handoff does not run as uid %s: %v\n%s", uid, err, st)
+	}
 
 	body := c.waitHTTP("http://127.0.0.1:8080/", func(b string) bool { return strings.HasPrefix(b, "pid=") })
 	for _, want := range []string{"generation=1", "version=" + testVersion} {
@@ -262,7 +269,9 @@ func runImage(t *testing.T, img *image) {
 	if st.PID != 1 || st.Generation != 1 {
 		t.Errorf("handoff status: pid %d, generation %d; want pid 1 (handoff is the container's init), generation 1", st.PID, st.Generation)
 	}
-	out := c.exec("/usr/local/bin/handoff", "reload", "--wait")
+	// By name, through the image's PATH, as the README's 'docker exec
+	// hello handoff reload --wait' does.
+	out := c.exec("handoff", "reload", "--wait")
 	t.Logf("handoff reload --wait: %s", bytes.TrimSpace(out))
 	c.waitHTTP("http://127.0.0.1:8080/", func(b string) bool { return strings.Contains(b, "generation=2") })
 
@@ -298,24 +307,32 @@ func startContainer(t *testing.T, img *image, argv []string) *container {
 	// The shell runs on this host, in the new namespaces, before chroot:
 	// it makes the /dev a runtime provides. handoff's workers need
 	// /dev/null for stdin.
+	// It runs with this host's PATH; env -i then gives chroot, and so
+	// the container, only the container's environment.
 	const setup = `set -e
-r=$1; user=$2; shift 2
+r=$1; shift
 mount -t tmpfs -o mode=0755,nosuid tmpfs "$r/dev"
 mknod -m 666 "$r/dev/null" c 1 3
 mknod -m 666 "$r/dev/zero" c 1 5
 mknod -m 666 "$r/dev/full" c 1 7
 mknod -m 666 "$r/dev/random" c 1 8
 mknod -m 666 "$r/dev/urandom" c 1 9
-exec chroot --userspec="$user" "$r" "$@"`
-	args := append([]string{"--net", "--pid", "--mount", "--fork", "--kill-child",
-		"--mount-proc=" + filepath.Join(root, "proc"), "/bin/sh", "-c", setup, "sh", root, img.user}, argv...)
+exec "$@"`
+	chroot, err := exec.LookPath("chroot")
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := &container{t: t, img: img, output: &syncBuffer{}}
 	c.env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=imagetest", "HOME=/"}
 	for k, v := range img.env {
 		c.env = append(c.env, k+"="+v)
 	}
+	args := []string{"--net", "--pid", "--mount", "--fork", "--kill-child",
+		"--mount-proc=" + filepath.Join(root, "proc"), "/bin/sh", "-c", setup, "sh", root, "env", "-i"}
+	args = append(args, dedupEnv(c.env)...)
+	args = append(args, chroot, "--userspec="+img.user, root)
+	args = append(args, argv...)
 	c.cmd = exec.Command("unshare", args...)
-	c.cmd.Env = c.env
 	c.cmd.Stdout, c.cmd.Stderr = c.output, c.output
 	// Pdeathsig fires when the thread that forked exits, and inNetns
 	// ends threads: start and wait on one locked thread of its own,
@@ -384,6 +401,22 @@ exec chroot --userspec="$user" "$r" "$@"`
 		},
 	}
 	return c
+}
+
+// dedupEnv keeps the last value of each variable, as exec.Cmd does.
+func dedupEnv(env []string) []string {
+	seen := map[string]int{}
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := seen[k]; ok {
+			out[i] = kv
+			continue
+		}
+		seen[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
 }
 
 // childOf returns a child of pid, or 0.
