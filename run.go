@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -25,6 +26,12 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	closeInheritedFds()
+	// The master only supervises: one P is plenty, and spares it the
+	// idle-P spinning and thread wake-ups that dominate its CPU time on
+	// virtual machines, where each context switch is dear. (The workers'
+	// count, "auto", was taken from GOMAXPROCS before this; workers do
+	// not inherit it: it is not in the environment.)
+	runtime.GOMAXPROCS(1)
 	if _, err := workers.ResolveCommand(o.command[0]); err != nil {
 		return err
 	}

@@ -81,6 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.conns, "connections", 64, "wrk connections")
 	fs.IntVar(&cfg.wrkThreads, "threads", 1, "wrk threads")
 	fs.IntVar(&cfg.latencyReloads, "latency-reloads", 5, "reloads per side in the latency test")
+	fs.DurationVar(&cfg.minUptime, "min-uptime", 0, "handoff's --min-uptime (its default, 1s, adds a probation of that length to every reload; the latency and scale figures are the master's own work)")
 	scaleWorkers := fs.String("scale-workers", "1,8,64", "worker counts the scale test compares, increasing, comma-separated")
 	fs.IntVar(&cfg.scaleReloads, "scale-reloads", 15, "reloads per worker count in the scale test")
 	fs.IntVar(&cfg.readyRounds, "ready-rounds", 30, "rounds of the scale test's READY-to-READY comparison")
@@ -219,7 +220,7 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		}
 	}()
 
-	e := &env{reg: reg, dir: dir, root: root, nodeDir: filepath.Join(root, "examples", "node")}
+	e := &env{reg: reg, dir: dir, root: root, nodeDir: filepath.Join(root, "examples", "node"), minUptime: cfg.minUptime}
 	if err := build(ctx, e); err != nil {
 		failed = true
 		return "", nil, err

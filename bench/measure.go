@@ -28,6 +28,7 @@ type config struct {
 	scaleWorkers   []int // worker counts the scale test compares
 	scaleReloads   int   // reloads per worker count
 	readyRounds    int   // rounds of the READY-to-READY comparison
+	minUptime      time.Duration
 	smoke          bool
 	only           []string // if set, only the sides whose names contain one of these
 }

@@ -27,6 +27,9 @@ type env struct {
 	nodeDir string // examples/node
 	pm2     string // the pm2 CLI, "" if missing
 	notify  bool   // systemd-notify is installed
+	// minUptime is handoff's --min-uptime: a reload's probation after
+	// READY=1, which lengthens every reload by itself.
+	minUptime time.Duration
 
 	mu  sync.Mutex
 	seq int
@@ -95,6 +98,7 @@ func (e *env) startHandoff(ctx context.Context, lbl string, n int, ready string,
 		"--ready", ready,
 		"--ready-timeout", "20s",
 		"--drain-timeout", "10s",
+		"--min-uptime", e.minUptime.String(),
 		"--control", ctl,
 		"--"}
 	args = append(args, cmd...)
