@@ -121,6 +121,7 @@ type runOptions struct {
 	retireParallel int
 	stopSignal     syscall.Signal
 	strategy       workers.Strategy
+	balance        string
 	control        string
 	pidFile        string
 	logFormat      string
@@ -151,6 +152,7 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.DurationVar(&o.minUptime, "min-uptime", workers.DefaultMinUptime, "how long a worker must stay up after READY: a reload's probation, and the line between a crash loop (backoff) and a worker to replace at once (0: no probation)")
 	fs.IntVar(&o.retireParallel, "retire-parallel", 1, "how many old workers a reload retires at once")
 	stopSig := fs.String("stop-signal", "SIGTERM", "signal that asks a worker to drain and exit")
+	fs.StringVar(&o.balance, "balance", "steer", "how new connections reach workers: `steer` (a socket per worker, round-robin, drained before a worker stops), sticky (by client address) or shared (one socket for all)")
 	strategy := fs.String("reload-strategy", "surge", "`surge` (start all new workers, then retire old ones one by one) or rolling (replace one at a time)")
 	fs.StringVar(&o.control, "control", "", "control socket `path` (default: see 'handoff status -h')")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the master's pid to this `file` (for PIDFile= units)")
@@ -208,6 +210,11 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 		o.strategy = s
 	default:
 		return nil, usageError{fmt.Errorf("--reload-strategy %q: want surge or rolling", *strategy)}
+	}
+	switch o.balance {
+	case "steer", "sticky", "shared":
+	default:
+		return nil, usageError{fmt.Errorf("--balance %q: want steer, sticky or shared", o.balance)}
 	}
 	switch o.logFormat {
 	case "text", "json":

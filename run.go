@@ -58,21 +58,15 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	listeners, err := master.Listeners(o.specs, byName)
+	listeners, err := openListeners(o, master, byName, log)
 	if err != nil {
 		master.Stop()
 		return err
 	}
 	r := &runner{o: o, log: log, master: master, listeners: listeners, notifier: systemd.NewNotifier()}
-	defer r.closeListeners()
+	defer func() { closeListeners(r.listeners, r.sup != nil && r.handedOver()) }()
 	for _, l := range listeners {
-		how := "bound"
-		if master.Inherited() {
-			how = "inherited from the previous master"
-		} else if _, ok := byName[l.Name]; ok {
-			how = "from systemd socket activation"
-		}
-		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", how)
+		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", l.how, "balance", balanceOf(l))
 	}
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -81,7 +75,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	sup, err := workers.New(workers.Config{
 		Command:         o.command,
 		Workers:         o.workers,
-		Listeners:       listeners,
+		Listeners:       workerListeners(listeners),
 		ReadyDelay:      o.readyDelay,
 		ReadyTimeout:    o.readyTimeout,
 		DrainTimeout:    o.drainTimeout,
@@ -90,6 +84,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 		StopSignal:      o.stopSignal,
 		Strategy:        o.strategy,
 		FirstGeneration: master.FirstGeneration(),
+		FirstBank:       master.FirstBank(),
+		TakeOver:        master.Inherited(),
 		ReapOrphans:     os.Getpid() == 1,
 		UpgradeMaster:   r.upgradeMaster,
 		OnEvent:         r.onEvent,
@@ -148,7 +144,7 @@ type runner struct {
 	o           *runOptions
 	log         hclog.Logger
 	master      *upgrade.Master
-	listeners   []*upgrade.Listener
+	listeners   []listener
 	notifier    *systemd.Notifier
 	sup         *workers.Supervisor
 	stop        context.CancelFunc
@@ -158,20 +154,6 @@ type runner struct {
 
 func (r *runner) handedOver() bool {
 	return r.sup.Status().Phase == workers.MasterHandedOver
-}
-
-// closeListeners closes the master's sockets. A unix socket's path is
-// removed only on a real shutdown: after a hand-over the new master
-// serves on it.
-func (r *runner) closeListeners() {
-	handedOver := r.sup != nil && r.handedOver()
-	for _, l := range r.listeners {
-		if handedOver {
-			l.Close()
-		} else {
-			l.Remove()
-		}
-	}
 }
 
 // handleSignals maps signals to actions: SIGHUP reloads, SIGTERM and
@@ -230,8 +212,12 @@ func (r *runner) reload(ctx context.Context, forceMaster bool, at time.Time) wor
 // handoff binary now on disk, and returns once it serves. The supervisor
 // runs it as a reload of its own (one at a time) and, on success,
 // retires this master's workers; on failure this master serves on.
-func (r *runner) upgradeMaster(ctx context.Context, lastGen int) error {
-	return r.master.Upgrade(ctx, lastGen, r.listeners)
+func (r *runner) upgradeMaster(ctx context.Context, h workers.Handover) error {
+	uh, err := handover(r.listeners, h)
+	if err != nil {
+		return err
+	}
+	return r.master.Upgrade(ctx, uh)
 }
 
 // onEvent keeps systemd informed. It runs on the supervisor's goroutine

@@ -348,6 +348,9 @@ func (g *Group) Slots() int {
 	return g.slots
 }
 
+// Mode returns the selection policy.
+func (g *Group) Mode() Mode { return g.mode }
+
 // Mechanism returns EBPF or CBPF.
 func (g *Group) Mechanism() Mechanism {
 	g.mu.Lock()
@@ -428,15 +431,22 @@ func (g *Group) QueueLen(bank, slot int) (int, error) {
 const tcpListen = 10 // TCP_LISTEN in include/net/tcp_states.h
 
 // WaitDrained waits until the socket of bank and slot has had an empty
-// queue (QueueLen 0) for quiet: call it after steering away from the
+// queue (QueueLen 0) for quiet, counting from since (when the socket was
+// steered away; zero means now) or from the last time its queue was seen
+// non-empty, whichever is later: call it after steering away from the
 // socket and before stopping its worker. The quiet period covers
-// handshakes that were in flight at the switch: they complete onto the
-// socket chosen at SYN time. It returns early with ctx's error.
-func (g *Group) WaitDrained(ctx context.Context, bank, slot int, quiet time.Duration) error {
+// handshakes that were in flight at the switch (they complete onto the
+// socket chosen at SYN time), and gives the worker time to read the
+// request of the last connection it accepted. A socket steered away long
+// enough ago, with nothing queued, returns at once. It returns early
+// with ctx's error.
+func (g *Group) WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error {
 	tick := min(max(quiet/4, time.Millisecond), 20*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	since := time.Now()
+	if since.IsZero() {
+		since = time.Now()
+	}
 	for {
 		n, err := g.QueueLen(bank, slot)
 		if err != nil {

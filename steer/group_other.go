@@ -54,6 +54,9 @@ func (g *Group) Slots() int { return 0 }
 // Mechanism returns "".
 func (g *Group) Mechanism() Mechanism { return "" }
 
+// Mode returns "".
+func (g *Group) Mode() Mode { return "" }
+
 // Selection returns "".
 func (g *Group) Selection() string { return "" }
 
@@ -64,7 +67,7 @@ func (g *Group) Fallback() error { return ErrUnsupported }
 func (g *Group) QueueLen(bank, slot int) (int, error) { return 0, ErrUnsupported }
 
 // WaitDrained fails: there is no group.
-func (g *Group) WaitDrained(ctx context.Context, bank, slot int, quiet time.Duration) error {
+func (g *Group) WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error {
 	return ErrUnsupported
 }
 

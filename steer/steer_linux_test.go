@@ -497,7 +497,7 @@ func TestWaitDrained(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-		err := g.WaitDrained(ctx, 0, 0, 5*time.Millisecond)
+		err := g.WaitDrained(ctx, 0, 0, time.Time{}, 5*time.Millisecond)
 		cancel()
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("WaitDrained with 3 queued and nobody accepting: %v, want deadline exceeded", err)
@@ -508,11 +508,18 @@ func TestWaitDrained(t *testing.T) {
 		ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		start := time.Now()
-		if err := g.WaitDrained(ctx, 0, 0, 50*time.Millisecond); err != nil {
+		if err := g.WaitDrained(ctx, 0, 0, time.Time{}, 50*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 		if d := time.Since(start); d < 50*time.Millisecond {
 			t.Errorf("WaitDrained returned after %v, before the quiet period", d)
+		}
+		// Steered away long ago and empty: no wait (a done context
+		// would be the error otherwise).
+		done, cancelDone := context.WithCancel(context.Background())
+		cancelDone()
+		if err := g.WaitDrained(done, 0, 0, time.Now().Add(-time.Minute), time.Second); err != nil {
+			t.Errorf("WaitDrained of a socket quiet for a minute waited: %v", err)
 		}
 	})
 }

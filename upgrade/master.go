@@ -22,10 +22,46 @@ import (
 // listener descriptors (SCM_RIGHTS) and the generation count.
 const handoverName = "handoff-handover"
 
-// handover is what an old master tells its successor.
+// handover is what an old master tells its successor, in the first
+// message on the hand-over socket; the descriptors follow, at most
+// fdsPerMessage per message (the kernel's SCM_MAX_FD is 253): the shared
+// listeners' in Names order, then each group's.
 type handover struct {
 	Generation int      `json:"generation"`
+	Bank       int      `json:"bank"`
 	Names      []string `json:"names"`
+	Groups     []group  `json:"groups,omitempty"`
+	Fds        int      `json:"fds"`
+}
+
+// group is one steered socket group in a hand-over: its state, opaque to
+// this package, and how many descriptors it has.
+type group struct {
+	Name  string          `json:"name"`
+	State json.RawMessage `json:"state"`
+	Fds   int             `json:"fds"`
+}
+
+const fdsPerMessage = 250
+
+// Handover is what a master hands to its successor.
+type Handover struct {
+	// Generation is the highest generation number used so far.
+	Generation int
+	// Bank is the bank of steered sockets the serving workers use.
+	Bank int
+	// Listeners are the shared sockets.
+	Listeners []*Listener
+	// Groups are the steered socket groups.
+	Groups []Group
+}
+
+// Group is a steered socket group in a hand-over: its descriptors, and
+// the state the new master rebuilds it from.
+type Group struct {
+	Name  string
+	State json.RawMessage
+	Fds   []int
 }
 
 // Master is what a master process keeps across its own binary upgrades:
@@ -35,7 +71,8 @@ type Master struct {
 	upg      *tableflip.Upgrader
 	exe      string
 	received *handover
-	fds      map[string]int // listener descriptors received, by name
+	fds      map[string]int   // listener descriptors received, by name
+	groups   map[string]Group // groups received, by name
 }
 
 // Options configure NewMaster.
@@ -87,50 +124,56 @@ func (m *Master) FirstGeneration() int {
 	return m.received.Generation + 1
 }
 
-// Listeners returns a listener for each spec: handed over by the previous
-// master, else passed by systemd socket activation (activated, by
-// FileDescriptorName=), else bound now. Activated sockets that no spec
-// names are closed.
-func (m *Master) Listeners(specs []Spec, activated map[string]int) ([]*Listener, error) {
-	var out []*Listener
-	fail := func(err error) ([]*Listener, error) {
-		for _, l := range out {
-			l.Remove()
-		}
-		return nil, err
+// FirstBank is the bank of steered sockets this master's first generation
+// takes: the one its predecessor's workers do not use.
+func (m *Master) FirstBank() int {
+	if m.received == nil {
+		return 0
 	}
-	used := map[string]bool{}
-	for _, spec := range specs {
-		var (
-			l   *Listener
-			err error
-		)
-		if fd, ok := m.fds[spec.Name]; ok {
-			l, err = FromFd(spec, fd)
-			delete(m.fds, spec.Name)
-		} else if fd, ok := activated[spec.Name]; ok {
-			used[spec.Name] = true
-			l, err = FromFd(spec, fd)
-		} else if len(activated) > 0 {
-			err = fmt.Errorf("listen %s: socket activation passed no socket named %q (FileDescriptorName=); it passed %s", spec, spec.Name, names(activated))
-		} else {
-			l, err = Bind(spec)
-		}
-		if err != nil {
-			return fail(err)
-		}
-		out = append(out, l)
-	}
-	for name, fd := range activated {
-		if !used[name] {
-			unix.Close(fd)
-		}
-	}
+	return 1 - m.received.Bank
+}
+
+// InheritedGroup returns the steered group named name that the previous
+// master handed over, if any. The caller owns its descriptors; groups
+// not taken are closed by DropInherited.
+func (m *Master) InheritedGroup(name string) (Group, bool) {
+	g, ok := m.groups[name]
+	delete(m.groups, name)
+	return g, ok
+}
+
+// DropInherited closes what the previous master handed over and no
+// listener took.
+func (m *Master) DropInherited() {
 	for _, fd := range m.fds {
 		unix.Close(fd)
 	}
 	m.fds = nil
-	return out, nil
+	for _, g := range m.groups {
+		for _, fd := range g.Fds {
+			unix.Close(fd)
+		}
+	}
+	m.groups = nil
+}
+
+// Listener returns the shared listener for spec: handed over by the
+// previous master, else passed by systemd socket activation (activated,
+// by FileDescriptorName=; the descriptor taken is removed from the map),
+// else bound now. With socket activation, every listener must come from
+// it. The caller closes the activated sockets no listener took.
+func (m *Master) Listener(spec Spec, activated map[string]int) (*Listener, error) {
+	if fd, ok := m.fds[spec.Name]; ok {
+		delete(m.fds, spec.Name)
+		return FromFd(spec, fd)
+	}
+	if fd, ok := activated[spec.Name]; ok {
+		return FromFd(spec, fd)
+	}
+	if len(activated) > 0 {
+		return nil, fmt.Errorf("listen %s: socket activation passed no socket named %q (FileDescriptorName=); it passed %s", spec, spec.Name, names(activated))
+	}
+	return Bind(spec)
 }
 
 func names(m map[string]int) string {
@@ -215,11 +258,12 @@ func hashFile(path string) ([]byte, error) {
 }
 
 // Upgrade starts the executable now on disk as a new master, hands it the
-// listeners and the generation count, and waits until it is ready (it
-// calls Ready once its own workers are). On success this master should
-// retire its workers and exit; on failure it goes on serving. If a
-// previous master is still retiring, Upgrade first waits for it to exit.
-func (m *Master) Upgrade(ctx context.Context, generation int, ls []*Listener) error {
+// listeners, the steered groups and the generation count, and waits until
+// it is ready (it calls Ready once its own workers are). On success this
+// master should retire its workers and exit; on failure it goes on
+// serving. If a previous master is still retiring, Upgrade first waits
+// for it to exit.
+func (m *Master) Upgrade(ctx context.Context, h Handover) error {
 	if err := m.upg.WaitForParent(ctx); err != nil && ctx.Err() != nil {
 		return fmt.Errorf("wait for the previous master to exit: %w", err)
 	}
@@ -234,15 +278,37 @@ func (m *Master) Upgrade(ctx context.Context, generation int, ls []*Listener) er
 	if err != nil {
 		return fmt.Errorf("hand-over socket: %w", err)
 	}
-	h := handover{Generation: generation}
-	fds := make([]int, len(ls))
-	for i, l := range ls {
-		h.Names = append(h.Names, l.Name)
-		fds[i] = l.Fd()
+	msg := handover{Generation: h.Generation, Bank: h.Bank}
+	var fds []int
+	for _, l := range h.Listeners {
+		msg.Names = append(msg.Names, l.Name)
+		fds = append(fds, l.Fd())
 	}
-	msg, _ := json.Marshal(h)
-	if err := unix.Sendmsg(pair[0], msg, unix.UnixRights(fds...), nil, 0); err != nil {
-		return fmt.Errorf("hand over listeners: %w", err)
+	for _, g := range h.Groups {
+		msg.Groups = append(msg.Groups, group{Name: g.Name, State: g.State, Fds: len(g.Fds)})
+		fds = append(fds, g.Fds...)
+	}
+	msg.Fds = len(fds)
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("hand-over: %w", err)
+	}
+	// The first message carries the description; every message carries
+	// up to fdsPerMessage descriptors.
+	for first := true; first || len(fds) > 0; first = false {
+		n := min(len(fds), fdsPerMessage)
+		var oob []byte
+		if n > 0 {
+			oob = unix.UnixRights(fds[:n]...)
+		}
+		payload := []byte{0}
+		if first {
+			payload = b
+		}
+		if err := unix.Sendmsg(pair[0], payload, oob, nil, 0); err != nil {
+			return fmt.Errorf("hand over listeners: %w", err)
+		}
+		fds = fds[n:]
 	}
 	if err := m.upg.Upgrade(); err != nil {
 		return fmt.Errorf("new master: %w", err)
@@ -261,42 +327,66 @@ func (m *Master) receive() error {
 	if err != nil {
 		return fmt.Errorf("hand-over socket: %w", err)
 	}
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4*1024))
+	buf := make([]byte, 1<<20)
+	oob := make([]byte, unix.CmsgSpace(4*fdsPerMessage))
 	var (
-		n, oobn int
-		rerr    error
+		h    handover
+		fds  []int
+		rerr error
 	)
-	if err := rc.Control(func(fd uintptr) {
-		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
-	}); err != nil {
-		return fmt.Errorf("hand-over socket: %w", err)
-	}
-	if rerr != nil {
-		return fmt.Errorf("receive hand-over: %w", rerr)
-	}
-	var fds []int
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil {
-		return fmt.Errorf("receive hand-over: %w", err)
-	}
-	for _, cm := range msgs {
-		got, err := unix.ParseUnixRights(&cm)
-		if err == nil {
-			fds = append(fds, got...)
-		}
-	}
-	var h handover
-	if err := json.Unmarshal(buf[:n], &h); err != nil || len(h.Names) != len(fds) {
+	fail := func(err error) error {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
-		return errors.New("receive hand-over: malformed message from the old master")
+		return fmt.Errorf("receive hand-over: %w", err)
+	}
+	for first := true; first || len(fds) < h.Fds; first = false {
+		var n, oobn int
+		if err := rc.Control(func(fd uintptr) {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		}); err != nil {
+			return fail(err)
+		}
+		if rerr != nil {
+			return fail(rerr)
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return fail(err)
+		}
+		for _, cm := range msgs {
+			if got, err := unix.ParseUnixRights(&cm); err == nil {
+				fds = append(fds, got...)
+			}
+		}
+		if first {
+			if err := json.Unmarshal(buf[:n], &h); err != nil {
+				return fail(errors.New("malformed message from the old master"))
+			}
+			if h.Fds == 0 && len(h.Groups) == 0 {
+				// A master from before groups sent its listeners'
+				// descriptors in this one message, uncounted.
+				h.Fds = len(fds)
+			}
+		}
+	}
+	want := len(h.Names)
+	for _, g := range h.Groups {
+		want += g.Fds
+	}
+	if want != h.Fds || len(fds) != h.Fds {
+		return fail(fmt.Errorf("the old master described %d descriptors and sent %d", want, len(fds)))
 	}
 	m.received = &h
-	m.fds = make(map[string]int, len(fds))
+	m.fds = make(map[string]int, len(h.Names))
 	for i, name := range h.Names {
 		m.fds[name] = fds[i]
+	}
+	rest := fds[len(h.Names):]
+	m.groups = make(map[string]Group, len(h.Groups))
+	for _, g := range h.Groups {
+		m.groups[g.Name] = Group{Name: g.Name, State: g.State, Fds: rest[:g.Fds:g.Fds]}
+		rest = rest[g.Fds:]
 	}
 	return nil
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/handoff-dev/handoff/upgrade"
 )
 
 // Strategy is how a reload replaces workers.
@@ -43,7 +41,7 @@ type Config struct {
 	// Workers is the number of workers per generation, 1 to MaxWorkers.
 	Workers int
 	// Listeners are passed to every worker as fds 3, 4, … in order.
-	Listeners []*upgrade.Listener
+	Listeners []Listener
 	// ReadyDelay, if set, marks a worker ready once it has been alive that
 	// long. READY=1 on its notify socket always marks it ready.
 	ReadyDelay time.Duration
@@ -73,20 +71,34 @@ type Config struct {
 	// FirstGeneration is the number of the first generation (a new
 	// master continues its predecessor's numbering). Zero means 1.
 	FirstGeneration int
+	// FirstBank is the bank of steered sockets the first generation
+	// uses: a new master takes the one its predecessor's workers do not.
+	FirstBank int
+	// TakeOver says the master took over from an older one, whose
+	// workers serve until this master's first generation is ready:
+	// connections are steered to it all at once, not slot by slot.
+	TakeOver bool
 	// ReapOrphans makes the master reap every child, as pid 1 must.
 	ReapOrphans bool
 	// UpgradeMaster, if set, runs a master self-upgrade for a reload
 	// asked with ReloadRequest.Master: it starts a new master, hands it
 	// the sockets and returns once that master serves (nil) or failed.
-	// lastGen is the highest generation number used so far. On success
-	// this supervisor retires every worker and Run returns.
-	UpgradeMaster func(ctx context.Context, lastGen int) error
+	// On success this supervisor retires every worker and Run returns.
+	UpgradeMaster func(ctx context.Context, h Handover) error
 	// OnEvent, if set, is called on lifecycle events, one call at a time,
 	// from the supervisor's own goroutine: it must not call back into
 	// the Supervisor, and should be quick.
 	OnEvent func(Event)
 	// Logger receives the supervisor's logs.
 	Logger hclog.Logger
+}
+
+// Handover is what a new master continues from.
+type Handover struct {
+	// LastGeneration is the highest generation number used so far.
+	LastGeneration int
+	// Bank is the bank of steered sockets the serving workers use.
+	Bank int
 }
 
 // withDefaults checks c and fills in its zero values.
@@ -124,6 +136,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.FirstGeneration <= 0 {
 		c.FirstGeneration = 1
+	}
+	if c.FirstBank != 0 && c.FirstBank != 1 {
+		return c, fmt.Errorf("first bank %d: want 0 or 1", c.FirstBank)
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()

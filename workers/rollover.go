@@ -143,9 +143,9 @@ func (s *Supervisor) beginUpgrade(r *rollover) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	s.upgrading = true
-	lastGen := s.lastGen
+	h := Handover{LastGeneration: s.lastGen, Bank: s.serving.bank}
 	go func() {
-		err := s.cfg.UpgradeMaster(ctx, lastGen)
+		err := s.cfg.UpgradeMaster(ctx, h)
 		cancel()
 		s.post(func() { s.upgradeDone(r, err) })
 	}()
@@ -162,12 +162,22 @@ func (s *Supervisor) upgradeDone(r *rollover, err error) {
 	if err != nil {
 		s.log.Error("master upgrade failed, this master keeps serving", "error", err)
 		s.setPhase(s.runningPhase(), "master upgrade failed")
+		// The new master may have steered connections to its own
+		// workers before it failed: steer them back.
+		s.steered, s.steerDirty = nil, true
 		s.endRollover(fmt.Errorf("master upgrade failed: %w", err))
 		return
 	}
 	r.serving = time.Since(r.started)
 	s.log.Info("new master serving; retiring this master's workers")
 	s.setPhase(MasterHandedOver, "the new master serves")
+	// The new master steers connections to its own workers now: ours
+	// stop getting any from here on.
+	now := time.Now()
+	for _, w := range s.routed {
+		w.unroutedAt = now
+	}
+	s.routed, s.steered = nil, nil
 	s.failQueue("master handed over to a new master before the reload ran")
 	s.endRollover(nil)
 	// After the results are out: the runner stops its control socket on
@@ -244,6 +254,8 @@ func (s *Supervisor) advanceProbation(r *rollover) {
 		return
 	}
 	r.transition(RollRetiring, fmt.Sprintf("slot %d passed probation", r.step))
+	r.g.slots[r.step].passed = true
+	s.steerDirty = true
 	if r.step < len(r.old.slots) {
 		s.queueRetire(r.old.slots[r.step])
 		s.pumpRetire()
@@ -274,6 +286,7 @@ func (s *Supervisor) commit(r *rollover) {
 	r.serving = time.Since(r.started)
 	r.g.transition(GenServing, "passed probation")
 	r.old.transition(GenRetiring, fmt.Sprintf("generation %d serves", r.g.num))
+	s.steerDirty = true
 	for _, sl := range r.old.slots {
 		sl.cancelRestart()
 	}

@@ -72,6 +72,7 @@ type slot struct {
 	restarts int
 	failures int       // consecutive: the backoff exponent
 	retired  bool      // the slot runs no more workers
+	passed   bool      // rolling: the slot's new worker passed probation and serves
 	wake     time.Time // a restart is scheduled then (zero: none)
 	timer    *time.Timer
 	timerSeq int // invalidates a timer that fired after being replaced
@@ -86,6 +87,7 @@ func (sl *slot) setRetired(r bool) {
 		return
 	}
 	sl.retired = r
+	sl.passed = false
 	if r {
 		sl.gen.active--
 	} else {
@@ -150,13 +152,17 @@ func (sl *slot) forget(w *worker) {
 }
 
 // snapshot describes the slot's processes, and its backoff if it waits.
-func (sl *slot) snapshot(out []WorkerStatus) []WorkerStatus {
+func (sl *slot) snapshot(out []WorkerStatus, withQueues bool) []WorkerStatus {
+	snap := (*worker).snapshot
+	if withQueues {
+		snap = (*worker).snapshotWithQueues
+	}
 	for _, w := range sl.exiting {
-		out = append(out, w.snapshot(sl.restarts))
+		out = append(out, snap(w, sl.restarts))
 	}
 	switch {
 	case sl.cur != nil:
-		out = append(out, sl.cur.snapshot(sl.restarts))
+		out = append(out, snap(sl.cur, sl.restarts))
 	case !sl.wake.IsZero():
 		out = append(out, WorkerStatus{Slot: sl.index, Generation: sl.gen.num, State: Backoff, Since: sl.wake, Restarts: sl.restarts})
 	}

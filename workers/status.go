@@ -96,6 +96,10 @@ type WorkerStatus struct {
 	Since      time.Time `json:"since"`
 	Restarts   int       `json:"restarts"`
 	Status     string    `json:"status,omitempty"`
+	// Queue is, per steered listener, the connections waiting in the
+	// accept queue of this worker's own socket (for UDP, the bytes of
+	// queued datagrams).
+	Queue map[string]int `json:"queue,omitempty"`
 }
 
 // GenerationStatus describes one live generation.
@@ -103,6 +107,8 @@ type GenerationStatus struct {
 	Generation int      `json:"generation"`
 	Phase      GenPhase `json:"phase"`
 	Command    string   `json:"command"`
+	// Bank is which of each steered slot's two sockets its workers get.
+	Bank int `json:"bank"`
 }
 
 // RolloverStatus describes the reload under way.
@@ -118,6 +124,14 @@ type ListenerStatus struct {
 	Name    string `json:"name"`
 	Network string `json:"network"`
 	Addr    string `json:"addr"`
+	// Balance is "steer" or "sticky" for a kernel-steered group of
+	// sockets (one per slot), "shared" for one socket all workers share.
+	Balance string `json:"balance"`
+	// Mechanism is "ebpf" or "cbpf" for a steered group.
+	Mechanism string `json:"mechanism,omitempty"`
+	// Selection is how the kernel picks a socket: "round-robin",
+	// "flow-hash" or "client-address".
+	Selection string `json:"selection,omitempty"`
 }
 
 // Status is a snapshot of the supervisor.

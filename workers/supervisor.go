@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/steer"
 	"github.com/handoff-dev/handoff/systemd"
 )
 
@@ -68,6 +69,9 @@ type Supervisor struct {
 	seq            int  // names workers' notify sockets and cgroups
 	dirty          bool // workers changed: EventChanged is due
 	changePending  bool // an EventChanged is scheduled
+	steerDirty     bool // routable workers may have changed: resteer is due
+	steered        []steer.Target
+	routed         []*worker // the workers of steered, in order
 }
 
 // changeEvery spaces EventChanged events.
@@ -137,7 +141,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.started = time.Now()
 	s.starter = s.mkStart()
 	defer func() {
-		st := s.status()
+		st := s.status(false)
 		s.final.Store(&st)
 		close(s.done)
 		s.starter.close()
@@ -163,6 +167,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case <-stop:
 			stop = nil
 			s.beginStop()
+		}
+		if s.steerDirty {
+			s.resteer()
 		}
 		if s.dirty && !s.changePending {
 			// At most one EventChanged per changeEvery: building a
@@ -228,7 +235,7 @@ func (s *Supervisor) Reload(req ReloadRequest) <-chan ReloadResult {
 // Status returns a snapshot of the supervisor.
 func (s *Supervisor) Status() Status {
 	c := make(chan Status, 1)
-	if s.post(func() { c <- s.status() }) {
+	if s.post(func() { c <- s.status(true) }) {
 		return <-c
 	}
 	return *s.final.Load()
@@ -332,7 +339,10 @@ func (s *Supervisor) newGeneration(num int, phase GenPhase) (*generation, error)
 	if err != nil {
 		return nil, err
 	}
-	g := &generation{num: num, path: path, argv: s.cfg.Command, phase: phase, log: s.log.With("generation", num)}
+	g := &generation{num: num, bank: s.cfg.FirstBank, path: path, argv: s.cfg.Command, phase: phase, log: s.log.With("generation", num)}
+	if s.serving != nil {
+		g.bank = 1 - s.serving.bank
+	}
 	g.slots = make([]*slot, s.cfg.Workers)
 	for i := range g.slots {
 		g.slots[i] = &slot{gen: g, index: i}
@@ -383,7 +393,7 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 	files := []int{s.devnull, 1, 2}
 	names := make([]string, len(s.cfg.Listeners))
 	for j, l := range s.cfg.Listeners {
-		files = append(files, l.Fd())
+		files = append(files, l.fd(g.bank, sl.index))
 		names[j] = l.Name
 	}
 	env := append(s.environ[:len(s.environ):len(s.environ)],
@@ -431,8 +441,10 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 			gone:   func(w *worker) { s.workerGone(sl, w) },
 			change: func() { s.dirty = true },
 		},
-		lim:   s.lim,
-		stopc: make(chan struct{}),
+		lim:     s.lim,
+		drains:  s.drainTargets(g, sl.index),
+		retirec: make(chan struct{}),
+		stopc:   make(chan struct{}),
 		killc: make(chan struct{}),
 		state: Starting,
 	}
@@ -448,6 +460,7 @@ func (s *Supervisor) workerReady(sl *slot, w *worker) {
 		return
 	}
 	sl.markReady()
+	s.steerDirty = true
 	g := sl.gen
 	if r := s.roll; r != nil && r.g == g {
 		if at := w.readyTime(); at.After(r.lastReady) {
@@ -470,6 +483,7 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 		return
 	}
 	sl.detach()
+	s.steerDirty = true // away from its sockets, until a replacement is ready
 	w.mu.Lock()
 	v := judge(w.readyAt, w.exitedAt, w.exit, w.failure, s.cfg.MinUptime)
 	w.mu.Unlock()
@@ -541,19 +555,25 @@ func (s *Supervisor) queueRetire(sl *slot) {
 	}
 	sl.setRetired(true)
 	sl.cancelRestart()
+	s.steerDirty = true
 	if sl.cur != nil {
 		s.retireQueue = append(s.retireQueue, sl)
 	}
 }
 
-// pumpRetire stops the workers of queued slots, RetireParallel at a time.
+// pumpRetire stops the workers of queued slots, RetireParallel at a time,
+// each once its steered sockets have been steered away from and have
+// empty queues.
 func (s *Supervisor) pumpRetire() {
+	if s.steerDirty {
+		s.resteer()
+	}
 	s.retireDraining = slices.DeleteFunc(s.retireDraining, func(sl *slot) bool { return !sl.live() })
 	for len(s.retireDraining) < s.cfg.RetireParallel && len(s.retireQueue) > 0 {
 		sl := s.retireQueue[0]
 		s.retireQueue = s.retireQueue[1:]
 		if w := sl.detach(); w != nil {
-			w.stop()
+			w.retire(s.unrouted(w))
 		}
 		if sl.live() {
 			s.retireDraining = append(s.retireDraining, sl)
@@ -579,6 +599,7 @@ func (s *Supervisor) retireNow(sl *slot) {
 	for _, w := range sl.exiting {
 		w.stop()
 	}
+	s.steerDirty = true
 }
 
 // emit calls Config.OnEvent with the current status.
@@ -586,12 +607,14 @@ func (s *Supervisor) emit(e Event) {
 	if s.cfg.OnEvent == nil {
 		return
 	}
-	e.Status = s.status()
+	e.Status = s.status(false)
 	s.cfg.OnEvent(e)
 }
 
-// status builds a snapshot; Run's goroutine only.
-func (s *Supervisor) status() Status {
+// status builds a snapshot; Run's goroutine only. withQueues adds the
+// accept queues of the workers' steered sockets (a syscall each: for
+// Status, not for every event).
+func (s *Supervisor) status(withQueues bool) Status {
 	st := Status{
 		PID:           os.Getpid(),
 		Started:       s.started,
@@ -616,9 +639,9 @@ func (s *Supervisor) status() Status {
 		st.LastReload = &r
 	}
 	for _, g := range s.gens {
-		st.Generations = append(st.Generations, GenerationStatus{Generation: g.num, Phase: g.phase, Command: g.path})
+		st.Generations = append(st.Generations, GenerationStatus{Generation: g.num, Phase: g.phase, Command: g.path, Bank: g.bank})
 		for _, sl := range g.slots {
-			st.Workers = sl.snapshot(st.Workers)
+			st.Workers = sl.snapshot(st.Workers, withQueues)
 		}
 	}
 	slices.SortStableFunc(st.Workers, func(a, b WorkerStatus) int {
@@ -628,7 +651,7 @@ func (s *Supervisor) status() Status {
 		return a.Slot - b.Slot
 	})
 	for _, l := range s.cfg.Listeners {
-		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr})
+		st.Listeners = append(st.Listeners, l.status())
 	}
 	return st
 }

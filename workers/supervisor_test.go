@@ -435,9 +435,9 @@ func TestReloadTimedFromRequest(t *testing.T) {
 func TestMasterHandover(t *testing.T) {
 	cfg := fastConfig(3)
 	release := make(chan struct{})
-	cfg.UpgradeMaster = func(ctx context.Context, lastGen int) error {
-		if lastGen != 1 {
-			return fmt.Errorf("lastGen %d", lastGen)
+	cfg.UpgradeMaster = func(ctx context.Context, h Handover) error {
+		if h.LastGeneration != 1 || h.Bank != 0 {
+			return fmt.Errorf("handover %+v", h)
 		}
 		<-release
 		return nil
@@ -476,7 +476,7 @@ func TestMasterHandover(t *testing.T) {
 
 func TestMasterUpgradeFails(t *testing.T) {
 	cfg := fastConfig(1)
-	cfg.UpgradeMaster = func(ctx context.Context, lastGen int) error { return errors.New("new master died") }
+	cfg.UpgradeMaster = func(ctx context.Context, h Handover) error { return errors.New("new master died") }
 	ts := runSup(t, cfg, good)
 	before := pids(ts.waitServing(1, 1), 1)
 	r := <-ts.s.Reload(ReloadRequest{Master: true})

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"syscall"
@@ -65,6 +66,12 @@ type worker struct {
 	ev        workerEvents
 	lim       *logLimiter
 
+	drains      []drainTarget // its steered sockets
+	unroutedAt  time.Time     // supervisor's: when it stopped getting new connections
+	retirec     chan struct{} // closed to retire it: empty its queues, then stop
+	retireOnce  sync.Once
+	retireSince time.Time // set before retirec is closed
+
 	stopc    chan struct{} // closed to ask the worker to drain
 	stopOnce sync.Once
 	killc    chan struct{} // closed to have the worker's tree killed
@@ -96,8 +103,19 @@ func (w *worker) run() {
 		delay = t.C
 	}
 	datagrams := w.notify.Datagrams()
-	stopc, killc := w.stopc, w.killc
+	stopc, killc, retirec := w.stopc, w.killc, w.retirec
 	var drainDeadline time.Time
+	var drained <-chan error
+	abort := make(chan struct{}) // closed to end a wait for empty queues
+	defer close(abort)
+	stop := func(how string) {
+		stopc, retirec, drained = nil, nil, nil
+		w.transition(Draining, how)
+		w.signal(w.opts.stopSignal)
+		drainDeadline = time.Now().Add(w.opts.drainTimeout)
+		t := time.NewTimer(w.opts.drainTimeout)
+		drain = t.C
+	}
 	for {
 		select {
 		case d, ok := <-datagrams:
@@ -120,13 +138,39 @@ func (w *worker) run() {
 			}
 
 		case <-stopc:
-			stopc = nil
-			w.transition(Draining, fmt.Sprintf("sent %s", unix.SignalName(w.opts.stopSignal)))
-			w.signal(w.opts.stopSignal)
-			drainDeadline = time.Now().Add(w.opts.drainTimeout)
-			t := time.NewTimer(w.opts.drainTimeout)
-			defer t.Stop()
-			drain = t.C
+			stop(fmt.Sprintf("sent %s", unix.SignalName(w.opts.stopSignal)))
+
+		case <-retirec:
+			retirec = nil
+			if len(w.drains) == 0 || w.retireSince.IsZero() {
+				stop(fmt.Sprintf("sent %s", unix.SignalName(w.opts.stopSignal)))
+				continue
+			}
+			// Steered away already: stop it once its queues have been
+			// empty for a quiet period, so it holds no connection it
+			// accepted but has not read.
+			w.lim.log(w.log, hclog.Debug, "worker retiring: waiting until its sockets' queues are empty")
+			c := make(chan error, 1)
+			drained = c
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), w.opts.drainTimeout)
+				defer cancel()
+				go func() {
+					select {
+					case <-abort:
+						cancel()
+					case <-ctx.Done():
+					}
+				}()
+				c <- waitDrained(ctx, w.drains, w.retireSince)
+			}()
+
+		case err := <-drained:
+			how := fmt.Sprintf("queues empty for %s; sent %s", steerQuiet, unix.SignalName(w.opts.stopSignal))
+			if err != nil {
+				how = fmt.Sprintf("queues not empty after %s (%v); sent %s", w.opts.drainTimeout, err, unix.SignalName(w.opts.stopSignal))
+			}
+			stop(how)
 
 		case <-drain:
 			drain = nil
@@ -258,6 +302,27 @@ func (w *worker) setFailure(s string) {
 // SIGKILL after the drain timeout. It does not wait.
 func (w *worker) stop() { w.stopOnce.Do(func() { close(w.stopc) }) }
 
+// retire stops the worker once its steered sockets, steered away from
+// since (zero: never in use), have had empty queues for steerQuiet; at
+// once if it has none. It does not wait.
+func (w *worker) retire(since time.Time) {
+	w.retireOnce.Do(func() {
+		w.retireSince = since
+		close(w.retirec)
+	})
+}
+
+// waitDrained waits until every socket in ds has had an empty queue for
+// steerQuiet, counting from since.
+func waitDrained(ctx context.Context, ds []drainTarget, since time.Time) error {
+	for _, d := range ds {
+		if err := d.group.WaitDrained(ctx, d.bank, d.slot, since, steerQuiet); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // kill has the worker's tree killed at once. It does not wait.
 func (w *worker) kill() { w.killOnce.Do(func() { close(w.killc) }) }
 
@@ -274,6 +339,13 @@ func (w *worker) snapshot(restarts int) WorkerStatus {
 		Restarts:   restarts,
 		Status:     w.status,
 	}
+}
+
+// snapshotWithQueues adds the queue lengths of the worker's sockets.
+func (w *worker) snapshotWithQueues(restarts int) WorkerStatus {
+	st := w.snapshot(restarts)
+	st.Queue = queues(w.drains)
+	return st
 }
 
 // dropLog rate-limits the log line about dropped notify datagrams to one a

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/steer"
+	"github.com/handoff-dev/handoff/upgrade"
+	"github.com/handoff-dev/handoff/workers"
+)
+
+// listener is one --listen: a kernel-steered group of sockets (a socket
+// per worker slot and bank), or one socket every worker shares.
+type listener struct {
+	workers.Listener
+	shared *upgrade.Listener // nil for a group
+	how    string            // where the socket came from, for the log
+}
+
+// openListeners opens every --listen, in order. With --balance steer or
+// sticky a TCP or UDP listener becomes a steered group where the kernel
+// allows one; otherwise (unix sockets, a socket systemd passed without
+// ReusePort=yes, a kernel that refuses) it is shared, and one log line
+// says why. Sockets come from the previous master, else from systemd,
+// else they are bound now. On error, nothing opened is left open.
+func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, log hclog.Logger) ([]listener, error) {
+	var out []listener
+	fail := func(err error) ([]listener, error) {
+		closeListeners(out, false)
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, spec := range o.specs {
+		l, err := openListener(o, m, spec, activated, log)
+		if err != nil {
+			return fail(err)
+		}
+		if _, ok := activated[spec.Name]; ok {
+			used[spec.Name] = true
+		}
+		out = append(out, l)
+	}
+	for name, fd := range activated {
+		if !used[name] {
+			unix.Close(fd)
+		}
+	}
+	m.DropInherited()
+	return out, nil
+}
+
+func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated map[string]int, log hclog.Logger) (listener, error) {
+	mode, wantSteer := steerMode(o.balance)
+	ip := spec.Network != "unix"
+	if g, ok := m.InheritedGroup(spec.Name); ok {
+		var st steer.State
+		if err := json.Unmarshal(g.State, &st); err != nil {
+			return listener{}, fmt.Errorf("listen %s: steered group from the previous master: %w", spec, err)
+		}
+		grp, err := steer.Import(st, g.Fds)
+		if err != nil {
+			return listener{}, fmt.Errorf("listen %s: steered group from the previous master: %w", spec, err)
+		}
+		if err := grp.Grow(o.workers); err != nil {
+			grp.Close()
+			return listener{}, fmt.Errorf("listen %s: %w", spec, err)
+		}
+		if st.Mode != mode && wantSteer {
+			log.Warn("listener keeps the balance of the previous master; restart to change it", "name", spec.Name, "balance", string(st.Mode))
+		}
+		return groupListener(spec, grp, "inherited from the previous master"), nil
+	}
+	if wantSteer && ip {
+		opts := steer.Options{Slots: o.workers, Mode: mode}
+		var (
+			grp *steer.Group
+			err error
+			how = "bound"
+		)
+		if fd, ok := activated[spec.Name]; ok {
+			grp, err = steer.Join(spec, fd, opts)
+			how = "from systemd socket activation"
+		} else if len(activated) == 0 {
+			grp, err = steer.New(spec, opts)
+		} else {
+			err = fmt.Errorf("socket activation passed no socket named %q", spec.Name)
+		}
+		if err == nil {
+			if why := grp.Fallback(); why != nil {
+				log.Info("steering with classic BPF", "name", spec.Name, "reason", why)
+			}
+			return groupListener(spec, grp, how), nil
+		}
+		if !errors.Is(err, steer.ErrUnsupported) && len(activated) == 0 {
+			return listener{}, err
+		}
+		log.Warn("listener is shared by all workers, not steered", "name", spec.Name, "reason", err)
+	} else if wantSteer {
+		log.Info("listener is shared by all workers: unix sockets are not steered", "name", spec.Name)
+	}
+	l, err := m.Listener(spec, activated)
+	if err != nil {
+		return listener{}, err
+	}
+	how := "bound"
+	if m.Inherited() {
+		how = "inherited from the previous master"
+	} else if _, ok := activated[spec.Name]; ok {
+		how = "from systemd socket activation"
+	}
+	return listener{
+		Listener: workers.Listener{Name: l.Name, Network: l.Network, Addr: l.Addr, Fd: l.Fd()},
+		shared:   l,
+		how:      how,
+	}, nil
+}
+
+func groupListener(spec upgrade.Spec, g *steer.Group, how string) listener {
+	return listener{
+		Listener: workers.Listener{Name: spec.Name, Network: g.Spec().Network, Addr: g.Addr(), Fd: -1, Group: g},
+		how:      how,
+	}
+}
+
+// steerMode maps --balance to a steering mode, and says whether it asks
+// for steering at all.
+func steerMode(balance string) (steer.Mode, bool) {
+	switch balance {
+	case "sticky":
+		return steer.ModeSticky, true
+	case "shared":
+		return "", false
+	}
+	return steer.ModeSteer, true
+}
+
+// closeListeners closes the master's sockets. A unix socket's path is
+// removed only on a real shutdown: after a hand-over the new master
+// serves on it.
+func closeListeners(ls []listener, handedOver bool) {
+	for _, l := range ls {
+		switch {
+		case l.Group != nil:
+			l.Group.Close()
+		case handedOver:
+			l.shared.Close()
+		default:
+			l.shared.Remove()
+		}
+	}
+}
+
+// handover describes the listeners for a new master.
+func handover(ls []listener, h workers.Handover) (upgrade.Handover, error) {
+	out := upgrade.Handover{Generation: h.LastGeneration, Bank: h.Bank}
+	for _, l := range ls {
+		if l.Group == nil {
+			out.Listeners = append(out.Listeners, l.shared)
+			continue
+		}
+		st, fds := l.Group.Export()
+		b, err := json.Marshal(st)
+		if err != nil {
+			return out, fmt.Errorf("hand over %s: %w", l.Name, err)
+		}
+		out.Groups = append(out.Groups, upgrade.Group{Name: l.Name, State: b, Fds: fds})
+	}
+	return out, nil
+}
+
+// workerListeners is what the supervisor passes to workers.
+func workerListeners(ls []listener) []workers.Listener {
+	out := make([]workers.Listener, len(ls))
+	for i, l := range ls {
+		out[i] = l.Listener
+	}
+	return out
+}
+
+// balanceOf names how the listener spreads connections, for the log.
+func balanceOf(l listener) string {
+	if l.Group == nil {
+		return "shared"
+	}
+	return fmt.Sprintf("%s (%s, %s)", l.Group.Mode(), l.Group.Mechanism(), l.Group.Selection())
+}

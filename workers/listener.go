@@ -1,0 +1,48 @@
+package workers
+
+import (
+	"github.com/handoff-dev/handoff/steer"
+)
+
+// Listener is a socket the workers receive, as fd 3, 4, … in the order
+// of Config.Listeners, named in LISTEN_FDNAMES.
+type Listener struct {
+	Name    string
+	Network string
+	Addr    string
+	// Fd is the one socket every worker shares, when Group is nil.
+	Fd int
+	// Group, if set, gives each slot a socket of its own in each of two
+	// banks (generations alternate banks), and the supervisor steers new
+	// connections to the sockets of ready workers.
+	Group *steer.Group
+}
+
+// fd is the descriptor a worker of slot in bank gets.
+func (l *Listener) fd(bank, slot int) int {
+	if l.Group != nil {
+		return l.Group.Fd(bank, slot)
+	}
+	return l.Fd
+}
+
+// steered reports whether any listener is a steered group.
+func steered(ls []Listener) bool {
+	for _, l := range ls {
+		if l.Group != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// status describes the listener.
+func (l *Listener) status() ListenerStatus {
+	st := ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr, Balance: "shared"}
+	if g := l.Group; g != nil {
+		st.Balance = string(g.Mode())
+		st.Mechanism = string(g.Mechanism())
+		st.Selection = g.Selection()
+	}
+	return st
+}

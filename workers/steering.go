@@ -1,0 +1,140 @@
+package workers
+
+import (
+	"slices"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/handoff-dev/handoff/steer"
+)
+
+// Steering (see package steer): a steered listener has a socket per slot
+// in each of two banks; generations alternate banks, so a new generation
+// never shares a slot's socket with the old one. The supervisor tells
+// the kernel which sockets get new connections: those of ready workers
+// that serve. A generation on probation gets none (the old one serves
+// alone until the new one has proved itself); a worker that dies is
+// steered away from at once and its queue waits for its replacement; a
+// worker to be retired is steered away from, and stopped only once its
+// queue has been empty for steerQuiet (retire, below): it then holds no
+// connection it accepted but has not read, whatever its own shutdown
+// code does with those.
+
+// steerQuiet is how long a socket steered away from must have had an
+// empty accept queue before its worker is stopped. It covers handshakes
+// in flight at the switch (they complete onto the socket chosen at the
+// SYN, a round trip later) and the worker's read of the request on the
+// last connection it accepted.
+const steerQuiet = 200 * time.Millisecond
+
+// routable reports whether new connections may go to sl's worker.
+func (s *Supervisor) routable(sl *slot) bool {
+	if !sl.curReady || sl.retired {
+		return false
+	}
+	switch sl.gen.phase {
+	case GenServing:
+		return true
+	case GenStarting:
+		// A master that took over keeps its predecessor's workers
+		// serving until its first generation is ready: then all at once.
+		return !s.cfg.TakeOver
+	case GenProbation:
+		return sl.passed
+	}
+	return false
+}
+
+// resteer steers new connections to the sockets of the routable workers,
+// the newest generation's first, if that changed since last time. With
+// none routable, the kernel keeps the previous choice: connections queue
+// for the workers to come.
+func (s *Supervisor) resteer() {
+	s.steerDirty = false
+	if !steered(s.cfg.Listeners) || s.phase == MasterStopping || s.phase == MasterHandedOver {
+		return
+	}
+	var targets []steer.Target
+	var routed []*worker
+	n := 0
+	for _, g := range s.gens {
+		n = max(n, len(g.slots))
+	}
+	for i := 0; i < n; i++ {
+		for j := len(s.gens) - 1; j >= 0; j-- {
+			g := s.gens[j]
+			if i < len(g.slots) && s.routable(g.slots[i]) {
+				targets = append(targets, steer.Target{Slot: i, Bank: g.bank})
+				routed = append(routed, g.slots[i].cur)
+				break
+			}
+		}
+	}
+	if len(targets) == 0 || slices.Equal(targets, s.steered) {
+		return
+	}
+	now := time.Now()
+	for _, w := range s.routed {
+		if !slices.Contains(routed, w) {
+			w.unroutedAt = now
+		}
+	}
+	for _, w := range routed {
+		w.unroutedAt = time.Time{}
+	}
+	s.steered, s.routed = targets, routed
+	for _, l := range s.cfg.Listeners {
+		if l.Group == nil {
+			continue
+		}
+		if err := l.Group.Steer(targets); err != nil {
+			s.lim.log(s.log, hclog.Error, "cannot steer connections", "listener", l.Name, "error", err)
+		}
+	}
+	s.log.Debug("steered connections", "sockets", len(targets))
+}
+
+// unrouted is when w stopped getting new connections; zero if it never
+// got any (or steering is off), so there is nothing to wait for.
+func (s *Supervisor) unrouted(w *worker) time.Time {
+	if slices.Contains(s.routed, w) {
+		// Still routed: this is a shutdown, with nowhere else to send
+		// connections; do not wait for a queue that keeps filling.
+		return time.Time{}
+	}
+	return w.unroutedAt
+}
+
+// drainTargets are the steered sockets of a worker in generation g.
+func (s *Supervisor) drainTargets(g *generation, slot int) []drainTarget {
+	var out []drainTarget
+	for _, l := range s.cfg.Listeners {
+		if l.Group != nil {
+			out = append(out, drainTarget{group: l.Group, name: l.Name, bank: g.bank, slot: slot})
+		}
+	}
+	return out
+}
+
+// drainTarget is one steered socket of a worker.
+type drainTarget struct {
+	group *steer.Group
+	name  string
+	bank  int
+	slot  int
+}
+
+// queues reads the accept queues of a worker's steered sockets.
+func queues(ds []drainTarget) map[string]int {
+	if len(ds) == 0 {
+		return nil
+	}
+	m := make(map[string]int, len(ds))
+	for _, d := range ds {
+		if n, err := d.group.QueueLen(d.bank, d.slot); err == nil {
+			m[d.name] = n
+		}
+	}
+	return m
+}
