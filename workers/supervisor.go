@@ -445,8 +445,8 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 		drains:  s.drainTargets(g, sl.index),
 		retirec: make(chan struct{}),
 		stopc:   make(chan struct{}),
-		killc: make(chan struct{}),
-		state: Starting,
+		killc:   make(chan struct{}),
+		state:   Starting,
 	}
 	w.lim.log(w.log, hclog.Info, "worker starting")
 	go w.run()
