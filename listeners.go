@@ -76,6 +76,12 @@ func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated
 	}
 	if wantSteer && ip {
 		opts := steer.Options{Slots: o.workers, Mode: mode}
+		switch o.steerBPF {
+		case "ebpf":
+			opts.Mechanism = steer.EBPF
+		case "cbpf":
+			opts.Mechanism = steer.CBPF
+		}
 		var (
 			grp *steer.Group
 			err error

@@ -31,6 +31,7 @@ type answer struct {
 	sent    time.Time
 	version string
 	client  string
+	body    string // for recordFrom's clients
 }
 
 // startLoad runs, for each kind, n clients: "new" opens a connection per
@@ -47,6 +48,59 @@ func startLoad(addr string, n int) *load {
 		l.run(ctx, "raw", nil)
 	}
 	return l
+}
+
+// startStrictNew runs n clients that open a new connection for every
+// request, from client addresses 127.0.0.2, 127.0.0.3, … (n distinct
+// ones), send it with "Connection: close", and read the whole answer.
+// They never retry: a refused or reset connection, a short read or any
+// status but 200 is a failure.
+func startStrictNew(addr string, n int) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{addr: addr, cancel: cancel}
+	for i := 0; i < n; i++ {
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.strictNew(ctx, src)
+		}()
+	}
+	return l
+}
+
+func (l *load) strictNew(ctx context.Context, src *net.TCPAddr) {
+	req := []byte("GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+	d := net.Dialer{LocalAddr: src, Timeout: 30 * time.Second}
+	client := "new from " + src.IP.String()
+	for ctx.Err() == nil {
+		sent := time.Now()
+		c, err := d.Dial("tcp", l.addr)
+		if err != nil {
+			l.fail(client, err)
+			continue
+		}
+		c.SetDeadline(sent.Add(30 * time.Second))
+		_, err = c.Write(req)
+		var resp *http.Response
+		if err == nil {
+			resp, err = http.ReadResponse(bufio.NewReader(c), nil)
+		}
+		var body []byte
+		if err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != 200 {
+				err = fmt.Errorf("status %d: %q", resp.StatusCode, body)
+			}
+		}
+		c.Close()
+		if err != nil {
+			l.fail(client, err)
+			continue
+		}
+		l.recordFrom(client, sent, string(body))
+	}
 }
 
 func (l *load) run(ctx context.Context, kind string, c *http.Client) {
@@ -135,6 +189,14 @@ func (l *load) record(client string, sent time.Time, body string) {
 	l.total.Add(1)
 	l.mu.Lock()
 	l.seen = append(l.seen, answer{sent: sent, version: field(body, "version"), client: client})
+	l.mu.Unlock()
+}
+
+// recordFrom records an answer with its whole body.
+func (l *load) recordFrom(client string, sent time.Time, body string) {
+	l.total.Add(1)
+	l.mu.Lock()
+	l.seen = append(l.seen, answer{sent: sent, version: field(body, "version"), client: client, body: body})
 	l.mu.Unlock()
 }
 

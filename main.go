@@ -122,6 +122,7 @@ type runOptions struct {
 	stopSignal     syscall.Signal
 	strategy       workers.Strategy
 	balance        string
+	steerBPF       string
 	control        string
 	pidFile        string
 	logFormat      string
@@ -153,6 +154,7 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.IntVar(&o.retireParallel, "retire-parallel", 1, "how many old workers a reload retires at once")
 	stopSig := fs.String("stop-signal", "SIGTERM", "signal that asks a worker to drain and exit")
 	fs.StringVar(&o.balance, "balance", "steer", "how new connections reach workers: `steer` (a socket per worker, round-robin, drained before a worker stops), sticky (by client address) or shared (one socket for all)")
+	fs.StringVar(&o.steerBPF, "steer-bpf", "auto", "how the kernel is told where connections go: `auto` (eBPF where allowed: root or CAP_BPF and CAP_NET_ADMIN, else classic BPF), ebpf or cbpf")
 	strategy := fs.String("reload-strategy", "surge", "`surge` (start all new workers, then retire old ones one by one) or rolling (replace one at a time)")
 	fs.StringVar(&o.control, "control", "", "control socket `path` (default: see 'handoff status -h')")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the master's pid to this `file` (for PIDFile= units)")
@@ -215,6 +217,11 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	case "steer", "sticky", "shared":
 	default:
 		return nil, usageError{fmt.Errorf("--balance %q: want steer, sticky or shared", o.balance)}
+	}
+	switch o.steerBPF {
+	case "auto", "ebpf", "cbpf":
+	default:
+		return nil, usageError{fmt.Errorf("--steer-bpf %q: want auto, ebpf or cbpf", o.steerBPF)}
 	}
 	switch o.logFormat {
 	case "text", "json":
