@@ -337,6 +337,11 @@ func (s *Supervisor) endRollover(err error) {
 		s.log.Info("reload done", "generation", r.num, "serving_after", res.Serving.Round(time.Millisecond).String(), "duration", res.Duration.Round(time.Millisecond).String())
 	}
 	s.lastReload = &res
+	key := map[bool]string{true: "ok", false: "failed"}[res.OK]
+	if r.master {
+		key = "master_" + key
+	}
+	s.reloads[key]++
 	s.emit(Event{Kind: EventReloaded, Generation: r.num, Reload: &res})
 	for _, c := range r.waiters {
 		c <- res

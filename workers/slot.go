@@ -41,6 +41,18 @@ func backoffFor(n int) time.Duration {
 type verdict struct {
 	failed bool
 	reason string
+	killed bool // from outside, after ready
+}
+
+// kind names the verdict for Counters.Restarts.
+func (v verdict) kind() string {
+	switch {
+	case v.failed:
+		return "failed"
+	case v.killed:
+		return "killed"
+	}
+	return "exited"
 }
 
 // judge applies the restart policy to a worker that became ready at
@@ -49,15 +61,15 @@ type verdict struct {
 func judge(readyAt, exitedAt time.Time, e exitInfo, failure string, minUptime time.Duration) verdict {
 	switch up := exitedAt.Sub(readyAt); {
 	case readyAt.IsZero() && failure != "":
-		return verdict{true, failure}
+		return verdict{true, failure, false}
 	case readyAt.IsZero():
-		return verdict{true, e.String() + " before ready"}
+		return verdict{true, e.String() + " before ready", false}
 	case e.killedFromOutside():
-		return verdict{false, e.String()}
+		return verdict{false, e.String(), true}
 	case up < minUptime:
-		return verdict{true, fmt.Sprintf("%s %s after ready", e, up.Round(time.Millisecond))}
+		return verdict{true, fmt.Sprintf("%s %s after ready", e, up.Round(time.Millisecond)), false}
 	}
-	return verdict{false, e.String()}
+	return verdict{false, e.String(), false}
 }
 
 // slot is one position (HANDOFF_WORKER) in a generation. Its state is the

@@ -100,6 +100,24 @@ type WorkerStatus struct {
 	// accept queue of this worker's own socket (for UDP, the bytes of
 	// queued datagrams).
 	Queue map[string]int `json:"queue,omitempty"`
+	// RSS is the resident memory of the worker's whole process tree, in
+	// bytes, and CPU its CPU time in seconds, as last sampled (zero
+	// before the first sample).
+	RSS int64   `json:"rss_bytes,omitempty"`
+	CPU float64 `json:"cpu_seconds,omitempty"`
+}
+
+// Counters count what happened since the master started.
+type Counters struct {
+	// Restarts counts replaced workers by reason: "failed" (exited
+	// before ready, or on its own within the minimum uptime: backed
+	// off), "killed" (killed from outside after ready: replaced at
+	// once), "exited" (exited after its minimum uptime: replaced at
+	// once), "memory" (recycled above --max-memory).
+	Restarts map[string]int `json:"restarts"`
+	// Reloads counts reloads by result: "ok", "failed" (rolled back),
+	// "master_ok", "master_failed" (master upgrades).
+	Reloads map[string]int `json:"reloads"`
 }
 
 // GenerationStatus describes one live generation.
@@ -149,6 +167,7 @@ type Status struct {
 	// ReloadPending is set when a reload was asked for and has not
 	// started yet (it waits for the running one).
 	ReloadPending bool               `json:"reload_pending,omitempty"`
+	Counters      Counters           `json:"counters"`
 	Generations   []GenerationStatus `json:"generations"`
 	Workers       []WorkerStatus     `json:"workers"`
 	LastReload    *ReloadResult      `json:"last_reload"`

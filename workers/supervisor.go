@@ -3,6 +3,7 @@ package workers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,8 @@ type Supervisor struct {
 	steerDirty     bool // routable workers may have changed: resteer is due
 	steered        []steer.Target
 	routed         []*worker // the workers of steered, in order
+	restarts       map[string]int
+	reloads        map[string]int
 }
 
 // changeEvery spaces EventChanged events.
@@ -94,9 +97,11 @@ func New(cfg Config) (*Supervisor, error) {
 		log:     cfg.Logger,
 		lim:     newLogLimiter(cfg.Workers),
 		environ: CleanEnv(cfg.Environ),
-		events:  make(chan func()),
-		done:    make(chan struct{}),
-		phase:   MasterStarting,
+		events:   make(chan func()),
+		done:     make(chan struct{}),
+		phase:    MasterStarting,
+		restarts: map[string]int{},
+		reloads:  map[string]int{},
 	}
 	s.mkStart = func() starter {
 		var orphans func(int, exitInfo)
@@ -506,6 +511,7 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 		return
 	}
 	sl.restarts++
+	s.restarts[v.kind()]++
 	if !v.failed {
 		sl.failures = 0
 		s.lim.log(s.log, hclog.Info, "replacing worker", "generation", g.num, "slot", sl.index, "previous", v.reason)
@@ -621,6 +627,7 @@ func (s *Supervisor) status(withQueues bool) Status {
 		Phase:         s.phase,
 		Serving:       s.served,
 		ReloadPending: len(s.queue) > 0,
+		Counters:      Counters{Restarts: maps.Clone(s.restarts), Reloads: maps.Clone(s.reloads)},
 		Generations:   []GenerationStatus{},
 		Workers:       []WorkerStatus{},
 	}

@@ -111,6 +111,9 @@ func TestKillStormNeverBacksOff(t *testing.T) {
 	if r := st.Workers[0].Restarts + st.Workers[1].Restarts; r != 30 {
 		t.Errorf("%d restarts, want 30", r)
 	}
+	if c := st.Counters.Restarts; c["killed"] != 30 || c["failed"] != 0 {
+		t.Errorf("restart counters %v, want 30 killed", c)
+	}
 }
 
 // gunicorn without --preload: READY=1, then the app's import fails. In
@@ -256,6 +259,9 @@ func TestProbationFailureRollsBack(t *testing.T) {
 	}
 	if st.LastReload == nil || st.LastReload.OK {
 		t.Errorf("last reload %+v", st.LastReload)
+	}
+	if c := st.Counters.Reloads; c["failed"] != 1 || c["ok"] != 0 {
+		t.Errorf("reload counters %v", c)
 	}
 }
 
