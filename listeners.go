@@ -162,7 +162,7 @@ func closeListeners(ls []listener, handedOver bool) {
 
 // handover describes the listeners for a new master.
 func handover(ls []listener, h workers.Handover) (upgrade.Handover, error) {
-	out := upgrade.Handover{Generation: h.LastGeneration, Bank: h.Bank}
+	out := upgrade.Handover{Generation: h.LastGeneration, Banks: h.Banks}
 	for _, l := range ls {
 		if l.Group == nil {
 			out.Listeners = append(out.Listeners, l.shared)

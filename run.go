@@ -84,7 +84,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		StopSignal:      o.stopSignal,
 		Strategy:        o.strategy,
 		FirstGeneration: master.FirstGeneration(),
-		FirstBank:       master.FirstBank(),
+		FirstBanks:      master.FirstBanks(),
 		TakeOver:        master.Inherited(),
 		ReapOrphans:     os.Getpid() == 1,
 		UpgradeMaster:   r.upgradeMaster,

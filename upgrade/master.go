@@ -28,7 +28,7 @@ const handoverName = "handoff-handover"
 // listeners' in Names order, then each group's.
 type handover struct {
 	Generation int      `json:"generation"`
-	Bank       int      `json:"bank"`
+	Banks      []int    `json:"banks,omitempty"`
 	Names      []string `json:"names"`
 	Groups     []group  `json:"groups,omitempty"`
 	Fds        int      `json:"fds"`
@@ -48,8 +48,9 @@ const fdsPerMessage = 250
 type Handover struct {
 	// Generation is the highest generation number used so far.
 	Generation int
-	// Bank is the bank of steered sockets the serving workers use.
-	Bank int
+	// Banks is, per slot, the bank of steered sockets the serving
+	// worker uses.
+	Banks []int
 	// Listeners are the shared sockets.
 	Listeners []*Listener
 	// Groups are the steered socket groups.
@@ -124,13 +125,17 @@ func (m *Master) FirstGeneration() int {
 	return m.received.Generation + 1
 }
 
-// FirstBank is the bank of steered sockets this master's first generation
-// takes: the one its predecessor's workers do not use.
-func (m *Master) FirstBank() int {
+// FirstBanks is, per slot, the bank of steered sockets this master's
+// first generation takes: the one its predecessor's worker does not use.
+func (m *Master) FirstBanks() []int {
 	if m.received == nil {
-		return 0
+		return nil
 	}
-	return 1 - m.received.Bank
+	out := make([]int, len(m.received.Banks))
+	for i, b := range m.received.Banks {
+		out[i] = 1 - b
+	}
+	return out
 }
 
 // InheritedGroup returns the steered group named name that the previous
@@ -278,7 +283,7 @@ func (m *Master) Upgrade(ctx context.Context, h Handover) error {
 	if err != nil {
 		return fmt.Errorf("hand-over socket: %w", err)
 	}
-	msg := handover{Generation: h.Generation, Bank: h.Bank}
+	msg := handover{Generation: h.Generation, Banks: h.Banks}
 	var fds []int
 	for _, l := range h.Listeners {
 		msg.Names = append(msg.Names, l.Name)

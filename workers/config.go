@@ -71,9 +71,10 @@ type Config struct {
 	// FirstGeneration is the number of the first generation (a new
 	// master continues its predecessor's numbering). Zero means 1.
 	FirstGeneration int
-	// FirstBank is the bank of steered sockets the first generation
-	// uses: a new master takes the one its predecessor's workers do not.
-	FirstBank int
+	// FirstBanks is, per slot, the bank of steered sockets the first
+	// generation uses (missing slots use bank 0): a new master takes, in
+	// each slot, the bank its predecessor's worker does not.
+	FirstBanks []int
 	// TakeOver says the master took over from an older one, whose
 	// workers serve until this master's first generation is ready:
 	// connections are steered to it all at once, not slot by slot.
@@ -97,8 +98,9 @@ type Config struct {
 type Handover struct {
 	// LastGeneration is the highest generation number used so far.
 	LastGeneration int
-	// Bank is the bank of steered sockets the serving workers use.
-	Bank int
+	// Banks is, per slot, the bank of steered sockets the serving
+	// worker uses.
+	Banks []int
 }
 
 // withDefaults checks c and fills in its zero values.
@@ -137,8 +139,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.FirstGeneration <= 0 {
 		c.FirstGeneration = 1
 	}
-	if c.FirstBank != 0 && c.FirstBank != 1 {
-		return c, fmt.Errorf("first bank %d: want 0 or 1", c.FirstBank)
+	for i, b := range c.FirstBanks {
+		if b != 0 && b != 1 {
+			return c, fmt.Errorf("slot %d: bank %d: want 0 or 1", i, b)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()

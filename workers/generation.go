@@ -37,7 +37,6 @@ const (
 // command: every worker of a generation runs the same binary.
 type generation struct {
 	num   int
-	bank  int    // which socket of each steered slot its workers get
 	path  string // the command, resolved when the generation was made
 	argv  []string
 	phase GenPhase

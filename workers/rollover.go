@@ -143,7 +143,10 @@ func (s *Supervisor) beginUpgrade(r *rollover) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	s.upgrading = true
-	h := Handover{LastGeneration: s.lastGen, Bank: s.serving.bank}
+	h := Handover{LastGeneration: s.lastGen}
+	for _, sl := range s.serving.slots {
+		h.Banks = append(h.Banks, sl.bank)
+	}
 	go func() {
 		err := s.cfg.UpgradeMaster(ctx, h)
 		cancel()

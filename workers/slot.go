@@ -77,6 +77,7 @@ func judge(readyAt, exitedAt time.Time, e exitInfo, failure string, minUptime ti
 type slot struct {
 	gen   *generation
 	index int
+	bank  int // which of the slot's two steered sockets its workers get
 
 	cur      *worker   // the worker the slot runs, until it exits or is stopped
 	curReady bool      // cur is ready, and counted in gen.ready

@@ -89,7 +89,9 @@ func (r *ReloadResult) UnmarshalJSON(b []byte) error {
 
 // WorkerStatus describes one worker, or a slot waiting in backoff.
 type WorkerStatus struct {
-	Slot       int       `json:"slot"`
+	Slot int `json:"slot"`
+	// Bank is which of its slot's two steered sockets the worker gets.
+	Bank       int       `json:"bank"`
 	PID        int       `json:"pid"`
 	Generation int       `json:"generation"`
 	State      State     `json:"state"`
@@ -125,8 +127,6 @@ type GenerationStatus struct {
 	Generation int      `json:"generation"`
 	Phase      GenPhase `json:"phase"`
 	Command    string   `json:"command"`
-	// Bank is which of each steered slot's two sockets its workers get.
-	Bank int `json:"bank"`
 }
 
 // RolloverStatus describes the reload under way.

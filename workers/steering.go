@@ -65,7 +65,7 @@ func (s *Supervisor) resteer() {
 		for j := len(s.gens) - 1; j >= 0; j-- {
 			g := s.gens[j]
 			if i < len(g.slots) && s.routable(g.slots[i]) {
-				targets = append(targets, steer.Target{Slot: i, Bank: g.bank})
+				targets = append(targets, steer.Target{Slot: i, Bank: g.slots[i].cur.bank})
 				routed = append(routed, g.slots[i].cur)
 				break
 			}
@@ -106,12 +106,12 @@ func (s *Supervisor) unrouted(w *worker) time.Time {
 	return w.unroutedAt
 }
 
-// drainTargets are the steered sockets of a worker in generation g.
-func (s *Supervisor) drainTargets(g *generation, slot int) []drainTarget {
+// drainTargets are the steered sockets of a worker in sl.
+func (s *Supervisor) drainTargets(sl *slot) []drainTarget {
 	var out []drainTarget
 	for _, l := range s.cfg.Listeners {
 		if l.Group != nil {
-			out = append(out, drainTarget{group: l.Group, name: l.Name, bank: g.bank, slot: slot})
+			out = append(out, drainTarget{group: l.Group, name: l.Name, bank: sl.bank, slot: sl.index})
 		}
 	}
 	return out

@@ -71,7 +71,7 @@ func TestSteerFirstGenerationSlotBySlot(t *testing.T) {
 // of it is ready: until then its predecessor's workers serve.
 func TestSteerTakeOverAllAtOnce(t *testing.T) {
 	cfg := steeredConfig(t, 2)
-	cfg.TakeOver, cfg.FirstBank = true, 1
+	cfg.TakeOver, cfg.FirstBanks = true, []int{1, 1}
 	gate := make(chan struct{})
 	ts := runSup(t, cfg, func(gen, slot int) behaviour {
 		if slot == 1 {

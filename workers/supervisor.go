@@ -93,10 +93,10 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg.Environ = os.Environ()
 	}
 	s := &Supervisor{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		lim:     newLogLimiter(cfg.Workers),
-		environ: CleanEnv(cfg.Environ),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		lim:      newLogLimiter(cfg.Workers),
+		environ:  CleanEnv(cfg.Environ),
 		events:   make(chan func()),
 		done:     make(chan struct{}),
 		phase:    MasterStarting,
@@ -344,16 +344,26 @@ func (s *Supervisor) newGeneration(num int, phase GenPhase) (*generation, error)
 	if err != nil {
 		return nil, err
 	}
-	g := &generation{num: num, bank: s.cfg.FirstBank, path: path, argv: s.cfg.Command, phase: phase, log: s.log.With("generation", num)}
-	if s.serving != nil {
-		g.bank = 1 - s.serving.bank
-	}
+	g := &generation{num: num, path: path, argv: s.cfg.Command, phase: phase, log: s.log.With("generation", num)}
 	g.slots = make([]*slot, s.cfg.Workers)
 	for i := range g.slots {
-		g.slots[i] = &slot{gen: g, index: i}
+		g.slots[i] = &slot{gen: g, index: i, bank: s.freeBank(i)}
 	}
 	g.active = len(g.slots)
 	return g, nil
+}
+
+// freeBank is the bank a new worker in slot i uses: the one the serving
+// generation's worker in that slot does not (before any generation:
+// Config.FirstBanks).
+func (s *Supervisor) freeBank(i int) int {
+	if s.serving != nil && i < len(s.serving.slots) {
+		return 1 - s.serving.slots[i].bank
+	}
+	if i < len(s.cfg.FirstBanks) {
+		return s.cfg.FirstBanks[i]
+	}
+	return 0
 }
 
 // nowServing records that g serves.
@@ -398,7 +408,7 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 	files := []int{s.devnull, 1, 2}
 	names := make([]string, len(s.cfg.Listeners))
 	for j, l := range s.cfg.Listeners {
-		files = append(files, l.fd(g.bank, sl.index))
+		files = append(files, l.fd(sl.bank, sl.index))
 		names[j] = l.Name
 	}
 	env := append(s.environ[:len(s.environ):len(s.environ)],
@@ -428,6 +438,7 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 	}
 	w := &worker{
 		slot:    sl.index,
+		bank:    sl.bank,
 		gen:     g.num,
 		proc:    p,
 		notify:  ns,
@@ -447,7 +458,7 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 			change: func() { s.dirty = true },
 		},
 		lim:     s.lim,
-		drains:  s.drainTargets(g, sl.index),
+		drains:  s.drainTargets(sl),
 		retirec: make(chan struct{}),
 		stopc:   make(chan struct{}),
 		killc:   make(chan struct{}),
@@ -646,7 +657,7 @@ func (s *Supervisor) status(withQueues bool) Status {
 		st.LastReload = &r
 	}
 	for _, g := range s.gens {
-		st.Generations = append(st.Generations, GenerationStatus{Generation: g.num, Phase: g.phase, Command: g.path, Bank: g.bank})
+		st.Generations = append(st.Generations, GenerationStatus{Generation: g.num, Phase: g.phase, Command: g.path})
 		for _, sl := range g.slots {
 			st.Workers = sl.snapshot(st.Workers, withQueues)
 		}

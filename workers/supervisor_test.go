@@ -442,7 +442,7 @@ func TestMasterHandover(t *testing.T) {
 	cfg := fastConfig(3)
 	release := make(chan struct{})
 	cfg.UpgradeMaster = func(ctx context.Context, h Handover) error {
-		if h.LastGeneration != 1 || h.Bank != 0 {
+		if h.LastGeneration != 1 || len(h.Banks) != 3 || h.Banks[0] != 0 {
 			return fmt.Errorf("handover %+v", h)
 		}
 		<-release

@@ -58,6 +58,7 @@ type workerEvents struct {
 // its tree is left.
 type worker struct {
 	slot, gen int
+	bank      int
 	proc      process
 	notify    *systemd.NotifySocket
 	log       hclog.Logger
@@ -332,6 +333,7 @@ func (w *worker) snapshot(restarts int) WorkerStatus {
 	defer w.mu.Unlock()
 	return WorkerStatus{
 		Slot:       w.slot,
+		Bank:       w.bank,
 		PID:        w.proc.pid(),
 		Generation: w.gen,
 		State:      w.state,
