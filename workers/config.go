@@ -58,6 +58,10 @@ type Config struct {
 	// RetireParallel is how many old workers are retired at once after a
 	// reload (and after a master hand-over). Zero means one at a time.
 	RetireParallel int
+	// MaxMemory, if positive, is the resident memory (bytes) a worker's
+	// whole process tree may keep using: above it for a few seconds, the
+	// worker is replaced gracefully.
+	MaxMemory int64
 	// StopSignal asks a worker to drain and exit.
 	StopSignal syscall.Signal
 	// Strategy is how reloads replace workers.

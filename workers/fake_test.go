@@ -125,6 +125,7 @@ type fakeProc struct {
 func (p *fakeProc) pid() int                { return p.id }
 func (p *fakeProc) exited() <-chan exitInfo { return p.exit }
 func (p *fakeProc) release()                {}
+func (p *fakeProc) pids() []int             { return nil }
 
 func (p *fakeProc) treeEmpty() bool {
 	p.mu.Lock()
@@ -233,8 +234,9 @@ func fastConfig(n int) Config {
 	}
 }
 
-// runSup starts a supervisor with cfg on simulated workers.
-func runSup(t *testing.T, cfg Config, behave func(gen, slot int) behaviour) *testSup {
+// runSup starts a supervisor with cfg on simulated workers; prep, if
+// given, adjusts it before it runs.
+func runSup(t *testing.T, cfg Config, behave func(gen, slot int) behaviour, prep ...func(*Supervisor)) *testSup {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "hw")
 	if err != nil {
@@ -252,6 +254,9 @@ func runSup(t *testing.T, cfg Config, behave func(gen, slot int) behaviour) *tes
 		t.Fatal(err)
 	}
 	s.mkStart = func() starter { return ts.f }
+	for _, p := range prep {
+		p(s)
+	}
 	ts.s = s
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel

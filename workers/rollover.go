@@ -34,12 +34,16 @@ const (
 	RollDone RolloverPhase = "done"
 )
 
-// op is a request waiting for its turn: a worker reload (requests made
-// meanwhile coalesce into one) or a master upgrade.
+// op is a request waiting for its turn, one at a time: a worker reload
+// (requests made meanwhile coalesce into one), a master upgrade, a change
+// of the number of workers, or the replacement of a worker above the
+// memory limit.
 type op struct {
 	master  bool
 	at      time.Time // the earliest request it serves
 	waiters []chan ReloadResult
+	scale   *scaleOp
+	recycle *recycleOp
 }
 
 // rollover is one reload under way.
@@ -78,7 +82,7 @@ func (s *Supervisor) enqueue(req ReloadRequest, c chan ReloadResult) {
 		c <- ReloadResult{Error: "master is no longer running workers (" + string(s.phase) + ")", Master: req.Master}
 		return
 	}
-	if n := len(s.queue); !req.Master && n > 0 && !s.queue[n-1].master {
+	if n := len(s.queue); !req.Master && n > 0 && s.queue[n-1].isReload() {
 		last := s.queue[n-1]
 		last.waiters = append(last.waiters, c)
 		if req.At.Before(last.at) {
@@ -88,18 +92,30 @@ func (s *Supervisor) enqueue(req ReloadRequest, c chan ReloadResult) {
 		s.queue = append(s.queue, &op{master: req.Master, at: req.At, waiters: []chan ReloadResult{c}})
 	}
 	s.dirty = true
-	if s.roll == nil {
-		s.nextOp()
-	}
+	s.nextOp()
 }
 
-// nextOp starts the next queued request, if any.
+// isReload reports whether o is a worker reload.
+func (o *op) isReload() bool { return !o.master && o.scale == nil && o.recycle == nil }
+
+// busy reports whether an op runs.
+func (s *Supervisor) busy() bool { return s.roll != nil || s.scaling != nil || s.recycling != nil }
+
+// nextOp starts the next queued request, if any and none runs.
 func (s *Supervisor) nextOp() {
-	if s.roll != nil || len(s.queue) == 0 {
+	if s.busy() || len(s.queue) == 0 {
 		return
 	}
 	o := s.queue[0]
 	s.queue = s.queue[1:]
+	switch {
+	case o.scale != nil:
+		s.beginScale(o.scale)
+		return
+	case o.recycle != nil:
+		s.beginRecycle(o.recycle)
+		return
+	}
 	r := &rollover{master: o.master, strategy: s.cfg.Strategy, started: o.at, waiters: o.waiters, s: s}
 	s.roll = r
 	if o.master {
@@ -357,6 +373,9 @@ func (s *Supervisor) failQueue(why string) {
 	for _, o := range s.queue {
 		for _, c := range o.waiters {
 			c <- ReloadResult{Error: why, Master: o.master}
+		}
+		if o.scale != nil {
+			o.scale.reply <- ScaleResult{Workers: s.cfg.Workers, Error: why}
 		}
 	}
 	s.queue = nil

@@ -80,6 +80,7 @@ type slot struct {
 	bank  int // which of the slot's two steered sockets its workers get
 
 	cur      *worker   // the worker the slot runs, until it exits or is stopped
+	next     *worker   // its replacement (memory recycling), until ready
 	curReady bool      // cur is ready, and counted in gen.ready
 	exiting  []*worker // exited or being stopped, tree not gone yet
 	restarts int
@@ -123,7 +124,7 @@ func (sl *slot) markReady() {
 }
 
 // live reports whether a process of the slot is left.
-func (sl *slot) live() bool { return sl.cur != nil || len(sl.exiting) > 0 }
+func (sl *slot) live() bool { return sl.cur != nil || sl.next != nil || len(sl.exiting) > 0 }
 
 // cancelRestart forgets a scheduled restart.
 func (sl *slot) cancelRestart() {
@@ -165,13 +166,16 @@ func (sl *slot) forget(w *worker) {
 }
 
 // snapshot describes the slot's processes, and its backoff if it waits.
-func (sl *slot) snapshot(out []WorkerStatus, withQueues bool) []WorkerStatus {
+func (sl *slot) snapshot(out []WorkerStatus, live bool) []WorkerStatus {
 	snap := (*worker).snapshot
-	if withQueues {
-		snap = (*worker).snapshotWithQueues
+	if live {
+		snap = (*worker).snapshotLive
 	}
 	for _, w := range sl.exiting {
 		out = append(out, snap(w, sl.restarts))
+	}
+	if sl.next != nil {
+		out = append(out, snap(sl.next, sl.restarts))
 	}
 	switch {
 	case sl.cur != nil:

@@ -45,6 +45,8 @@ type process interface {
 	// treeEmpty reports, after the main process ended, whether any
 	// process of its tree is left.
 	treeEmpty() bool
+	// pids lists the processes of the tree (for memory and CPU).
+	pids() []int
 	// release frees what the process holds. Call it last, once.
 	release()
 }

@@ -106,12 +106,12 @@ func (s *Supervisor) unrouted(w *worker) time.Time {
 	return w.unroutedAt
 }
 
-// drainTargets are the steered sockets of a worker in sl.
-func (s *Supervisor) drainTargets(sl *slot) []drainTarget {
+// drainTargets are the steered sockets of a worker in slot, bank.
+func (s *Supervisor) drainTargets(slot, bank int) []drainTarget {
 	var out []drainTarget
 	for _, l := range s.cfg.Listeners {
 		if l.Group != nil {
-			out = append(out, drainTarget{group: l.Group, name: l.Name, bank: sl.bank, slot: sl.index})
+			out = append(out, drainTarget{group: l.Group, name: l.Name, bank: bank, slot: slot})
 		}
 	}
 	return out

@@ -49,6 +49,7 @@ type Supervisor struct {
 	ownDir  bool
 	starter starter
 	mkStart func() starter // the seam: real processes, or tests' simulated ones
+	usage   func(process) (rss int64, cpu float64)
 	events  chan func()
 	done    chan struct{} // closed when Run has returned
 	final   atomic.Pointer[Status]
@@ -75,6 +76,9 @@ type Supervisor struct {
 	routed         []*worker // the workers of steered, in order
 	restarts       map[string]int
 	reloads        map[string]int
+	scaling        *scaleOp   // the change of the number of workers under way
+	recycling      *recycleOp // the replacement of a worker above the memory limit
+	sampling       bool       // a memory sample is being taken
 }
 
 // changeEvery spaces EventChanged events.
@@ -102,6 +106,7 @@ func New(cfg Config) (*Supervisor, error) {
 		phase:    MasterStarting,
 		restarts: map[string]int{},
 		reloads:  map[string]int{},
+		usage:    treeUsage,
 	}
 	s.mkStart = func() starter {
 		var orphans func(int, exitInfo)
@@ -165,10 +170,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.startWorker(sl)
 	}
 	stop := ctx.Done()
+	var memory <-chan time.Time
+	if s.cfg.MaxMemory > 0 {
+		t := time.NewTicker(memoryEvery)
+		defer t.Stop()
+		memory = t.C
+	}
 	for !s.finished() {
 		select {
 		case fn := <-s.events:
 			fn()
+		case <-memory:
+			s.sampleMemory()
 		case <-stop:
 			stop = nil
 			s.beginStop()
@@ -282,6 +295,9 @@ func (s *Supervisor) killAll() {
 			if sl.cur != nil {
 				sl.cur.kill()
 			}
+			if sl.next != nil {
+				sl.next.kill()
+			}
 			for _, w := range sl.exiting {
 				w.kill()
 			}
@@ -386,7 +402,7 @@ func (s *Supervisor) startWorker(sl *slot) {
 	if sl.retired {
 		return
 	}
-	w, err := s.spawn(sl)
+	w, err := s.spawn(sl, sl.bank)
 	if err != nil {
 		s.lim.log(s.log, hclog.Error, "cannot start worker", "generation", sl.gen.num, "slot", sl.index, "error", err)
 		s.judged(sl, verdict{failed: true, reason: "cannot start: " + err.Error()})
@@ -396,8 +412,9 @@ func (s *Supervisor) startWorker(sl *slot) {
 	s.dirty = true
 }
 
-// spawn starts one worker process for sl.
-func (s *Supervisor) spawn(sl *slot) (*worker, error) {
+// spawn starts one worker process for sl, on the slot's steered sockets
+// of bank.
+func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	g := sl.gen
 	s.seq++
 	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d.sock", s.seq))
@@ -408,7 +425,7 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 	files := []int{s.devnull, 1, 2}
 	names := make([]string, len(s.cfg.Listeners))
 	for j, l := range s.cfg.Listeners {
-		files = append(files, l.fd(sl.bank, sl.index))
+		files = append(files, l.fd(bank, sl.index))
 		names[j] = l.Name
 	}
 	env := append(s.environ[:len(s.environ):len(s.environ)],
@@ -438,7 +455,7 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 	}
 	w := &worker{
 		slot:    sl.index,
-		bank:    sl.bank,
+		bank:    bank,
 		gen:     g.num,
 		proc:    p,
 		notify:  ns,
@@ -458,7 +475,8 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 			change: func() { s.dirty = true },
 		},
 		lim:     s.lim,
-		drains:  s.drainTargets(sl),
+		usage:   s.usage,
+		drains:  s.drainTargets(sl.index, bank),
 		retirec: make(chan struct{}),
 		stopc:   make(chan struct{}),
 		killc:   make(chan struct{}),
@@ -472,6 +490,10 @@ func (s *Supervisor) spawn(sl *slot) (*worker, error) {
 // workerReady: a worker of sl became ready.
 func (s *Supervisor) workerReady(sl *slot, w *worker) {
 	s.dirty = true
+	if sl.next == w {
+		s.recycleReady(sl, w)
+		return
+	}
 	if sl.cur != w {
 		return
 	}
@@ -482,6 +504,9 @@ func (s *Supervisor) workerReady(sl *slot, w *worker) {
 		if at := w.readyTime(); at.After(r.lastReady) {
 			r.lastReady = at
 		}
+	}
+	if s.scaling != nil {
+		s.advanceScale()
 	}
 	if g.phase == GenStarting && g.allReady() {
 		g.transition(GenServing, "every worker is ready")
@@ -495,11 +520,23 @@ func (s *Supervisor) workerReady(sl *slot, w *worker) {
 // or fails the reload its generation is on probation for.
 func (s *Supervisor) workerExited(sl *slot, w *worker) {
 	s.dirty = true
+	if sl.next == w {
+		s.recycleExited(sl, w)
+		return
+	}
 	if sl.cur != w {
 		return
 	}
 	sl.detach()
 	s.steerDirty = true // away from its sockets, until a replacement is ready
+	if next := sl.next; next != nil {
+		// It was being replaced (memory): the replacement takes over.
+		sl.next, sl.cur, sl.bank = nil, next, next.bank
+		if next.State() == Ready {
+			sl.markReady()
+		}
+		return
+	}
 	w.mu.Lock()
 	v := judge(w.readyAt, w.exitedAt, w.exit, w.failure, s.cfg.MinUptime)
 	w.mu.Unlock()
@@ -551,6 +588,8 @@ func (s *Supervisor) workerGone(sl *slot, w *worker) {
 	sl.forget(w)
 	s.pumpRetire()
 	s.advance()
+	s.advanceScale()
+	s.advanceRecycle()
 	s.sweep()
 }
 
@@ -613,6 +652,10 @@ func (s *Supervisor) retireNow(sl *slot) {
 	if w := sl.detach(); w != nil {
 		w.stop()
 	}
+	if w := sl.next; w != nil {
+		sl.next = nil
+		sl.exiting = append(sl.exiting, w)
+	}
 	for _, w := range sl.exiting {
 		w.stop()
 	}
@@ -628,10 +671,10 @@ func (s *Supervisor) emit(e Event) {
 	s.cfg.OnEvent(e)
 }
 
-// status builds a snapshot; Run's goroutine only. withQueues adds the
-// accept queues of the workers' steered sockets (a syscall each: for
-// Status, not for every event).
-func (s *Supervisor) status(withQueues bool) Status {
+// status builds a snapshot; Run's goroutine only. live samples the
+// workers' memory and CPU and their steered sockets' accept queues (a few
+// syscalls each: for Status, not for every event).
+func (s *Supervisor) status(live bool) Status {
 	st := Status{
 		PID:           os.Getpid(),
 		Started:       s.started,
@@ -659,7 +702,7 @@ func (s *Supervisor) status(withQueues bool) Status {
 	for _, g := range s.gens {
 		st.Generations = append(st.Generations, GenerationStatus{Generation: g.num, Phase: g.phase, Command: g.path})
 		for _, sl := range g.slots {
-			st.Workers = sl.snapshot(st.Workers, withQueues)
+			st.Workers = sl.snapshot(st.Workers, live)
 		}
 	}
 	slices.SortStableFunc(st.Workers, func(a, b WorkerStatus) int {

@@ -604,3 +604,98 @@ func TestReloadResultJSON(t *testing.T) {
 		t.Errorf("round trip: %+v, %v", back, err)
 	}
 }
+
+func TestScaleUpAndDown(t *testing.T) {
+	ts := runSup(t, fastConfig(2), good)
+	ts.waitServing(1, 2)
+	if r := <-ts.s.Scale(4, 0); r.Error != "" || r.Workers != 4 {
+		t.Fatalf("scale to 4: %+v", r)
+	}
+	ts.waitServing(1, 4)
+	if r := <-ts.s.Scale(0, -1); r.Error != "" || r.Workers != 3 {
+		t.Fatalf("scale down by one: %+v", r)
+	}
+	st := ts.waitServing(1, 3)
+	for i, w := range st.Workers {
+		if w.Slot != i {
+			t.Fatalf("slots after scaling down: %+v (the highest should go)", st.Workers)
+		}
+	}
+	if !strings.Contains(strings.Join(ts.f.events(), "\n"), "signal g1 s3 SIGTERM") {
+		t.Error("slot 3 was not stopped gracefully")
+	}
+	// A reload keeps the count.
+	if r := ts.reload(); !r.OK {
+		t.Fatal(r.Error)
+	}
+	ts.waitServing(2, 3)
+	for _, bad := range []int{0, 1025} {
+		if r := <-ts.s.Scale(bad, 0); r.Error == "" && bad != 0 {
+			t.Errorf("scale to %d: %+v, want an error", bad, r)
+		}
+	}
+	if r := <-ts.s.Scale(0, -3); r.Error == "" {
+		t.Errorf("scale to 0: %+v, want an error", r)
+	}
+}
+
+// A scale request made during a reload waits for it.
+func TestScaleWaitsForReload(t *testing.T) {
+	cfg := fastConfig(1)
+	cfg.MinUptime = 300 * time.Millisecond
+	ts := runSup(t, cfg, good)
+	ts.waitServing(1, 1)
+	reload := ts.s.Reload(ReloadRequest{})
+	ts.waitFor("reload running", func(st Status) bool { return st.Rollover != nil })
+	scale := ts.s.Scale(3, 0)
+	if r := <-reload; !r.OK {
+		t.Fatal(r.Error)
+	}
+	if r := <-scale; r.Error != "" || r.Workers != 3 {
+		t.Fatalf("scale: %+v", r)
+	}
+	ts.waitServing(2, 3)
+}
+
+// A worker above the memory limit for long enough is replaced: the new
+// one is ready before the old one gets its stop signal.
+func TestMemoryRecycling(t *testing.T) {
+	cfg := fastConfig(2)
+	cfg.MaxMemory = 100 << 20
+	var mu sync.Mutex
+	fat := 0
+	ts := runSup(t, cfg, good, func(s *Supervisor) {
+		s.usage = func(p process) (int64, float64) {
+			mu.Lock()
+			defer mu.Unlock()
+			if p.pid() == fat {
+				return 200 << 20, 1
+			}
+			return 10 << 20, 1
+		}
+	})
+	st := ts.waitServing(1, 2)
+	mu.Lock()
+	fat = st.Workers[1].PID
+	mu.Unlock()
+	st = ts.waitFor("slot 1 replaced", func(st Status) bool {
+		return len(st.Workers) == 2 && countState(st, 1, Ready) == 2 && st.Workers[1].PID != fat
+	})
+	if st.Counters.Restarts["memory"] != 1 || st.Workers[1].Restarts != 1 || st.Workers[0].Restarts != 0 {
+		t.Errorf("after recycling: %+v", st)
+	}
+	ev := ts.f.events()
+	if i, j := indexOf(ev, "start g1 s1"), indexOf(ev, "signal g1 s1 SIGTERM"); i < 0 || j < 0 {
+		t.Fatalf("events:\n%s", strings.Join(ev, "\n"))
+	}
+	// The replacement started before the old worker was signalled.
+	starts := 0
+	for _, e := range ev {
+		if e == "start g1 s1" {
+			starts++
+		}
+		if strings.HasPrefix(e, "signal g1 s1 SIGTERM") && starts < 2 {
+			t.Errorf("old worker stopped before its replacement started:\n%s", strings.Join(ev, "\n"))
+		}
+	}
+}

@@ -69,6 +69,8 @@ type worker struct {
 
 	drains      []drainTarget // its steered sockets
 	unroutedAt  time.Time     // supervisor's: when it stopped getting new connections
+	overSamples int           // supervisor's: memory samples in a row above the limit
+	usage       func(process) (int64, float64)
 	retirec     chan struct{} // closed to retire it: empty its queues, then stop
 	retireOnce  sync.Once
 	retireSince time.Time // set before retirec is closed
@@ -86,6 +88,8 @@ type worker struct {
 	exit     exitInfo
 	failure  string // why it never became ready, if it did not
 	gone     bool
+	rss      int64   // last sample: resident memory of the tree, bytes
+	cpu      float64 // last sample: CPU time of the tree, seconds
 
 	garbage dropLog
 }
@@ -340,11 +344,21 @@ func (w *worker) snapshot(restarts int) WorkerStatus {
 		Since:      w.started,
 		Restarts:   restarts,
 		Status:     w.status,
+		RSS:        w.rss,
+		CPU:        w.cpu,
 	}
 }
 
-// snapshotWithQueues adds the queue lengths of the worker's sockets.
-func (w *worker) snapshotWithQueues(restarts int) WorkerStatus {
+// setUsage records a sample of the tree's memory and CPU.
+func (w *worker) setUsage(rss int64, cpu float64) {
+	w.mu.Lock()
+	w.rss, w.cpu = rss, cpu
+	w.mu.Unlock()
+}
+
+// snapshotLive samples the worker's tree and its sockets' queues first.
+func (w *worker) snapshotLive(restarts int) WorkerStatus {
+	w.setUsage(w.usage(w.proc))
 	st := w.snapshot(restarts)
 	st.Queue = queues(w.drains)
 	return st
