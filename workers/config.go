@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -62,6 +65,13 @@ type Config struct {
 	// whole process tree may keep using: above it for a few seconds, the
 	// worker is replaced gracefully.
 	MaxMemory int64
+	// Output is what happens to workers' stdout and stderr; OutputTo and
+	// OutputLock, where output goes in prefix and JSON modes, and the
+	// lock the master's own logger takes around each line (zero:
+	// inherit).
+	Output     OutputMode
+	OutputTo   io.Writer
+	OutputLock sync.Locker
 	// StopSignal asks a worker to drain and exit.
 	StopSignal syscall.Signal
 	// Strategy is how reloads replace workers.
@@ -139,6 +149,19 @@ func (c Config) withDefaults() (Config, error) {
 	case Surge, Rolling:
 	default:
 		return c, fmt.Errorf("unknown reload strategy %q", c.Strategy)
+	}
+	switch c.Output {
+	case "", OutputInherit:
+		c.Output = OutputInherit
+	case OutputPrefix, OutputJSON:
+		if c.OutputTo == nil {
+			c.OutputTo = os.Stderr
+		}
+		if c.OutputLock == nil {
+			c.OutputLock = &sync.Mutex{}
+		}
+	default:
+		return c, fmt.Errorf("unknown worker output %q", c.Output)
 	}
 	if c.FirstGeneration <= 0 {
 		c.FirstGeneration = 1

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -369,6 +370,14 @@ func (s *Supervisor) newGeneration(num int, phase GenPhase) (*generation, error)
 	return g, nil
 }
 
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
 // freeBank is the bank a new worker in slot i uses: the one the serving
 // generation's worker in that slot does not (before any generation:
 // Config.FirstBanks).
@@ -423,6 +432,19 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		return nil, err
 	}
 	files := []int{s.devnull, 1, 2}
+	var streams [2]*os.File // the read ends of the output pipes
+	if s.cfg.Output != OutputInherit {
+		for i := range streams {
+			r, w, err := pipe()
+			if err != nil {
+				closeFiles(streams[:])
+				ns.Drain()
+				return nil, err
+			}
+			streams[i], files[1+i] = r, w
+			defer unix.Close(w) // the child has its own copy
+		}
+	}
 	names := make([]string, len(s.cfg.Listeners))
 	for j, l := range s.cfg.Listeners {
 		files = append(files, l.fd(bank, sl.index))
@@ -448,10 +470,28 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		name:      fmt.Sprintf("w%d-g%d-s%d", s.seq, g.num, sl.index),
 	})
 	if err != nil {
+		closeFiles(streams[:])
 		ns.Drain()
 		for range ns.Datagrams() {
 		}
 		return nil, err
+	}
+	var outDone chan struct{}
+	if streams[0] != nil {
+		outDone = make(chan struct{})
+		o := &output{mode: s.cfg.Output, w: s.cfg.OutputTo, mu: s.cfg.OutputLock}
+		var wg sync.WaitGroup
+		for i, name := range []string{"stdout", "stderr"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o.forward(streams[i], name, sl.index, g.num, p.pid())
+			}()
+		}
+		go func() {
+			wg.Wait()
+			close(outDone)
+		}()
 	}
 	w := &worker{
 		slot:    sl.index,
@@ -478,6 +518,8 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		usage:   s.usage,
 		drains:  s.drainTargets(sl.index, bank),
 		retirec: make(chan struct{}),
+		outDone: outDone,
+		streams: streams,
 		stopc:   make(chan struct{}),
 		killc:   make(chan struct{}),
 		state:   Starting,

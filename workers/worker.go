@@ -3,6 +3,7 @@ package workers
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -73,7 +74,9 @@ type worker struct {
 	usage       func(process) (int64, float64)
 	retirec     chan struct{} // closed to retire it: empty its queues, then stop
 	retireOnce  sync.Once
-	retireSince time.Time // set before retirec is closed
+	retireSince time.Time     // set before retirec is closed
+	outDone     chan struct{} // closed once its output is forwarded to the end (nil: inherited)
+	streams     [2]*os.File   // the read ends of its output pipes
 
 	stopc    chan struct{} // closed to ask the worker to drain
 	stopOnce sync.Once
@@ -213,6 +216,7 @@ func (w *worker) run() {
 func (w *worker) cleanUp(drainDeadline time.Time, killc <-chan struct{}) {
 	defer func() {
 		w.proc.release()
+		w.flushOutput()
 		w.mu.Lock()
 		w.gone = true
 		w.mu.Unlock()
@@ -301,6 +305,26 @@ func (w *worker) setFailure(s string) {
 	w.mu.Lock()
 	w.failure = s
 	w.mu.Unlock()
+}
+
+// outputLinger bounds the wait for the end of a worker's output once its
+// tree is gone: a process outside the tree (one that escaped its process
+// group, without cgroups) may hold the pipe open.
+const outputLinger = time.Second
+
+// flushOutput waits until the worker's output has been forwarded to its
+// end, or outputLinger, then closes the pipes.
+func (w *worker) flushOutput() {
+	if w.outDone == nil {
+		return
+	}
+	t := time.NewTimer(outputLinger)
+	defer t.Stop()
+	select {
+	case <-w.outDone:
+	case <-t.C:
+		closeFiles(w.streams[:])
+	}
 }
 
 // stop asks the worker to drain: the stop signal to its tree, then

@@ -1,0 +1,115 @@
+package workers
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// OutputMode is what happens to workers' stdout and stderr.
+type OutputMode string
+
+const (
+	// OutputInherit gives workers the master's stdout and stderr: under
+	// journald, whose _PID field already says which worker wrote.
+	OutputInherit OutputMode = "inherit"
+	// OutputPrefix forwards each line with "[slot S gen G] " before it.
+	OutputPrefix OutputMode = "prefix"
+	// OutputJSON forwards each line as a JSON object with the slot,
+	// generation, pid and stream, like the master's own JSON log lines.
+	OutputJSON OutputMode = "json"
+)
+
+// maxLine bounds a forwarded line; a longer one is cut into several,
+// each marked as continued but the last.
+const maxLine = 16 << 10
+
+// output forwards workers' output to the master's stderr. Each stream
+// of each worker is a pipe read by one goroutine, which writes whole
+// lines under the lock the master's logger uses too, so lines never
+// interleave. It writes synchronously: a worker that writes faster than
+// the master's stderr takes it blocks on its pipe, rather than the master
+// losing lines or buffering them without limit.
+type output struct {
+	mode OutputMode
+	w    io.Writer
+	mu   sync.Locker
+}
+
+// pipe opens one output pipe: the read end for forward, in the
+// runtime's poller; the write end, a plain blocking descriptor, for the
+// child (a non-blocking stdout would break programs that do not expect
+// EAGAIN).
+func pipe() (r *os.File, w int, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, -1, fmt.Errorf("output pipe: %w", err)
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, -1, fmt.Errorf("output pipe: %w", err)
+	}
+	return os.NewFile(uintptr(p[0]), "worker output"), p[1], nil
+}
+
+// workerLine is one forwarded line in JSON mode; the @ fields are those
+// of hclog's JSON lines.
+type workerLine struct {
+	Time       string `json:"@timestamp"`
+	Level      string `json:"@level"`
+	Message    string `json:"@message"`
+	Module     string `json:"@module"`
+	Slot       int    `json:"slot"`
+	Generation int    `json:"generation"`
+	PID        int    `json:"pid"`
+	Stream     string `json:"stream"`
+	Continued  bool   `json:"continued,omitempty"`
+}
+
+// forward copies r, line by line, until EOF, then closes it.
+func (o *output) forward(r *os.File, stream string, slot, gen, pid int) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, maxLine)
+	prefix := fmt.Sprintf("[slot %d gen %d] ", slot, gen)
+	var buf []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		continued := errors.Is(err, bufio.ErrBufferFull)
+		if len(line) > 0 {
+			text := line
+			if !continued && text[len(text)-1] == '\n' {
+				text = text[:len(text)-1]
+			}
+			buf = buf[:0]
+			switch o.mode {
+			case OutputJSON:
+				lvl := "info"
+				if stream == "stderr" {
+					lvl = "warn"
+				}
+				b, _ := json.Marshal(workerLine{
+					Time: time.Now().Format("2006-01-02T15:04:05.000000Z07:00"), Level: lvl,
+					Message: string(text), Module: "handoff.worker",
+					Slot: slot, Generation: gen, PID: pid, Stream: stream, Continued: continued,
+				})
+				buf = append(append(buf, b...), '\n')
+			default:
+				buf = append(append(append(buf, prefix...), text...), '\n')
+			}
+			o.mu.Lock()
+			o.w.Write(buf)
+			o.mu.Unlock()
+		}
+		if err != nil && !continued {
+			return
+		}
+	}
+}
