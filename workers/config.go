@@ -72,6 +72,8 @@ type Config struct {
 	Output     OutputMode
 	OutputTo   io.Writer
 	OutputLock sync.Locker
+	// User, if set, is who workers run as (the master must be root).
+	User *User
 	// StopSignal asks a worker to drain and exit.
 	StopSignal syscall.Signal
 	// Strategy is how reloads replace workers.
@@ -106,6 +108,15 @@ type Config struct {
 	OnEvent func(Event)
 	// Logger receives the supervisor's logs.
 	Logger hclog.Logger
+}
+
+// User is an account workers run as.
+type User struct {
+	Name   string
+	UID    uint32
+	GID    uint32
+	Groups []uint32 // supplementary groups
+	Home   string
 }
 
 // Handover is what a new master continues from.

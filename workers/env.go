@@ -30,6 +30,26 @@ func CleanEnv(environ []string) []string {
 	return out
 }
 
+// userEnv sets USER, LOGNAME and HOME for workers running as u, as
+// systemd's User= and su do.
+func userEnv(env []string, u *User) []string {
+	if u == nil {
+		return env
+	}
+	out := make([]string, 0, len(env)+3)
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k != "USER" && k != "LOGNAME" && k != "HOME" {
+			out = append(out, kv)
+		}
+	}
+	out = append(out, "USER="+u.Name, "LOGNAME="+u.Name)
+	if u.Home != "" {
+		out = append(out, "HOME="+u.Home)
+	}
+	return out
+}
+
 // ExecShim must be called first thing in main. In a process the master
 // started as a worker, it sets LISTEN_PID to the process's own pid (which
 // os/exec cannot do: the pid is only known after fork) and replaces the

@@ -173,3 +173,33 @@ func TestOutputBackpressure(t *testing.T) {
 		t.Errorf("%d lines, want %d", n, lines)
 	}
 }
+
+// Workers run as another user, with their supplementary groups, and can
+// still report READY=1 on their own notify socket (the runtime
+// directory is traversable but not listable, the socket is theirs).
+func TestWorkerUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run workers as another user")
+	}
+	out := &syncBuf{}
+	cfg := shellConfig(`id -u; id -G; echo "$USER $HOME"; ls "$(dirname "$NOTIFY_SOCKET")" >/dev/null 2>&1 && echo listable; exec systemd-notify --ready`, OutputPrefix, out)
+	cfg.ReadyDelay = 0
+	cfg.User = &User{Name: "nobody", UID: 65534, GID: 65534, Groups: []uint32{65534, 100}, Home: "/nonexistent"}
+	if _, err := os.Stat("/bin/systemd-notify"); err != nil {
+		t.Skip("systemd-notify not installed")
+	}
+	s := runReal(t, cfg)
+	waitFor(t, "a ready worker", func() bool {
+		st := s.Status()
+		return len(st.Workers) == 1 && st.Workers[0].State == Ready || strings.Contains(strings.Join(out.lines(), "\n"), "exited")
+	})
+	got := strings.Join(out.lines(), "\n")
+	for _, want := range []string{"[slot 0 gen 1] 65534", "[slot 0 gen 1] 65534 100", "[slot 0 gen 1] nobody /nonexistent"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "listable") {
+		t.Error("the worker could list the runtime directory")
+	}
+}

@@ -146,6 +146,9 @@ func (p *procs) fork(spec procSpec) (*proc, error) {
 		Pdeathsig: syscall.SIGKILL,
 		PidFD:     &pidfd,
 	}
+	if u := spec.user; u != nil {
+		sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+	}
 	var cg *workerCgroup
 	if p.cg != nil {
 		var err error

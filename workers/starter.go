@@ -30,6 +30,8 @@ type procSpec struct {
 	listenPID bool
 	// name is unique among the master's workers (e.g. for a cgroup).
 	name string
+	// user, if set, is who the process runs as.
+	user *User
 }
 
 // process is one started worker: its main process, and every process

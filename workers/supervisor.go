@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"maps"
 	"os"
@@ -101,7 +102,7 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		lim:      newLogLimiter(cfg.Workers),
-		environ:  CleanEnv(cfg.Environ),
+		environ:  userEnv(CleanEnv(cfg.Environ), cfg.User),
 		events:   make(chan func()),
 		done:     make(chan struct{}),
 		phase:    MasterStarting,
@@ -125,9 +126,17 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.cfg.RuntimeDir, s.ownDir = dir, true
 	}
-	if n := len(s.cfg.RuntimeDir) + len("/n0000000000.sock"); n >= 108 {
+	if n := len(s.cfg.RuntimeDir) + len("/n0000000000-000000000000.sock"); n >= 108 {
 		s.cleanupDir()
 		return nil, fmt.Errorf("runtime directory %s: path too long for notify sockets", s.cfg.RuntimeDir)
+	}
+	if s.cfg.User != nil {
+		// Workers of another user must reach their notify sockets, but
+		// not list them.
+		if err := os.Chmod(s.cfg.RuntimeDir, 0o711); err != nil {
+			s.cleanupDir()
+			return nil, fmt.Errorf("runtime directory: %w", err)
+		}
 	}
 	fd, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -426,10 +435,26 @@ func (s *Supervisor) startWorker(sl *slot) {
 func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	g := sl.gen
 	s.seq++
-	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d.sock", s.seq))
+	// Unguessable: the directory cannot be listed by workers, and a
+	// worker may not write to another's socket by guessing its name.
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d-%x.sock", s.seq, rnd))
 	ns, err := systemd.ListenNotify(path)
 	if err != nil {
 		return nil, err
+	}
+	if u := s.cfg.User; u != nil {
+		// Only the worker's user may write to it.
+		if err := os.Chown(path, int(u.UID), int(u.GID)); err == nil {
+			err = os.Chmod(path, 0o600)
+		}
+		if err != nil {
+			ns.Drain()
+			for range ns.Datagrams() {
+			}
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
 	}
 	files := []int{s.devnull, 1, 2}
 	var streams [2]*os.File // the read ends of the output pipes
@@ -467,6 +492,7 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		env:       env,
 		files:     files,
 		listenPID: len(names) > 0,
+		user:      s.cfg.User,
 		name:      fmt.Sprintf("w%d-g%d-s%d", s.seq, g.num, sl.index),
 	})
 	if err != nil {
