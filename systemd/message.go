@@ -7,9 +7,9 @@ import (
 	"unicode/utf8"
 )
 
-// MaxMessage is the largest notify datagram accepted, the same limit
+// maxMessage is the largest notify datagram accepted, the same limit
 // systemd applies (PID1's NOTIFY_BUFFER_MAX).
-const MaxMessage = 4096
+const maxMessage = 4096
 
 // Message is what one notify datagram said. Fields that were not present
 // are zero; fields handoff has no use for are ignored.
@@ -21,17 +21,17 @@ type Message struct {
 	HasStatus bool
 }
 
-// ParseMessage parses one sd_notify datagram: newline-separated
+// parseMessage parses one sd_notify datagram: newline-separated
 // VARIABLE=VALUE assignments, as sd_notify(3) describes. It rejects what
 // systemd would: oversized, non-UTF-8 or NUL-carrying datagrams, and lines
 // that are not assignments.
-func ParseMessage(b []byte) (Message, error) {
+func parseMessage(b []byte) (Message, error) {
 	var m Message
 	switch {
 	case len(b) == 0:
 		return m, errors.New("empty datagram")
-	case len(b) > MaxMessage:
-		return m, fmt.Errorf("datagram of %d bytes exceeds %d", len(b), MaxMessage)
+	case len(b) > maxMessage:
+		return m, fmt.Errorf("datagram of %d bytes exceeds %d", len(b), maxMessage)
 	case bytes.IndexByte(b, 0) >= 0:
 		return m, errors.New("datagram contains NUL bytes")
 	case !utf8.Valid(b):

@@ -33,16 +33,16 @@ func TestParseMessage(t *testing.T) {
 		{"keys are case sensitive", "ready=1\nStatus=x", Message{}},
 		{"leading space is another key", " READY=1", Message{}},
 		{"empty value", "READY=", Message{}},
-		{"status at limit", "STATUS=" + strings.Repeat("s", MaxMessage-7), Message{Status: strings.Repeat("s", MaxMessage-7), HasStatus: true}},
+		{"status at limit", "STATUS=" + strings.Repeat("s", maxMessage-7), Message{Status: strings.Repeat("s", maxMessage-7), HasStatus: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseMessage([]byte(tt.in))
+			got, err := parseMessage([]byte(tt.in))
 			if err != nil {
-				t.Fatalf("ParseMessage(%q): %v", tt.in, err)
+				t.Fatalf("parseMessage(%q): %v", tt.in, err)
 			}
 			if got != tt.want {
-				t.Fatalf("ParseMessage(%q) = %+v, want %+v", tt.in, got, tt.want)
+				t.Fatalf("parseMessage(%q) = %+v, want %+v", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -55,7 +55,7 @@ func TestParseMessageRejects(t *testing.T) {
 		wantErr string
 	}{
 		{"empty", "", "empty"},
-		{"too large", "STATUS=" + strings.Repeat("s", MaxMessage-6), "exceeds"},
+		{"too large", "STATUS=" + strings.Repeat("s", maxMessage-6), "exceeds"},
 		{"far too large", strings.Repeat("READY=1\n", 1000), "exceeds"},
 		{"NUL", "READY=1\x00", "NUL"},
 		{"NUL in status", "STATUS=a\x00b", "NUL"},
@@ -68,23 +68,23 @@ func TestParseMessageRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseMessage([]byte(tt.in))
+			got, err := parseMessage([]byte(tt.in))
 			if err == nil {
-				t.Fatalf("ParseMessage(%q) = %+v, want an error", tt.in, got)
+				t.Fatalf("parseMessage(%q) = %+v, want an error", tt.in, got)
 			}
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error %q does not contain %q", err, tt.wantErr)
 			}
 			// A rejected datagram must not count as READY=1 by accident.
 			if got != (Message{}) {
-				t.Errorf("ParseMessage(%q) returned %+v with its error, want zero", tt.in, got)
+				t.Errorf("parseMessage(%q) returned %+v with its error, want zero", tt.in, got)
 			}
 		})
 	}
 }
 
 func TestParseMessageErrorIsShort(t *testing.T) {
-	_, err := ParseMessage([]byte(strings.Repeat("x", 1000)))
+	_, err := parseMessage([]byte(strings.Repeat("x", 1000)))
 	if err == nil {
 		t.Fatal("want an error")
 	}
@@ -113,18 +113,18 @@ func FuzzParseMessage(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in := append([]byte(nil), b...)
-		m, err := ParseMessage(b)
+		m, err := parseMessage(b)
 		if !bytes.Equal(in, b) {
-			t.Fatal("ParseMessage modified its input")
+			t.Fatal("parseMessage modified its input")
 		}
 		if err != nil {
 			if m != (Message{}) {
-				t.Fatalf("ParseMessage(%q) = %+v with error %v", b, m, err)
+				t.Fatalf("parseMessage(%q) = %+v with error %v", b, m, err)
 			}
 			return
 		}
-		if len(b) == 0 || len(b) > MaxMessage || bytes.IndexByte(b, 0) >= 0 || !utf8.Valid(b) {
-			t.Fatalf("ParseMessage accepted %q", b)
+		if len(b) == 0 || len(b) > maxMessage || bytes.IndexByte(b, 0) >= 0 || !utf8.Valid(b) {
+			t.Fatalf("parseMessage accepted %q", b)
 		}
 		lines := strings.Split(string(b), "\n")
 		var (
@@ -137,7 +137,7 @@ func FuzzParseMessage(f *testing.F) {
 			}
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || k == "" {
-				t.Fatalf("ParseMessage(%q) accepted line %q", b, l)
+				t.Fatalf("parseMessage(%q) accepted line %q", b, l)
 			}
 			switch k {
 			case "READY":
@@ -147,10 +147,10 @@ func FuzzParseMessage(f *testing.F) {
 			}
 		}
 		if m.Ready != ready || m.HasStatus != hasStatus || m.Status != status {
-			t.Fatalf("ParseMessage(%q) = %+v; want Ready=%v Status=%q HasStatus=%v", b, m, ready, status, hasStatus)
+			t.Fatalf("parseMessage(%q) = %+v; want Ready=%v Status=%q HasStatus=%v", b, m, ready, status, hasStatus)
 		}
 		if !m.HasStatus && m.Status != "" {
-			t.Fatalf("ParseMessage(%q): Status without HasStatus", b)
+			t.Fatalf("parseMessage(%q): Status without HasStatus", b)
 		}
 	})
 }

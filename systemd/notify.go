@@ -22,11 +22,11 @@ type Notifier struct {
 func NewNotifier() *Notifier { return &Notifier{} }
 
 // Enabled reports whether systemd listens.
-func (n *Notifier) Enabled() bool { return os.Getenv("NOTIFY_SOCKET") != "" }
+func (n *Notifier) enabled() bool { return os.Getenv("NOTIFY_SOCKET") != "" }
 
 // send sends the assignments in one datagram.
 func (n *Notifier) send(fields ...string) error {
-	if !n.Enabled() {
+	if !n.enabled() {
 		return nil
 	}
 	if _, err := daemon.SdNotify(false, strings.Join(fields, "\n")); err != nil {

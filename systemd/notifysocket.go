@@ -49,8 +49,8 @@ func ListenNotify(path string) (*NotifySocket, error) {
 	return s, nil
 }
 
-// Path is the value for the worker's NOTIFY_SOCKET.
-func (s *NotifySocket) Path() string { return s.path }
+// socketPath is the value for the worker's NOTIFY_SOCKET.
+func (s *NotifySocket) socketPath() string { return s.path }
 
 // Datagrams yields what arrives on the socket, in order. After Drain it
 // yields what was already queued and is then closed.
@@ -72,7 +72,7 @@ func (s *NotifySocket) read() {
 	defer close(s.c)
 	defer os.Remove(s.path)
 	defer s.conn.Close()
-	buf := make([]byte, MaxMessage+1)
+	buf := make([]byte, maxMessage+1)
 	for {
 		n, _, flags, _, err := s.conn.ReadMsgUnix(buf, nil)
 		if err != nil {
@@ -115,9 +115,9 @@ func (s *NotifySocket) drainQueued(buf []byte) {
 }
 
 func decode(b []byte, flags int) Datagram {
-	if flags&unix.MSG_TRUNC != 0 || len(b) > MaxMessage {
-		return Datagram{Err: fmt.Errorf("datagram larger than %d bytes", MaxMessage)}
+	if flags&unix.MSG_TRUNC != 0 || len(b) > maxMessage {
+		return Datagram{Err: fmt.Errorf("datagram larger than %d bytes", maxMessage)}
 	}
-	m, err := ParseMessage(b)
+	m, err := parseMessage(b)
 	return Datagram{Msg: m, Err: err}
 }

@@ -91,14 +91,14 @@ func closed(t *testing.T, s *NotifySocket) {
 
 func TestNotifySocketDelivers(t *testing.T) {
 	s := listenNotify(t)
-	fi, err := os.Lstat(s.Path())
+	fi, err := os.Lstat(s.socketPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o666 {
 		t.Errorf("mode %v, want a socket with 0666 (workers may drop privileges)", fi.Mode())
 	}
-	send(t, s.Path(), "STATUS=starting", "READY=1\nSTATUS=up", "STOPPING=1")
+	send(t, s.socketPath(), "STATUS=starting", "READY=1\nSTATUS=up", "STOPPING=1")
 	want := []Message{
 		{Status: "starting", HasStatus: true},
 		{Ready: true, Status: "up", HasStatus: true},
@@ -120,14 +120,14 @@ func TestNotifySocketBadDatagrams(t *testing.T) {
 	}{
 		{"hello", "not VARIABLE=VALUE"},
 		{"READY=1\x00", "NUL"},
-		{"STATUS=" + strings.Repeat("x", MaxMessage-7), ""},
-		{"STATUS=" + strings.Repeat("x", MaxMessage-6), "larger than"},        // one byte over: fits the buffer
-		{"STATUS=" + strings.Repeat("x", 3*MaxMessage), "larger than"},        // MSG_TRUNC
-		{"STATUS=" + strings.Repeat("x", MaxMessage-7) + "\n", "larger than"}, // over by its final newline
+		{"STATUS=" + strings.Repeat("x", maxMessage-7), ""},
+		{"STATUS=" + strings.Repeat("x", maxMessage-6), "larger than"},        // one byte over: fits the buffer
+		{"STATUS=" + strings.Repeat("x", 3*maxMessage), "larger than"},        // MSG_TRUNC
+		{"STATUS=" + strings.Repeat("x", maxMessage-7) + "\n", "larger than"}, // over by its final newline
 		{"READY=1", ""}, // still served after the bad ones
 	}
 	for _, tt := range tests {
-		send(t, s.Path(), tt.payload)
+		send(t, s.socketPath(), tt.payload)
 	}
 	for _, tt := range tests {
 		d := next(t, s)
@@ -147,14 +147,14 @@ func TestNotifySocketBadDatagrams(t *testing.T) {
 // closed and the socket path removed.
 func TestNotifySocketDrainDeliversQueued(t *testing.T) {
 	s := listenNotify(t)
-	send(t, s.Path(), "READY=1")
+	send(t, s.socketPath(), "READY=1")
 	s.Drain()
 	d := next(t, s)
 	if d.Err != nil || !d.Msg.Ready {
 		t.Fatalf("got %+v, %v; want READY=1", d.Msg, d.Err)
 	}
 	closed(t, s)
-	if _, err := os.Lstat(s.Path()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(s.socketPath()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket path still there after the last datagram: %v", err)
 	}
 }
@@ -179,7 +179,7 @@ func TestNotifySocketDrainDeliversBacklog(t *testing.T) {
 		payloads[i] = "STATUS=" + strconv.Itoa(i)
 	}
 	payloads[n-1] = "READY=1"
-	send(t, s.Path(), payloads...)
+	send(t, s.socketPath(), payloads...)
 	s.Drain()
 	s.Drain() // twice is harmless
 	for i := 0; i < n-1; i++ {
@@ -197,15 +197,15 @@ func TestNotifySocketDrainDeliversBacklog(t *testing.T) {
 func TestNotifySocketDrainIdle(t *testing.T) {
 	s := listenNotify(t)
 	// Let the reader block in its read first, then wake it.
-	send(t, s.Path(), "STATUS=x")
+	send(t, s.socketPath(), "STATUS=x")
 	next(t, s)
 	s.Drain()
 	closed(t, s)
-	if _, err := os.Lstat(s.Path()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(s.socketPath()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket path still there: %v", err)
 	}
 	// Nothing listens any more.
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: s.Path(), Net: "unixgram"})
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: s.socketPath(), Net: "unixgram"})
 	if err == nil {
 		c.Close()
 		t.Error("the drained socket still accepts datagrams")
@@ -252,7 +252,7 @@ func TestNotifySocketDropsDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(c)
-	if err := unix.Sendmsg(c, []byte("READY=1"), unix.UnixRights(p[0]), &unix.SockaddrUnix{Name: s.Path()}, 0); err != nil {
+	if err := unix.Sendmsg(c, []byte("READY=1"), unix.UnixRights(p[0]), &unix.SockaddrUnix{Name: s.socketPath()}, 0); err != nil {
 		t.Fatal(err)
 	}
 	unix.Close(p[0]) // the only read end left is the one in flight
@@ -269,9 +269,9 @@ func TestNotifySocketDropsDescriptors(t *testing.T) {
 // on a real notify socket standing in for systemd's.
 func TestNotifierSends(t *testing.T) {
 	s := listenNotify(t)
-	t.Setenv("NOTIFY_SOCKET", s.Path())
+	t.Setenv("NOTIFY_SOCKET", s.socketPath())
 	n := NewNotifier()
-	if !n.Enabled() {
+	if !n.enabled() {
 		t.Fatal("Enabled() = false with NOTIFY_SOCKET set")
 	}
 	raw := func() string {
@@ -314,7 +314,7 @@ func TestNotifierSends(t *testing.T) {
 }
 
 // TestNotifierWireFormat reads the raw datagrams, for the fields
-// ParseMessage ignores.
+// parseMessage ignores.
 func TestNotifierWireFormat(t *testing.T) {
 	path := filepath.Join(shortDir(t), "raw.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
@@ -327,7 +327,7 @@ func TestNotifierWireFormat(t *testing.T) {
 	read := func() map[string]string {
 		t.Helper()
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		buf := make([]byte, MaxMessage)
+		buf := make([]byte, maxMessage)
 		k, err := conn.Read(buf)
 		if err != nil {
 			t.Fatal(err)
@@ -373,7 +373,7 @@ func monotonicUsec() int64 {
 func TestNotifierDisabled(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	n := NewNotifier()
-	if n.Enabled() {
+	if n.enabled() {
 		t.Fatal("Enabled() with NOTIFY_SOCKET empty")
 	}
 	if err := n.Ready("x"); err != nil {

@@ -1,6 +1,7 @@
 // Package upgrade owns the master's sockets: it binds them once, adopts
 // them from systemd socket activation, and carries them across the
-// master's own binary upgrades.
+// master's own binary upgrades. It is handoff's own package, not a
+// stable library API.
 //
 // A Listener is a socket the master holds for its whole life and never
 // accepts on. Its descriptor is kept out of the Go runtime's poller (an
@@ -14,7 +15,9 @@
 // SCM_RIGHTS descriptors on a socketpair (one end handed over through
 // tableflip), with the generation count, so the new master never wraps
 // them in a pollable file either. The control socket travels as a
-// tableflip listener and is never unlinked on a hand-over. The new master
-// calls Ready once its own workers are ready; the old one then retires its
-// workers and exits.
+// tableflip listener and is never unlinked on a hand-over. Steered socket
+// groups (package steer) travel the same way as the listeners, as their
+// descriptors and an opaque state, in messages of at most 250
+// descriptors, with each slot's bank. The new master calls Ready once its
+// own workers are ready; the old one then retires its workers and exits.
 package upgrade

@@ -76,11 +76,11 @@ func Bind(spec Spec) (*Listener, error) {
 	return l, nil
 }
 
-// FromFd adopts descriptor fd, which the Listener then owns. Passing it to
+// fromFd adopts descriptor fd, which the Listener then owns. Passing it to
 // os.NewFile would register a non-blocking socket with the poller, so the
 // file is created around a descriptor with the mode hidden: the os package
 // only looks at the mode when the file is created.
-func FromFd(spec Spec, fd int) (*Listener, error) {
+func fromFd(spec Spec, fd int) (*Listener, error) {
 	st, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
 		unix.Close(fd)

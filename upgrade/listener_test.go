@@ -496,7 +496,7 @@ func TestFromFdKeepsBlockingMode(t *testing.T) {
 				t.Fatal("setup: fd is close-on-exec already")
 			}
 			addr := sockname(t, fd)
-			l, err := FromFd(Spec{Name: "http"}, fd)
+			l, err := fromFd(Spec{Name: "http"}, fd)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -507,7 +507,7 @@ func TestFromFdKeepsBlockingMode(t *testing.T) {
 					t.Fatalf("%s: O_NONBLOCK = %v, want %v", when, got, nonblock)
 				}
 			}
-			check("after FromFd")
+			check("after fromFd")
 			if got := int(l.file.Fd()); got != l.Fd() {
 				t.Errorf("File().Fd() = %d, Fd() = %d", got, l.Fd())
 			}
@@ -519,7 +519,7 @@ func TestFromFdKeepsBlockingMode(t *testing.T) {
 				t.Error("adopted fd is not close-on-exec")
 			}
 			if n := openCount(t, l.Fd()); n != 1 {
-				t.Errorf("%d descriptors refer to the socket after FromFd, want 1 (the original leaked or was lost)", n)
+				t.Errorf("%d descriptors refer to the socket after fromFd, want 1 (the original leaked or was lost)", n)
 			}
 			// It is the same socket, and it still accepts.
 			dialAndAccept(t, "tcp", addr, l.Fd())
@@ -539,11 +539,11 @@ func sockname(t *testing.T, fd int) string {
 	return a
 }
 
-// knownBugNonblockAddr is the FromFd bug this package's tests found: for a
+// knownBugNonblockAddr is the fromFd bug this package's tests found: for a
 // non-blocking socket, newBlockingFile moves the socket to another
-// descriptor number and closes fd, and FromFd then calls networkOf and
+// descriptor number and closes fd, and fromFd then calls networkOf and
 // localAddr on the closed fd.
-// checkAdopted checks the network and address FromFd found for a socket
+// checkAdopted checks the network and address fromFd found for a socket
 // adopted with an empty spec.
 func checkAdopted(t *testing.T, l *Listener, network, addr string, nonblock bool) {
 	t.Helper()
@@ -585,7 +585,7 @@ func TestFromFdNetwork(t *testing.T) {
 				}
 				fd := rawListener(t, tt.family, sotype, sa)
 				addr := sockname(t, fd)
-				l, err := FromFd(Spec{Name: tt.name}, fd)
+				l, err := fromFd(Spec{Name: tt.name}, fd)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -622,7 +622,7 @@ func TestFromFdKeepsSpec(t *testing.T) {
 			fd := rawListener(t, unix.AF_INET, sotype, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
 			addr := sockname(t, fd)
 			spec := Spec{Name: "web", Network: "tcp4", Address: "127.0.0.1:0"}
-			l, err := FromFd(spec, fd)
+			l, err := fromFd(spec, fd)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -643,15 +643,15 @@ func TestFromFdNotASocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(p[1])
-	l, err := FromFd(Spec{Name: "x"}, p[0])
+	l, err := fromFd(Spec{Name: "x"}, p[0])
 	if err == nil {
 		l.Close()
-		t.Fatal("FromFd adopted a pipe")
+		t.Fatal("fromFd adopted a pipe")
 	}
 	if !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("error %q does not say it is not a socket", err)
 	}
-	// FromFd owns the descriptor even on error: the read end is closed,
+	// fromFd owns the descriptor even on error: the read end is closed,
 	// so writing to the pipe fails with EPIPE.
 	if _, err := unix.Write(p[1], []byte("x")); !errors.Is(err, unix.EPIPE) {
 		t.Errorf("write to the pipe: %v, want EPIPE (the read end was not closed)", err)
@@ -677,13 +677,13 @@ func TestFromFdLiveListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.SetNonblock(dup, true) // f.Fd() made the description blocking
-	l, err := FromFd(Spec{Name: "http", Network: "tcp", Address: ln.Addr().String()}, dup)
+	l, err := fromFd(Spec{Name: "http", Network: "tcp", Address: ln.Addr().String()}, dup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	if !isNonblock(t, l.Fd()) {
-		t.Fatal("FromFd cleared O_NONBLOCK on the shared description")
+		t.Fatal("fromFd cleared O_NONBLOCK on the shared description")
 	}
 	if l.Addr != ln.Addr().String() {
 		t.Errorf("Addr = %q, want %q", l.Addr, ln.Addr())

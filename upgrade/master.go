@@ -170,10 +170,10 @@ func (m *Master) DropInherited() {
 func (m *Master) Listener(spec Spec, activated map[string]int) (*Listener, error) {
 	if fd, ok := m.fds[spec.Name]; ok {
 		delete(m.fds, spec.Name)
-		return FromFd(spec, fd)
+		return fromFd(spec, fd)
 	}
 	if fd, ok := activated[spec.Name]; ok {
-		return FromFd(spec, fd)
+		return fromFd(spec, fd)
 	}
 	if len(activated) > 0 {
 		return nil, fmt.Errorf("listen %s: socket activation passed no socket named %q (FileDescriptorName=); it passed %s", spec, spec.Name, names(activated))

@@ -10,12 +10,12 @@ import (
 // shimEnv carries the resolved command from the master to the exec shim.
 const shimEnv = "HANDOFF_INTERNAL_EXEC"
 
-// CleanEnv returns environ without the variables that describe the
+// cleanEnv returns environ without the variables that describe the
 // master's own place under systemd (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*),
 // tableflip's and handoff's internal ones, and those handoff sets for each
 // worker. A worker must never talk to the master's systemd directly, nor
 // believe the master's sockets are its own.
-func CleanEnv(environ []string) []string {
+func cleanEnv(environ []string) []string {
 	out := make([]string, 0, len(environ))
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")

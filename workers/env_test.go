@@ -55,9 +55,9 @@ func TestCleanEnv(t *testing.T) {
 	var in, want []string
 	for _, tt := range tests {
 		t.Run(tt.kv, func(t *testing.T) {
-			got := CleanEnv([]string{tt.kv})
+			got := cleanEnv([]string{tt.kv})
 			if kept := len(got) == 1 && got[0] == tt.kv; kept != tt.keep || len(got) > 1 {
-				t.Errorf("CleanEnv([%q]) = %q, want kept=%v", tt.kv, got, tt.keep)
+				t.Errorf("cleanEnv([%q]) = %q, want kept=%v", tt.kv, got, tt.keep)
 			}
 		})
 		in = append(in, tt.kv)
@@ -69,21 +69,21 @@ func TestCleanEnv(t *testing.T) {
 	in = append(in, "PATH=/second", "LISTEN_FDS=9")
 	want = append(want, "PATH=/second")
 	orig := slices.Clone(in)
-	got := CleanEnv(in)
+	got := cleanEnv(in)
 	if !slices.Equal(got, want) {
-		t.Errorf("CleanEnv = %q,\nwant %q", got, want)
+		t.Errorf("cleanEnv = %q,\nwant %q", got, want)
 	}
 	if !slices.Equal(in, orig) {
-		t.Error("CleanEnv modified its input")
+		t.Error("cleanEnv modified its input")
 	}
 	if len(got) > 0 {
 		got[0] = "CHANGED=1"
 		if in[0] == "CHANGED=1" {
-			t.Error("CleanEnv's result shares the input's array")
+			t.Error("cleanEnv's result shares the input's array")
 		}
 	}
-	if got := CleanEnv(nil); got == nil || len(got) != 0 {
-		t.Errorf("CleanEnv(nil) = %#v, want empty", got)
+	if got := cleanEnv(nil); got == nil || len(got) != 0 {
+		t.Errorf("cleanEnv(nil) = %#v, want empty", got)
 	}
 }
 
@@ -134,7 +134,7 @@ func TestExecShim(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestExecShimHelper$", "-test.count=1")
-			cmd.Env = append(CleanEnv(os.Environ()), shimTestEnv+"=1", shimEnv+"="+self, "GORACE=atexit_sleep_ms=0")
+			cmd.Env = append(cleanEnv(os.Environ()), shimTestEnv+"=1", shimEnv+"="+self, "GORACE=atexit_sleep_ms=0")
 			cmd.Env = append(cmd.Env, tt.env...)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
@@ -167,7 +167,7 @@ func TestExecShim(t *testing.T) {
 
 func TestExecShimFailure(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestExecShimHelper$", "-test.count=1")
-	cmd.Env = append(CleanEnv(os.Environ()), shimTestEnv+"=1", shimEnv+"=/nonexistent/cmd", "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(cleanEnv(os.Environ()), shimTestEnv+"=1", shimEnv+"=/nonexistent/cmd", "GORACE=atexit_sleep_ms=0")
 	out, err := cmd.CombinedOutput()
 	ee, ok := err.(*exec.ExitError)
 	if !ok || ee.ExitCode() != 127 {

@@ -102,7 +102,7 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		lim:      newLogLimiter(cfg.Workers),
-		environ:  userEnv(CleanEnv(cfg.Environ), cfg.User),
+		environ:  userEnv(cleanEnv(cfg.Environ), cfg.User),
 		events:   make(chan func()),
 		done:     make(chan struct{}),
 		phase:    MasterStarting,
