@@ -223,8 +223,15 @@ func TestReloadStatusPhases(t *testing.T) {
 		t.Fatalf("during the rollout: generation %d reloading %d", st.Generation, st.Reloading)
 	}
 	os.WriteFile(ready, nil, 0o644)
-	st = m.waitStatus(20*time.Second, "generation 2 serving, 1 draining", func(st workers.Status) bool {
-		return countState(st, 2, workers.Ready) == 2 && countState(st, 1, workers.Draining) == 1
+	// Draining starts when the worker is steered away from; the stop
+	// signal (on which it sets STATUS=draining) follows once its queue
+	// has been empty a moment.
+	st = m.waitStatus(20*time.Second, "generation 2 serving, 1 draining after its stop signal", func(st workers.Status) bool {
+		signalled := false
+		for _, w := range st.Workers {
+			signalled = signalled || w.Generation == 1 && w.State == workers.Draining && w.Status != ""
+		}
+		return countState(st, 2, workers.Ready) == 2 && countState(st, 1, workers.Draining) == 1 && signalled
 	})
 	if st.Generation != 2 || st.Reloading != 2 {
 		t.Fatalf("while draining: generation %d reloading %d", st.Generation, st.Reloading)
