@@ -105,6 +105,11 @@ func TestFrameworkPuma(t *testing.T) {
 		path:       "/",
 		want:       "server=puma",
 		generation: true,
+		// At shutdown puma's reactor closes every connection from which it
+		// has parsed no byte yet (Client#can_close?), so a request whose
+		// bytes arrive just after the stop gets EOF. The steering work is
+		// expected to bring this to 0, as for uvicorn.
+		racy: "puma closes accepted connections whose request has not arrived yet",
 	})
 }
 
