@@ -31,15 +31,35 @@ import (
 // examples/install-runtimes.sh installs the runtimes; a test whose runtime
 // is missing skips and names the package.
 //
-// HANDOFF_FRAMEWORK_RELOADS=N runs N reloads instead of 5, for measuring
-// the failure counts of examples/SERVERS.md:
+// For measuring the failure counts of examples/SERVERS.md,
+// HANDOFF_FRAMEWORK_RELOADS=N runs N reloads instead of 5, and
+// HANDOFF_FRAMEWORK_PACE=0 lets the clients send as fast as they can:
 //
-//	HANDOFF_FRAMEWORK_RELOADS=20 go test -run 'TestFramework' -v .
+//	HANDOFF_FRAMEWORK_RELOADS=20 HANDOFF_FRAMEWORK_PACE=0 go test -run 'TestFramework' -v .
 
 const (
 	frameworkWorkers = 2
 	frameworkClients = 4
 )
+
+// frameworkPace is the shortest time between two requests of one client:
+// 4ms (at most 1,000 requests/s in all), enough to have requests arriving
+// at every moment of a reload while leaving the 2 cores of CI to the
+// servers starting and stopping; or HANDOFF_FRAMEWORK_PACE.
+func frameworkPace(t *testing.T) time.Duration {
+	v := os.Getenv("HANDOFF_FRAMEWORK_PACE")
+	if v == "" {
+		return 4 * time.Millisecond
+	}
+	if v == "0" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		t.Fatalf("HANDOFF_FRAMEWORK_PACE=%q: want a duration such as 4ms, or 0", v)
+	}
+	return d
+}
 
 // frameworkReloads is 5, or HANDOFF_FRAMEWORK_RELOADS.
 func frameworkReloads(t *testing.T) int {
@@ -69,6 +89,7 @@ type frameworkServer struct {
 }
 
 func TestFrameworkGunicorn(t *testing.T) {
+	t.Parallel()
 	gunicorn := needGunicorn(t)
 	runFramework(t, frameworkServer{
 		name:       "gunicorn",
@@ -81,6 +102,7 @@ func TestFrameworkGunicorn(t *testing.T) {
 }
 
 func TestFrameworkUvicorn(t *testing.T) {
+	t.Parallel()
 	py := needPythonModule(t, "uvicorn", "python3-uvicorn")
 	runFramework(t, frameworkServer{
 		name:       "uvicorn",
@@ -98,6 +120,7 @@ func TestFrameworkUvicorn(t *testing.T) {
 }
 
 func TestFrameworkPuma(t *testing.T) {
+	t.Parallel()
 	puma := needPuma(t)
 	runFramework(t, frameworkServer{
 		name:       "puma",
@@ -114,6 +137,7 @@ func TestFrameworkPuma(t *testing.T) {
 }
 
 func TestFrameworkExpress(t *testing.T) {
+	t.Parallel()
 	node, ready := needNodeModule(t, "express")
 	runFramework(t, frameworkServer{
 		name:       "express",
@@ -126,6 +150,7 @@ func TestFrameworkExpress(t *testing.T) {
 }
 
 func TestFrameworkFastify(t *testing.T) {
+	t.Parallel()
 	node, ready := needNodeModule(t, "fastify")
 	runFramework(t, frameworkServer{
 		name:       "fastify",
@@ -138,6 +163,7 @@ func TestFrameworkFastify(t *testing.T) {
 }
 
 func TestFrameworkLighttpd(t *testing.T) {
+	t.Parallel()
 	lighttpd := needExecutable(t, "lighttpd", "lighttpd")
 	runFramework(t, frameworkServer{
 		name:    "lighttpd",
@@ -153,6 +179,7 @@ func TestFrameworkLighttpd(t *testing.T) {
 // arbiter imports it before READY=1: a broken release exits first and the
 // reload is rolled back, the old generation serving on untouched.
 func TestFrameworkGunicornPreloadRollsBack(t *testing.T) {
+	t.Parallel()
 	gunicorn := needGunicorn(t)
 	dir := t.TempDir()
 	src, err := os.ReadFile("examples/python/flaskapp.py")
@@ -200,7 +227,8 @@ func runFramework(t *testing.T, s frameworkServer) {
 		t.Fatalf("first request: %q %v; want an answer with %q", body, err, s.want)
 	}
 
-	l := startStrictLoad(addr, s.path, s.want, frameworkClients)
+	pace := frameworkPace(t)
+	l := startStrictLoad(addr, s.path, s.want, frameworkClients, pace)
 	defer l.stop()
 	if !l.waitDone(100, 30*time.Second) {
 		t.Fatalf("load is not getting answers: %s", l.summary())
@@ -225,8 +253,8 @@ func runFramework(t *testing.T, s frameworkServer) {
 	}
 	l.stop()
 	total, failed := l.done.Load(), l.failed.Load()
-	t.Logf("%s: %d of %d requests failed over %d reloads of %d workers (%d clients, a new connection per request, no retry)%s",
-		s.name, failed, total, reloads, frameworkWorkers, frameworkClients, l.kindsText())
+	t.Logf("%s: %d of %d requests failed over %d reloads of %d workers (%d clients, each at most one request per %s, a new connection per request, no retry)%s",
+		s.name, failed, total, reloads, frameworkWorkers, frameworkClients, pace, l.kindsText())
 	if s.racy == "" && failed > 0 {
 		t.Errorf("%d of %d requests failed:\n%s", failed, total, l.summary())
 	}
@@ -257,6 +285,7 @@ func runFramework(t *testing.T, s frameworkServer) {
 // strictLoad keeps clients busy that open a new connection for every
 // request, send it once and never retry: every connect error, reset,
 // short read, unexpected body and status other than 200 is a failure.
+// Each client waits at least pace from one request to the next.
 type strictLoad struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -268,7 +297,7 @@ type strictLoad struct {
 	examples     []string // the first few failures
 }
 
-func startStrictLoad(addr, path, want string, clients int) *strictLoad {
+func startStrictLoad(addr, path, want string, clients int, pace time.Duration) *strictLoad {
 	// Bounded in time even if a test forgets to stop it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	l := &strictLoad{cancel: cancel, kinds: map[string]int{}}
@@ -278,7 +307,9 @@ func startStrictLoad(addr, path, want string, clients int) *strictLoad {
 		go func() {
 			defer l.wg.Done()
 			for ctx.Err() == nil {
+				next := time.Now().Add(pace)
 				l.record(strictRequest(addr, req, want))
+				time.Sleep(time.Until(next))
 			}
 		}()
 	}

@@ -129,6 +129,7 @@ func killWorker(t *testing.T, m *master, pid, workersN int) {
 // connections to one worker or the other, and starts again at 1 in a
 // worker that replaces a crashed one and in every worker of a reload.
 func TestSharedStateInMemory(t *testing.T) {
+	t.Parallel()
 	app := buildSharedState(t)
 	m := startMaster(t, []string{"--workers", "2", "--log-level", "info"}, app)
 	m.waitServing(1, 2)
@@ -168,6 +169,7 @@ func TestSharedStateInMemory(t *testing.T) {
 // worker, a reload and a master self-upgrade; the in-memory count of the
 // same requests starts again each time.
 func TestSharedStateRedis(t *testing.T) {
+	t.Parallel()
 	redis := needExecutable(t, "redis-server", "redis-server")
 	app := buildSharedState(t)
 	sock := startRedis(t, redis)
