@@ -37,8 +37,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 		trap '$sudo rm -f "$policy"' EXIT
 	fi
 	echo "install-runtimes: apt-get install ${missing[*]}" >&2
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# Quiet unless it fails: then show what apt said.
+	if ! out="$($sudo apt-get update -qq 2>&1 &&
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)"; then
+		printf '%s\n' "$out" >&2
+		echo "install-runtimes: apt-get failed" >&2
+		exit 1
+	fi
 fi
 
 if command -v npm >/dev/null 2>&1; then
@@ -47,7 +52,11 @@ if command -v npm >/dev/null 2>&1; then
 	want="$(sha256sum "$lock" | cut -d' ' -f1)"
 	if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 		echo "install-runtimes: npm ci in examples/node" >&2
-		(cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+		if ! out="$(cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error 2>&1)"; then
+			printf '%s\n' "$out" >&2
+			echo "install-runtimes: npm ci failed" >&2
+			exit 1
+		fi
 		echo "$want" >"$stamp"
 	fi
 else
