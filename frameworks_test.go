@@ -24,10 +24,10 @@ import (
 
 // The servers people run, each under handoff with the exact command line
 // its README gives (examples/python, examples/ruby, examples/node,
-// examples/lighttpd): it gets ready, serves, goes through frameworkReloads
-// reloads under a strict load (a new connection per request, never
-// retried, every connect error, reset, short read and non-200 counted),
-// and stops leaving no process and a free port behind.
+// examples/lighttpd): it gets ready, serves, goes through 5 reloads under
+// a strict load (a new connection per request, never retried, every
+// connect error, reset, short read and non-200 counted), and stops leaving
+// no process and a free port behind.
 // examples/install-runtimes.sh installs the runtimes; a test whose runtime
 // is missing skips and names the package.
 //
@@ -35,7 +35,7 @@ import (
 // HANDOFF_FRAMEWORK_RELOADS=N runs N reloads instead of 5, and
 // HANDOFF_FRAMEWORK_PACE=0 lets the clients send as fast as they can:
 //
-//	HANDOFF_FRAMEWORK_RELOADS=20 HANDOFF_FRAMEWORK_PACE=0 go test -run 'TestFramework' -v .
+//	HANDOFF_FRAMEWORK_RELOADS=20 HANDOFF_FRAMEWORK_PACE=0 go test -run TestFramework -parallel 1 -v .
 
 const (
 	frameworkWorkers = 2
@@ -111,7 +111,8 @@ func TestFrameworkUvicorn(t *testing.T) {
 		want:       "server=uvicorn",
 		generation: true,
 		// uvicorn's shutdown closes the connections it has accepted but
-		// not yet read a request from: each such client gets EOF. The
+		// not yet read a request from: each such client gets EOF or a
+		// reset. The
 		// steering work (the master steers new connections away from a
 		// worker's socket before stopping it) is expected to bring this
 		// to 0.
@@ -195,7 +196,9 @@ func TestFrameworkGunicornPreloadRollsBack(t *testing.T) {
 	before := m.waitServing(1, 1)
 
 	broken := filepath.Join(dir, "broken.py")
-	os.WriteFile(broken, []byte("raise RuntimeError('release 2 is broken')\n"), 0o644)
+	if err := os.WriteFile(broken, []byte("raise RuntimeError('release 2 is broken')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(broken, app); err != nil {
 		t.Fatal(err)
 	}
