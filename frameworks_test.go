@@ -256,8 +256,12 @@ func runFramework(t *testing.T, s frameworkServer) {
 	}
 	l.stop()
 	total, failed := l.done.Load(), l.failed.Load()
-	t.Logf("%s: %d of %d requests failed over %d reloads of %d workers (%d clients, each at most one request per %s, a new connection per request, no retry)%s",
-		s.name, failed, total, reloads, frameworkWorkers, frameworkClients, pace, l.kindsText())
+	rate := "as fast as it can"
+	if pace > 0 {
+		rate = "at most one request per " + pace.String()
+	}
+	t.Logf("%s: %d of %d requests failed over %d reloads of %d workers (%d clients, each %s, a new connection per request, no retry)%s",
+		s.name, failed, total, reloads, frameworkWorkers, frameworkClients, rate, l.kindsText())
 	if s.racy == "" && failed > 0 {
 		t.Errorf("%d of %d requests failed:\n%s", failed, total, l.summary())
 	}
