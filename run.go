@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,16 +60,37 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	listeners, err := openListeners(o, master, byName, log)
-	if err != nil {
-		master.Stop()
+	// Until the supervisor runs, a failure undoes what was set up, in
+	// reverse: one line of error, nothing left behind.
+	var undo []func()
+	fail := func(err error) error {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
 		return err
 	}
-	r := &runner{o: o, log: log, master: master, listeners: listeners, notifier: systemd.NewNotifier()}
-	defer func() { closeListeners(r.listeners, r.sup != nil && r.handedOver()) }()
-	for _, l := range listeners {
-		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", l.how, "balance", balanceOf(l))
+	undo = append(undo, master.Stop)
+
+	// The control socket first: "in use by another handoff" must stop
+	// us before we bind or start anything.
+	ctlPath := controlPath(o.control)
+	ctlLn, err := master.ControlListener(ctlPath, func() (*net.UnixListener, error) { return control.ListenUnix(ctlPath) })
+	if err != nil {
+		return fail(err)
 	}
+	undo = append(undo, func() {
+		ctlLn.Close()
+		if !master.Inherited() {
+			os.Remove(ctlPath)
+		}
+	})
+
+	listeners, err := openListeners(o, master, byName, log)
+	if err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() { closeListeners(listeners, false) })
+	r := &runner{o: o, log: log, master: master, listeners: listeners, notifier: systemd.NewNotifier()}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -92,17 +115,14 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Logger:          log,
 	})
 	if err != nil {
-		master.Stop()
-		return err
+		return fail(err)
 	}
 	r.sup = sup
-
-	ctlPath := controlPath(o.control)
-	ctlLn, err := master.ControlListener(ctlPath, func() (*net.UnixListener, error) { return control.ListenUnix(ctlPath) })
-	if err != nil {
-		master.Stop()
-		return err
+	defer func() { closeListeners(r.listeners, r.handedOver()) }()
+	for _, l := range listeners {
+		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", l.how, "balance", balanceOf(l))
 	}
+
 	ctl := control.FromListener(ctlLn, r.handle, log.Named("control"))
 	ctlCtx, ctlStop := context.WithCancel(context.Background())
 	ctlDone := make(chan struct{})
@@ -131,9 +151,21 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if !r.handedOver() {
 		master.Stop()
 		os.Remove(ctlPath)
+		removePIDFile(o.pidFile)
 	}
 	log.Info("master exiting")
 	return nil
+}
+
+// removePIDFile removes the pid file on a clean stop, if it still names
+// this process (after a hand-over the new master has rewritten it).
+func removePIDFile(path string) {
+	if path == "" {
+		return
+	}
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
 }
 
 // runner ties the master's parts together: the supervisor, the

@@ -423,3 +423,35 @@ func TestProcsReapsOrphans(t *testing.T) {
 	default:
 	}
 }
+
+// A master killed with SIGKILL leaves its runtime directory; the next
+// master removes it, and leaves a live master's alone.
+func TestRuntimeDirStaleRemoved(t *testing.T) {
+	// A process of ours that dies: its pid is dead afterwards.
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(os.TempDir(), fmt.Sprintf("handoff-%d-%d-test", pidNamespace(), cmd.Process.Pid))
+	live := filepath.Join(os.TempDir(), fmt.Sprintf("handoff-%d-%d-test", pidNamespace(), os.Getppid()))
+	for _, d := range []string{dead, live} {
+		if err := os.MkdirAll(filepath.Join(d, "sub"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer os.RemoveAll(live)
+	dir, err := makeRuntimeDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead master's directory is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live master's directory was removed: %v", err)
+	}
+	if !strings.HasPrefix(filepath.Base(dir), fmt.Sprintf("handoff-%d-%d-", pidNamespace(), os.Getpid())) {
+		t.Errorf("runtime directory %s", dir)
+	}
+}

@@ -120,9 +120,9 @@ func New(cfg Config) (*Supervisor, error) {
 		return newProcs(s.log, orphans)
 	}
 	if s.cfg.RuntimeDir == "" {
-		dir, err := os.MkdirTemp("", "handoff-")
+		dir, err := makeRuntimeDir()
 		if err != nil {
-			return nil, fmt.Errorf("runtime directory: %w", err)
+			return nil, err
 		}
 		s.cfg.RuntimeDir, s.ownDir = dir, true
 	}
