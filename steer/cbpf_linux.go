@@ -3,7 +3,9 @@
 package steer
 
 import (
+	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,6 +22,7 @@ const (
 	ldB    = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
 	ldMem  = unix.BPF_LD | unix.BPF_MEM
 	ldHInd = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
+	ldHAbs = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
 	ldxMsh = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
 	ldxImm = unix.BPF_LDX | unix.BPF_IMM
 	stMem  = unix.BPF_ST
@@ -140,7 +143,10 @@ func sourceHash(p []unix.SockFilter, port bool) []unix.SockFilter {
 // Every path ends in a return of an index that exists: the kernel
 // treats an out-of-range index as no choice and hashes over the whole
 // group, inactive sockets included.
-func classic(mode Mode, slots int, active []Target) ([]unix.SockFilter, error) {
+//
+// The program takes at most limit instructions (the rest of
+// BPF_MAXINSNS is for a probe prefix).
+func classic(mode Mode, slots int, active []Target, limit int) ([]unix.SockFilter, error) {
 	if len(active) == 0 {
 		return nil, fmt.Errorf("classic BPF: no active socket")
 	}
@@ -153,8 +159,8 @@ func classic(mode Mode, slots int, active []Target) ([]unix.SockFilter, error) {
 		p = append(p, stmt(modK, uint32(len(act))))
 		p = table(p, act)
 		p = append(p, stmt(retK, uint32(act[0])))
-		if len(p) > maxIns {
-			return nil, fmt.Errorf("classic BPF: %d instructions for %d active sockets exceed the limit of %d", len(p), len(act), maxIns)
+		if len(p) > limit {
+			return nil, fmt.Errorf("classic BPF: %d instructions for %d active sockets exceed the limit of %d", len(p), len(act), limit)
 		}
 		return p, nil
 	}
@@ -174,12 +180,68 @@ func classic(mode Mode, slots int, active []Target) ([]unix.SockFilter, error) {
 		q := append(p[:head:head], stmt(ldMem, 0), stmt(modK, uint32(n)))
 		q = table(q, act[:n])
 		q = append(q, stmt(retK, uint32(act[0])))
-		if len(q) <= maxIns {
+		if len(q) <= limit {
 			return q, nil
 		}
-		n -= (len(q) - maxIns + 1) / 2
+		n -= (len(q) - limit + 1) / 2
 	}
-	return nil, fmt.Errorf("classic BPF: the active set of %d sockets is too fragmented to fit %d instructions", len(act), maxIns)
+	return nil, fmt.Errorf("classic BPF: the active set of %d sockets is too fragmented to fit %d instructions", len(act), limit)
+}
+
+// probeReserve is the room classic programs leave for a probe prefix:
+// the longest, for maxProbes IPv6 probes, takes 12 + 2×maxProbes
+// instructions (TestProbePrefixFits).
+const probeReserve = 12 + 2*maxProbes
+
+// probePrefix returns the instructions that go before a classic
+// program while probes are in flight: a TCP SYN from addr (4 or 16
+// bytes, as on the wire; every probe of a group has the same source) and
+// a source port in probes returns that probe's socket index; anything
+// else falls through to the program after the prefix. Nothing when no
+// probe is in flight.
+//
+//	if (version == 4 or 6, as addr) && source address == addr {
+//		port = source port (IPv4: after IHL*4 bytes; IPv6: after 40)
+//		if (port == P1) return index1; ...
+//	}
+func probePrefix(addr []byte, probes map[uint16]int) []unix.SockFilter {
+	if len(probes) == 0 {
+		return nil
+	}
+	ports := make([]uint16, 0, len(probes))
+	for port := range probes {
+		ports = append(ports, port)
+	}
+	slices.Sort(ports)
+	// Each check jumps on a mismatch to the end of the prefix; the
+	// offsets are filled in once its length is known.
+	var p []unix.SockFilter
+	var misses []int
+	miss := func(k uint32) {
+		misses = append(misses, len(p))
+		p = append(p, jump(jeqK, k, 0, 0))
+	}
+	p = append(p, stmt(ldB, off(skfNetOff)), stmt(rshK, 4))
+	if len(addr) == 4 {
+		miss(4)
+		p = append(p, stmt(ldW, off(skfNetOff+12)))
+		miss(binary.BigEndian.Uint32(addr))
+		p = append(p, stmt(ldxMsh, off(skfNetOff)), stmt(ldHInd, off(skfNetOff)))
+	} else {
+		miss(6)
+		for i := range 4 {
+			p = append(p, stmt(ldW, off(skfNetOff+8+4*int32(i))))
+			miss(binary.BigEndian.Uint32(addr[4*i:]))
+		}
+		p = append(p, stmt(ldHAbs, off(skfNetOff+40)))
+	}
+	for _, port := range ports {
+		p = append(p, jump(jeqK, uint32(port), 0, 1), stmt(retK, uint32(probes[port])))
+	}
+	for _, i := range misses {
+		p[i].Jf = uint8(len(p) - i - 1) // at most 12 + 2×maxProbes < 256
+	}
+	return p
 }
 
 // attachClassic makes p the group's selector, replacing any program.

@@ -62,8 +62,9 @@
 // fetch-add, so exact), the kernel's 4-tuple hash for UDP, or sticky by
 // client address.
 //
-// The program never returns SK_DROP (that refuses the connection). If
-// it selects nothing, SK_PASS lets the kernel hash over every member,
+// The program never returns SK_DROP (that refuses the connection),
+// except for a probe whose target cannot be selected (see Probes). If it
+// selects nothing, SK_PASS lets the kernel hash over every member,
 // inactive ones included (reuseport_select_sock's fallback; see
 // TestOutOfRangeClassicIndex), so it always selects when it can.
 //
@@ -125,7 +126,7 @@
 // # Hand-over and socket activation
 //
 // Export lists every socket (index order) and, for eBPF, the program and
-// its three maps; Import re-creates the group in a new master from the
+// its four maps; Import re-creates the group in a new master from the
 // received descriptors and re-applies the choice. The program stays
 // attached to the group as long as one member is open anywhere (the
 // group holds it, and it holds its maps), so steering never pauses. A
@@ -146,4 +147,65 @@
 //
 // A group holds 2×slots descriptors per listener (2048 at MaxSlots),
 // which the open-file limit must allow.
+//
+// # Probes (Dial)
+//
+// A readiness probe must reach one worker's socket, usually an inactive
+// one (a new generation on probation gets no traffic), and a connection
+// from the master to the listener's address is steered like any
+// client's. Group.Dial therefore marks its connection so that the
+// program recognises it: it binds a TCP socket to the listener's address
+// (127.0.0.1 or ::1 for a wildcard; the dual-stack wildcard falls back
+// to 127.0.0.1 without ::1) with port 0, reads the port the kernel gave
+// it, registers "this source address and port → that socket's index" in
+// the selector, connects, and unregisters as soon as connect returned
+// (the connection is then in the target's accept queue: only the SYN
+// goes through the selection) or failed, while the socket still holds
+// its port. The worker sees an ordinary connection from the master's
+// loopback address.
+//
+// Why the source port is a key: bind gives a port that no other socket
+// holds on that address (a port taken by bind is also skipped by other
+// sockets' connect-time port choice), and the probe's socket keeps it
+// until after the entry is gone, so while the entry exists no other
+// connection can come from that address and port. Both programs compare
+// the source address as well, so a client elsewhere (another address,
+// the other family, or the outside world) using the same port number is
+// steered as usual. Probes take no turn of the round robin and change
+// nothing else.
+//
+// With eBPF the entry goes into a fourth map, a hash keyed by the TCP
+// source port (2 bytes, network order) whose value holds the target's
+// key and the source address; the program looks it up first, for TCP
+// only. During the listener lookup skb->data, where bpf_skb_load_bytes
+// counts from, points at the TCP header for IPv4 and IPv6 (tcp_v4_rcv
+// and tcp_v6_rcv have pulled the network header; TestKernelTCPHeaderAtData
+// checks it, and md->len is the header length of a SYN), so the source
+// port is at offset 0. A probe whose target cannot be selected (its
+// socket left the group) gets SK_DROP, a refused connection, rather than
+// reaching another socket. With classic BPF the program is rebuilt with
+// a prefix that returns the target's index for the probe's source
+// address and port (read after IHL*4 bytes of an IPv4 header, after
+// the 40 of IPv6) and re-attached, twice per probe; programs always
+// leave room for the longest prefix, so the choice for other
+// connections is the same with probes in flight or without. At most 64
+// probes per group are in flight (the size of the eBPF map, and the
+// room left in the classic program); one more is an error.
+//
+// A successful Dial means the kernel completed the handshake onto the
+// target's queue, not that the worker accepted it (a listener completes
+// handshakes by itself): a probe that must see the worker answer sends a
+// request, or watches QueueLen. A target whose queue is full drops the
+// SYN, and Dial waits until its context ends. A SYN retransmitted after
+// a failed Dial unregistered goes wherever normal traffic goes, but the
+// probe's socket, closed by then, answers the SYN-ACK with a reset, so
+// no connection is made there. If the queue overflows and SYN cookies
+// answer instead, the final ACK is steered again on arrival, possibly
+// after the entry is gone: under a SYN flood a probe may land elsewhere.
+//
+// A new master drops probe entries it finds in a handed-over probe map
+// (its predecessor must not Dial after Export; an entry left by one that
+// stopped in the middle of a Dial would misroute that address and
+// port). Layout 2 added the probe map; a group handed over by a master
+// of layout 1 gets a new selector.
 package steer

@@ -13,8 +13,18 @@ import (
 )
 
 // layoutVersion numbers the eBPF program and map layout below. A master
-// handed a group with another layout rebuilds program and maps.
-const layoutVersion = 1
+// handed a group with another layout rebuilds program and maps. Every
+// layout hands over program, socket array, configuration and counter
+// map first, in that order (layout 1 had only those four); later
+// layouts append: layout 2 added the probe map.
+const layoutVersion = 2
+
+// ebpfFds is the number of descriptors an eBPF selector of this layout
+// hands over; ebpfFdsV1 those of layout 1.
+const (
+	ebpfFds   = 5
+	ebpfFdsV1 = 4
+)
 
 // Selection modes stored in the configuration map.
 const (
@@ -41,10 +51,25 @@ const (
 // Offsets in struct sk_reuseport_md (uapi linux/bpf.h).
 const (
 	mdEthProtocol = 20
+	mdIPProtocol  = 24
 	mdHash        = 32
 )
 
+// Layout of a probe map value (native endian u32s, then the address as
+// on the wire):
+//
+//	0   key     socket-array key of the probe's target
+//	4   alen    4 (IPv4) or 16 (IPv6): the family of the source
+//	8   addr    the probe's source address, alen bytes, zero-padded
 const (
+	probeKey  = 0
+	probeALen = 4
+	probeAddr = 8
+	probeSize = probeAddr + 16
+)
+
+const (
+	skDrop          = 0 // SK_DROP
 	skPass          = 1 // SK_PASS
 	bpfHdrStartNet  = 1 // BPF_HDR_START_NET
 	ethPIPv6        = 0x86dd
@@ -52,7 +77,7 @@ const (
 )
 
 // ebpfSel is the eBPF selector of one group: the program attached to the
-// group and its three maps. Changing the choice is one update of the
+// group and its four maps. Changing the choice is one update of the
 // configuration map (a hash map without preallocation, so an update
 // replaces the value as a whole: the program sees the old or the new
 // configuration, never a mix).
@@ -61,6 +86,9 @@ type ebpfSel struct {
 	socks *ebpf.Map // REUSEPORT_SOCKARRAY: index(target) → socket
 	conf  *ebpf.Map // HASH, one entry: the configuration above
 	rr    *ebpf.Map // ARRAY, one u64: the round-robin counter
+	// HASH: TCP source port (2 bytes, network order) of a probe in
+	// flight → its target and source address (probeSize bytes).
+	probes *ebpf.Map
 }
 
 func loadEBPF() (*ebpfSel, error) {
@@ -89,11 +117,19 @@ func loadEBPF() (*ebpfSel, error) {
 		e.close()
 		return nil, fmt.Errorf("create counter map: %w", err)
 	}
+	e.probes, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "handoff_probes", Type: ebpf.Hash,
+		KeySize: 2, ValueSize: probeSize, MaxEntries: maxProbes,
+	})
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("create probe map: %w", err)
+	}
 	e.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "handoff_steer",
 		Type:         ebpf.SkReuseport,
 		AttachType:   ebpf.AttachSkReuseportSelect,
-		Instructions: program(e.socks.FD(), e.conf.FD(), e.rr.FD()),
+		Instructions: program(e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD()),
 		// Uses no GPL-only helper.
 		License: "",
 	})
@@ -104,11 +140,14 @@ func loadEBPF() (*ebpfSel, error) {
 	return e, nil
 }
 
-// adoptEBPF wraps descriptors handed over by another master: program,
-// socket array, configuration and counter map. It takes ownership of all
-// four. On error the selector returned holds what could be opened, for
-// forget and close.
-func adoptEBPF(fds []int) (*ebpfSel, error) {
+// adoptEBPF wraps descriptors handed over by another master whose
+// selector has the given layout: program, socket array, configuration
+// and counter map, then (layout 2 on) the probe map. It takes ownership
+// of all of them (at least ebpfFdsV1). A selector of another layout is
+// an error, but its socket array is kept, so that the caller can empty
+// it (forget) before building a new one. On error the selector returned
+// holds what could be opened, for forget and close.
+func adoptEBPF(fds []int, layout int) (*ebpfSel, error) {
 	e := &ebpfSel{}
 	var errs []error
 	if p, err := ebpf.NewProgramFromFD(fds[0]); err != nil {
@@ -116,20 +155,29 @@ func adoptEBPF(fds []int) (*ebpfSel, error) {
 	} else {
 		e.prog = p
 	}
-	for i, m := range []**ebpf.Map{&e.socks, &e.conf, &e.rr} {
-		if mm, err := ebpf.NewMapFromFD(fds[1+i]); err != nil {
+	maps := []**ebpf.Map{&e.socks, &e.conf, &e.rr, &e.probes}
+	for i, fd := range fds[1:] {
+		if i >= len(maps) {
+			unix.Close(fd)
+			continue
+		}
+		if mm, err := ebpf.NewMapFromFD(fd); err != nil {
 			errs = append(errs, fmt.Errorf("map %d: %w", i, err))
 		} else {
-			*m = mm
+			*maps[i] = mm
 		}
 	}
 	if len(errs) > 0 {
 		return e, errors.Join(errs...)
 	}
+	if layout != layoutVersion {
+		return e, fmt.Errorf("layout %d, this master has %d", layout, layoutVersion)
+	}
 	if e.prog.Type() != ebpf.SkReuseport ||
 		e.socks.Type() != ebpf.ReusePortSockArray || e.socks.MaxEntries() != socketArraySize ||
 		e.conf.Type() != ebpf.Hash || e.conf.ValueSize() != confSize ||
-		e.rr.Type() != ebpf.Array || e.rr.ValueSize() != 8 {
+		e.rr.Type() != ebpf.Array || e.rr.ValueSize() != 8 ||
+		e.probes == nil || e.probes.Type() != ebpf.Hash || e.probes.KeySize() != 2 || e.probes.ValueSize() != probeSize {
 		return e, errors.New("program or maps have another layout")
 	}
 	return e, nil
@@ -142,7 +190,7 @@ func (e *ebpfSel) close() {
 	if e.prog != nil {
 		e.prog.Close()
 	}
-	for _, m := range []*ebpf.Map{e.socks, e.conf, e.rr} {
+	for _, m := range []*ebpf.Map{e.socks, e.conf, e.rr, e.probes} {
 		if m != nil {
 			m.Close()
 		}
@@ -151,7 +199,64 @@ func (e *ebpfSel) close() {
 
 // fds returns the descriptors to hand over, in the order adoptEBPF takes.
 func (e *ebpfSel) fds() []int {
-	return []int{e.prog.FD(), e.socks.FD(), e.conf.FD(), e.rr.FD()}
+	return []int{e.prog.FD(), e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD()}
+}
+
+// setProbe makes the program send a TCP SYN from addr (4 or 16 bytes,
+// as on the wire) and source port to the socket at key.
+func (e *ebpfSel) setProbe(port uint16, key int, addr []byte) error {
+	v := make([]byte, probeSize)
+	ne := binary.NativeEndian
+	ne.PutUint32(v[probeKey:], uint32(key))
+	ne.PutUint32(v[probeALen:], uint32(len(addr)))
+	copy(v[probeAddr:], addr)
+	if err := e.probes.Update(probePortKey(port), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("probe map: add source port %d: %w", port, err)
+	}
+	return nil
+}
+
+// deleteProbe removes a probe entry; one that is not there is no error.
+func (e *ebpfSel) deleteProbe(port uint16) error {
+	err := e.probes.Delete(probePortKey(port))
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("probe map: remove source port %d: %w", port, err)
+	}
+	return nil
+}
+
+// probePorts lists the source ports in the probe map.
+func (e *ebpfSel) probePorts() ([]uint16, error) {
+	var ports []uint16
+	var k [2]byte
+	var v []byte
+	it := e.probes.Iterate()
+	for it.Next(&k, &v) {
+		ports = append(ports, binary.BigEndian.Uint16(k[:]))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("probe map: %w", err)
+	}
+	return ports, nil
+}
+
+// clearProbes empties the probe map: entries left by a previous master
+// that stopped in the middle of a probe.
+func (e *ebpfSel) clearProbes() error {
+	ports, err := e.probePorts()
+	for _, p := range ports {
+		if derr := e.deleteProbe(p); derr != nil && err == nil {
+			err = derr
+		}
+	}
+	return err
+}
+
+// probePortKey is a port as the program reads it from the TCP header.
+func probePortKey(port uint16) [2]byte {
+	var k [2]byte
+	binary.BigEndian.PutUint16(k[:], port)
+	return k
 }
 
 // attach makes the program the group's selector (replacing any other).
@@ -208,6 +313,12 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 
 // program returns the SK_REUSEPORT selector. In C it would read:
 //
+//	if (ctx->ip_protocol == TCP && !load_bytes(ctx, 0, &port, 2) &&
+//	    (p = lookup(probes, &port)) && p->alen == source address length &&
+//	    source address == p->addr) {          // a probe: its target only
+//		key = p->key;
+//		return bpf_sk_select_reuseport(ctx, socks, &key, 0) ? SK_DROP : SK_PASS;
+//	}
 //	conf = lookup(conf_map, 0); if (!conf || !conf->n) return SK_PASS;
 //	switch (conf->mode) {
 //	case ROUND_ROBIN: h = fetch_add(rr[0], 1); break;   // then pick
@@ -221,10 +332,13 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 //	select: bpf_sk_select_reuseport(ctx, socks, &key, 0);
 //	return SK_PASS;
 //
-// It never returns SK_DROP (which refuses the connection): whatever goes
-// wrong, SK_PASS without a selection lets the kernel hash over the
-// group.
-func program(socks, conf, rr int) asm.Instructions {
+// Apart from a probe whose target cannot be selected (which must not
+// reach another socket), it never returns SK_DROP (which refuses the
+// connection): whatever goes wrong, SK_PASS without a selection lets the
+// kernel hash over the group. During the listener lookup skb->data, from
+// which bpf_skb_load_bytes counts, points at the TCP header (see
+// TestKernelTCPHeaderAtData), so offset 0 is the source port.
+func program(socks, conf, rr, probes int) asm.Instructions {
 	var ipv6 [2]byte
 	binary.BigEndian.PutUint16(ipv6[:], ethPIPv6)
 	ethIPv6 := int32(binary.NativeEndian.Uint16(ipv6[:]))
@@ -235,6 +349,7 @@ func program(socks, conf, rr int) asm.Instructions {
 		n     = asm.R8
 		h     = asm.R9
 		fp    = asm.RFP
+		port  = -32 // 2 bytes: a TCP source port
 		stack = -24 // 16 bytes: a source address
 		key   = -8
 		zero  = -4
@@ -248,7 +363,7 @@ func program(socks, conf, rr int) asm.Instructions {
 			asm.Mov.Reg32(asm.R1, r), asm.RSh.Imm32(asm.R1, 16), asm.Xor.Reg32(r, asm.R1),
 		}
 	}
-	loadAddr := func(off, size int32) asm.Instructions {
+	loadAddr := func(off, size int32, fail string) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, ctx),
 			asm.Mov.Imm(asm.R2, off),
@@ -256,7 +371,7 @@ func program(socks, conf, rr int) asm.Instructions {
 			asm.Mov.Imm(asm.R4, size),
 			asm.Mov.Imm(asm.R5, bpfHdrStartNet),
 			asm.FnSkbLoadBytesRelative.Call(),
-			asm.JNE.Imm(asm.R0, 0, "flowhash"),
+			asm.JNE.Imm(asm.R0, 0, fail),
 		}
 	}
 	word := func(i int16) asm.Instructions { // r2 = big-endian word i of the address
@@ -273,9 +388,62 @@ func program(socks, conf, rr int) asm.Instructions {
 			p = append(p, is...)
 		}
 	}
+	// A probe? Checked first: its SYN goes to its target and nowhere
+	// else, and takes no turn of the round robin.
 	add(
 		asm.Mov.Reg(ctx, asm.R1),
-		asm.StoreImm(fp, zero, 0, asm.Word),
+		asm.LoadMem(asm.R1, ctx, mdIPProtocol, asm.Word),
+		asm.JNE.Imm(asm.R1, unix.IPPROTO_TCP, "steer"),
+		asm.Mov.Reg(asm.R1, ctx),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, port),
+		asm.Mov.Imm(asm.R4, 2),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "steer"),
+		asm.LoadMapPtr(asm.R1, probes),
+		asm.Mov.Reg(asm.R2, fp), asm.Add.Imm(asm.R2, port),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "steer"),
+		asm.Mov.Reg(cfg, asm.R0), // the probe entry, here
+		asm.LoadMem(asm.R1, ctx, mdEthProtocol, asm.Word),
+		asm.JEq.Imm(asm.R1, ethIPv6, "probe6"),
+		asm.LoadMem(asm.R1, cfg, probeALen, asm.Word),
+		asm.JNE.Imm(asm.R1, 4, "steer"),
+	)
+	addAll(loadAddr(12, 4, "steer"))
+	add(
+		asm.LoadMem(asm.R1, fp, stack, asm.Word),
+		asm.LoadMem(asm.R2, cfg, probeAddr, asm.Word),
+		asm.JNE.Reg(asm.R1, asm.R2, "steer"),
+		asm.Ja.Label("probesel"),
+		asm.LoadMem(asm.R1, cfg, probeALen, asm.Word).WithSymbol("probe6"),
+		asm.JNE.Imm(asm.R1, 16, "steer"),
+	)
+	addAll(loadAddr(8, 16, "steer"))
+	for i := int16(0); i < 4; i++ {
+		add(
+			asm.LoadMem(asm.R1, fp, stack+4*i, asm.Word),
+			asm.LoadMem(asm.R2, cfg, probeAddr+4*i, asm.Word),
+			asm.JNE.Reg(asm.R1, asm.R2, "steer"),
+		)
+	}
+	add(
+		asm.LoadMem(asm.R2, cfg, probeKey, asm.Word).WithSymbol("probesel"),
+		asm.StoreMem(fp, key, asm.R2, asm.Word),
+		asm.Mov.Reg(asm.R1, ctx),
+		asm.LoadMapPtr(asm.R2, socks),
+		asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, key),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnSkSelectReuseport.Call(),
+		asm.JNE.Imm(asm.R0, 0, "drop"),
+		asm.Mov.Imm(asm.R0, skPass),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, skDrop).WithSymbol("drop"),
+		asm.Return(),
+	)
+
+	add(
+		asm.StoreImm(fp, zero, 0, asm.Word).WithSymbol("steer"),
 		asm.LoadMapPtr(asm.R1, conf),
 		asm.Mov.Reg(asm.R2, fp), asm.Add.Imm(asm.R2, zero),
 		asm.FnMapLookupElem.Call(),
@@ -325,11 +493,11 @@ func program(socks, conf, rr int) asm.Instructions {
 	sticky[0] = sticky[0].WithSymbol("sticky")
 	p = append(p, sticky...)
 	add(asm.JEq.Imm(asm.R1, ethIPv6, "ipv6"))
-	addAll(loadAddr(12, 4), word(0))
+	addAll(loadAddr(12, 4, "flowhash"), word(0))
 	add(asm.Mov.Reg(h, asm.R2))
 	addAll(fmix(h))
 	add(asm.Ja.Label("slot"))
-	v6 := loadAddr(8, 16)
+	v6 := loadAddr(8, 16, "flowhash")
 	v6[0] = v6[0].WithSymbol("ipv6")
 	addAll(v6, word(0))
 	add(asm.Mov.Reg(h, asm.R2))

@@ -40,6 +40,10 @@ type Group struct {
 	ebpf     *ebpfSel // nil: classic BPF
 	fallback error    // why eBPF is not used
 	closed   bool
+
+	cbase  []unix.SockFilter // classic BPF: the program of the choice, without probes
+	probes map[uint16]int    // Dials in flight: TCP source port → socket index
+	route  *probeRoute       // where Dials connect from and to; nil until the first
 }
 
 // New binds a group for spec (network tcp, tcp4, tcp6 or udp) with
@@ -276,13 +280,14 @@ func (g *Group) apply(active []Target) error {
 			return err
 		}
 	} else {
-		p, err := classic(g.mode, g.slots, active)
+		p, err := classic(g.mode, g.slots, active, maxIns-probeReserve)
 		if err != nil {
 			return err
 		}
-		if err := attachClassic(g.fds[0], p); err != nil {
+		if err := attachClassic(g.fds[0], g.withProbes(p)); err != nil {
 			return err
 		}
+		g.cbase = p
 	}
 	g.active = active
 	return nil
@@ -468,9 +473,10 @@ func (g *Group) WaitDrained(ctx context.Context, bank, slot int, since time.Time
 
 // Export returns what a new master needs to take the group over: the
 // state, and the descriptors (every socket in index order, then for eBPF
-// the program, socket array, configuration and counter map). They stay
-// the group's: send them (SCM_RIGHTS copies them), then Close the group
-// as usual; the group and its program live on while any socket is open.
+// the program, socket array, configuration, counter and probe map). They
+// stay the group's: send them (SCM_RIGHTS copies them), then Close the
+// group as usual; the group and its program live on while any socket is
+// open. Do not Dial after Export: the new master drops probe entries.
 func (g *Group) Export() (State, []int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -509,7 +515,16 @@ func Import(st State, fds []int) (*Group, error) {
 	nsock := Banks * st.Slots
 	want := nsock
 	if st.Mechanism == EBPF {
-		want += 4
+		switch {
+		case st.Layout == layoutVersion:
+			want += ebpfFds
+		case st.Layout <= 1:
+			want += ebpfFdsV1
+		default:
+			// A later layout: at least the four every layout starts
+			// with; the rest are closed.
+			want = max(len(fds), nsock+ebpfFdsV1)
+		}
 	}
 	if len(fds) != want {
 		return fail(fmt.Errorf("got %d descriptors, want %d", len(fds), want))
@@ -538,13 +553,16 @@ func Import(st State, fds []int) (*Group, error) {
 		}
 		return g, nil
 	}
-	e, err := adoptEBPF(fds[nsock:])
-	if err == nil && st.Layout != layoutVersion {
-		err = fmt.Errorf("layout %d, this master has %d", st.Layout, layoutVersion)
-	}
+	e, err := adoptEBPF(fds[nsock:], st.Layout)
 	if err == nil {
 		g.ebpf = e
-		if err = g.apply(active); err == nil {
+		// Probes of the previous master are over: it must not Dial
+		// after Export. An entry it left (it stopped in the middle
+		// of a Dial) would send that source port to its target.
+		if err = e.clearProbes(); err == nil {
+			err = g.apply(active)
+		}
+		if err == nil {
 			err = e.attach(g.fds[0])
 		}
 		if err == nil {

@@ -5,6 +5,7 @@ package steer
 import (
 	"context"
 	"fmt"
+	"net"
 	"syscall"
 	"time"
 
@@ -69,6 +70,11 @@ func (g *Group) QueueLen(bank, slot int) (int, error) { return 0, ErrUnsupported
 // WaitDrained fails: there is no group.
 func (g *Group) WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error {
 	return ErrUnsupported
+}
+
+// Dial fails: there is no group.
+func (g *Group) Dial(ctx context.Context, bank, slot int) (net.Conn, error) {
+	return nil, ErrUnsupported
 }
 
 // Export returns nothing.

@@ -63,7 +63,7 @@ func TestHandover(t *testing.T) {
 		st, fds := old.Export()
 		want := 6
 		if m == EBPF {
-			want += 4
+			want += ebpfFds
 		}
 		if len(fds) != want || st.Mechanism != m {
 			t.Fatalf("exported %d descriptors with mechanism %s, want %d and %s", len(fds), st.Mechanism, want, m)

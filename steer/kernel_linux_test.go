@@ -3,13 +3,17 @@
 package steer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/upgrade"
@@ -179,4 +183,104 @@ func openFds(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// TestKernelTCPHeaderAtData verifies what a BPF_PROG_TYPE_SK_REUSEPORT
+// program sees when the kernel picks a listener for a SYN, which is what
+// targeted probes rely on: skb->data (where bpf_skb_load_bytes offsets
+// start) points at the TCP header, for IPv4 and IPv6, so offset 0 is
+// the source port. A test program copies the first 20 bytes, md->len,
+// eth_protocol and ip_protocol into a map; the test compares them with
+// the connection it made.
+func TestKernelTCPHeaderAtData(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("eBPF needs root")
+	}
+	cases := []struct{ name, loopback string }{{"ipv4", "127.0.0.1"}}
+	if hasIPv6(t) {
+		cases = append(cases, struct{ name, loopback string }{"ipv6", "::1"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			seen, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 40, MaxEntries: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer seen.Close()
+			const fp = asm.RFP
+			var p asm.Instructions
+			p = append(p, asm.Mov.Reg(asm.R6, asm.R1))
+			for o := int16(-48); o < 0; o += 4 {
+				p = append(p, asm.StoreImm(fp, o, 0, asm.Word))
+			}
+			p = append(p,
+				asm.Mov.Reg(asm.R1, asm.R6), asm.Mov.Imm(asm.R2, 0),
+				asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, -48), asm.Mov.Imm(asm.R4, 20),
+				asm.FnSkbLoadBytes.Call(),
+				asm.StoreMem(fp, -28, asm.R0, asm.Word),
+				asm.LoadMem(asm.R1, asm.R6, 16, asm.Word), asm.StoreMem(fp, -24, asm.R1, asm.Word), // len
+				asm.LoadMem(asm.R1, asm.R6, 20, asm.Word), asm.StoreMem(fp, -20, asm.R1, asm.Word), // eth_protocol
+				asm.LoadMem(asm.R1, asm.R6, 24, asm.Word), asm.StoreMem(fp, -16, asm.R1, asm.Word), // ip_protocol
+				asm.LoadMapPtr(asm.R1, seen.FD()),
+				asm.Mov.Reg(asm.R2, fp), asm.Add.Imm(asm.R2, -4),
+				asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, -48),
+				asm.Mov.Imm(asm.R4, 0),
+				asm.FnMapUpdateElem.Call(),
+				asm.Mov.Imm(asm.R0, skPass),
+				asm.Return(),
+			)
+			prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+				Type: ebpf.SkReuseport, AttachType: ebpf.AttachSkReuseportSelect, Instructions: p,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer prog.Close()
+			family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+			if c.name == "ipv6" {
+				family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: [16]byte{15: 1}}
+			}
+			fd, err := newSocket(family, unix.SOCK_STREAM, 1, sa)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, prog.FD()); err != nil {
+				t.Fatal(err)
+			}
+			lsa, _ := unix.Getsockname(fd)
+			conn := dial(t, sockaddrString(lsa), c.loopback)
+			local := conn.LocalAddr().(*net.TCPAddr)
+			remote := conn.RemoteAddr().(*net.TCPAddr)
+			var v [40]byte
+			waitFor(t, "the program to record a SYN", func() (bool, string) {
+				if err := seen.Lookup(uint32(0), &v); err != nil {
+					t.Fatal(err)
+				}
+				return v[32] != 0, "nothing recorded"
+			})
+			ne := binary.NativeEndian
+			rc, length := int32(ne.Uint32(v[20:])), ne.Uint32(v[24:])
+			sport, dport := binary.BigEndian.Uint16(v[0:]), binary.BigEndian.Uint16(v[2:])
+			doff := int(v[12]>>4) * 4
+			flags := v[13]
+			t.Logf("%s: load_bytes(0, 20) = %d; source port %d, destination port %d, data offset %d, flags %#x; md->len %d, eth_protocol %#x, ip_protocol %d",
+				c.name, rc, sport, dport, doff, flags, length, ne.Uint32(v[28:]), ne.Uint32(v[32:]))
+			if rc != 0 {
+				t.Fatalf("bpf_skb_load_bytes at offset 0 failed: %d", rc)
+			}
+			if int(sport) != local.Port || int(dport) != remote.Port {
+				t.Errorf("offset 0 holds ports %d → %d, the connection is %d → %d: skb->data is not at the TCP header", sport, dport, local.Port, remote.Port)
+			}
+			if flags&0x12 != 0x02 {
+				t.Errorf("flags %#x: not a SYN", flags)
+			}
+			if int(length) != doff {
+				t.Errorf("md->len %d, TCP header length %d: the SYN should carry no payload past the header", length, doff)
+			}
+			if ne.Uint32(v[32:]) != unix.IPPROTO_TCP {
+				t.Errorf("ip_protocol %d", ne.Uint32(v[32:]))
+			}
+		})
+	}
 }

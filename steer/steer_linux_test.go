@@ -594,19 +594,28 @@ func TestOutOfRangeClassicIndex(t *testing.T) {
 }
 
 // TestClassicProgramFits: the worst case, 1024 slots whose active banks
-// alternate, builds a sticky program within BPF_MAXINSNS that the kernel
-// accepts.
+// alternate, with the longest probe prefix (maxProbes IPv6 probes),
+// builds a program within BPF_MAXINSNS that the kernel accepts.
 func TestClassicProgramFits(t *testing.T) {
 	var active []Target
 	for s := 0; s < MaxSlots; s++ {
 		active = append(active, Target{Slot: s, Bank: s % 2})
 	}
+	probes := map[uint16]int{}
+	for i := range maxProbes {
+		probes[uint16(40000+i)] = 2*MaxSlots - 1 - i
+	}
+	prefix := probePrefix(net.IPv6loopback, probes)
+	if len(prefix) != probeReserve {
+		t.Errorf("a prefix for %d IPv6 probes has %d instructions, probeReserve is %d", maxProbes, len(prefix), probeReserve)
+	}
 	for _, mode := range []Mode{ModeSteer, ModeSticky} {
-		p, err := classic(mode, MaxSlots, active)
+		p, err := classic(mode, MaxSlots, active, maxIns-probeReserve)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s, %d alternating active sockets: %d instructions", mode, len(active), len(p))
+		p = append(prefix, p...)
+		t.Logf("%s, %d alternating active sockets and %d IPv6 probes: %d instructions", mode, len(active), maxProbes, len(p))
 		if len(p) > maxIns {
 			t.Fatalf("%d instructions", len(p))
 		}
