@@ -7,6 +7,7 @@ require (
 	github.com/cloudflare/tableflip v1.2.3
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/hashicorp/go-hclog v1.6.3
+	github.com/prometheus/procfs v0.23.0
 	golang.org/x/sys v0.50.0
 )
 
@@ -14,5 +15,4 @@ require (
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/mattn/go-colorable v0.1.12 // indirect
 	github.com/mattn/go-isatty v0.0.14 // indirect
-	github.com/prometheus/procfs v0.23.0 // indirect
 )
