@@ -178,6 +178,22 @@ func handover(ls []listener, h workers.Handover) (upgrade.Handover, error) {
 	return out, nil
 }
 
+// probeFor points a readiness probe at the first TCP listener.
+func probeFor(p *workers.Probe, ls []listener) *workers.Probe {
+	if p == nil {
+		return nil
+	}
+	q := *p
+	q.Listener = -1
+	for i, l := range ls {
+		if l.Network != "udp" && l.Network != "unix" {
+			q.Listener = i
+			break
+		}
+	}
+	return &q
+}
+
 // workerListeners is what the supervisor passes to workers.
 func workerListeners(ls []listener) []workers.Listener {
 	out := make([]workers.Listener, len(ls))

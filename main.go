@@ -115,6 +115,7 @@ type runOptions struct {
 	specs          []upgrade.Spec
 	workers        int
 	readyDelay     time.Duration
+	probe          *workers.Probe // --ready tcp or http=/PATH
 	readyTimeout   time.Duration
 	drainTimeout   time.Duration
 	minUptime      time.Duration
@@ -184,8 +185,16 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 			return nil, usageError{fmt.Errorf("--ready %q: want delay=DURATION, e.g. delay=2s", *ready)}
 		}
 		o.readyDelay = d
+	case *ready == "tcp":
+		o.probe = &workers.Probe{}
+	case strings.HasPrefix(*ready, "http="):
+		path := strings.TrimPrefix(*ready, "http=")
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n") {
+			return nil, usageError{fmt.Errorf("--ready %q: want http=/PATH, e.g. http=/healthz", *ready)}
+		}
+		o.probe = &workers.Probe{HTTP: path}
 	default:
-		return nil, usageError{fmt.Errorf("--ready %q: want notify or delay=DURATION", *ready)}
+		return nil, usageError{fmt.Errorf("--ready %q: want notify, delay=DURATION, tcp or http=/PATH", *ready)}
 	}
 	if o.readyTimeout <= 0 || o.drainTimeout <= 0 {
 		return nil, usageError{errors.New("--ready-timeout and --drain-timeout must be positive")}

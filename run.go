@@ -100,6 +100,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Workers:         o.workers,
 		Listeners:       workerListeners(listeners),
 		ReadyDelay:      o.readyDelay,
+		Probe:           probeFor(o.probe, listeners),
 		ReadyTimeout:    o.readyTimeout,
 		DrainTimeout:    o.drainTimeout,
 		MinUptime:       o.minUptime,

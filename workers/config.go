@@ -48,6 +48,9 @@ type Config struct {
 	// ReadyDelay, if set, marks a worker ready once it has been alive that
 	// long. READY=1 on its notify socket always marks it ready.
 	ReadyDelay time.Duration
+	// Probe, if set, makes the master probe each starting worker instead
+	// of waiting for READY=1.
+	Probe *Probe
 	// ReadyTimeout is how long a worker may take to become ready.
 	ReadyTimeout time.Duration
 	// DrainTimeout is how long a worker may take to exit after the stop
@@ -173,6 +176,15 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	default:
 		return c, fmt.Errorf("unknown worker output %q", c.Output)
+	}
+	if p := c.Probe; p != nil {
+		if p.Listener < 0 || p.Listener >= len(c.Listeners) {
+			return c, errors.New("readiness probe: no listener to probe")
+		}
+		l := c.Listeners[p.Listener]
+		if l.Group == nil || l.Network == "udp" || l.Network == "unix" {
+			return c, fmt.Errorf("readiness probe: listener %s is not a steered TCP listener; probes reach one worker only through its own socket (--balance steer or sticky)", l.Name)
+		}
 	}
 	if c.FirstGeneration <= 0 {
 		c.FirstGeneration = 1

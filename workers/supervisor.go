@@ -550,6 +550,10 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		killc:   make(chan struct{}),
 		state:   Starting,
 	}
+	if p := s.cfg.Probe; p != nil {
+		l := s.cfg.Listeners[p.Listener]
+		w.prober = &prober{group: l.Group, bank: bank, slot: sl.index, path: p.HTTP, host: l.Addr}
+	}
 	w.lim.log(w.log, hclog.Info, "worker starting")
 	go w.run()
 	return w, nil

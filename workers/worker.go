@@ -69,6 +69,7 @@ type worker struct {
 	lim       *logLimiter
 
 	drains      []drainTarget // its steered sockets
+	prober      *prober       // if set, readiness is a probe's, not READY=1's
 	unroutedAt  time.Time     // supervisor's: when it stopped getting new connections
 	overSamples int           // supervisor's: memory samples in a row above the limit
 	usage       func(process) (int64, float64)
@@ -112,6 +113,16 @@ func (w *worker) run() {
 	}
 	datagrams := w.notify.Datagrams()
 	stopc, killc, retirec := w.stopc, w.killc, w.retirec
+	var probeTick <-chan time.Time
+	var probed chan error
+	var lastProbe error
+	if w.prober != nil {
+		t := time.NewTicker(probeEvery)
+		defer t.Stop()
+		probeTick = t.C
+		probed = make(chan error, 1)
+	}
+	probing := false
 	var drainDeadline time.Time
 	var drained <-chan error
 	abort := make(chan struct{}) // closed to end a wait for empty queues
@@ -138,9 +149,39 @@ func (w *worker) run() {
 				w.transition(Ready, fmt.Sprintf("alive after %s", w.opts.readyDelay))
 			}
 
+		case <-probeTick:
+			if probing || w.State() != Starting {
+				continue
+			}
+			probing = true
+			go func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				go func() {
+					select {
+					case <-abort:
+						cancel()
+					case <-ctx.Done():
+					}
+				}()
+				probed <- w.prober.probe(ctx)
+			}()
+
+		case err := <-probed:
+			probing = false
+			lastProbe = err
+			if err == nil && w.State() == Starting {
+				probeTick = nil
+				w.transition(Ready, w.prober.describe())
+			}
+
 		case <-readyTimer.C:
 			if w.State() == Starting {
-				w.setFailure(fmt.Sprintf("not ready within %s", w.opts.readyTimeout))
+				why := fmt.Sprintf("not ready within %s", w.opts.readyTimeout)
+				if lastProbe != nil {
+					why += fmt.Sprintf(" (last probe: %v)", lastProbe)
+				}
+				w.setFailure(why)
 				w.log.Error("worker not ready in time, killing it", "ready_timeout", w.opts.readyTimeout.String())
 				w.signal(unix.SIGKILL)
 			}
@@ -289,7 +330,7 @@ func (w *worker) handle(d systemd.Datagram) {
 	if m.Stopping {
 		w.log.Debug("worker notified STOPPING=1")
 	}
-	if m.Ready && w.State() == Starting {
+	if m.Ready && w.State() == Starting && w.prober == nil {
 		w.transition(Ready, "READY=1")
 	}
 }

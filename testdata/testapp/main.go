@@ -44,6 +44,7 @@ func main() {
 	gate := flag.String("gate", "", "file whose existence lets the worker become ready")
 	gateStop := flag.String("gate-stop", "", "file whose existence lets the worker exit on SIGTERM")
 	exitAfter := flag.Duration("exit-after", 300*time.Millisecond, "ready-exit: how long after READY=1 to exit")
+	health := flag.Int("health-status", 200, "the status GET /healthz answers")
 	flag.Parse()
 
 	slot, _ := strconv.Atoi(os.Getenv("HANDOFF_WORKER"))
@@ -81,7 +82,7 @@ func main() {
 		if err != nil {
 			fail("fd 3: %v", err)
 		}
-		srv := serve(ln, id)
+		srv := serve(ln, id, *health)
 		defer srv.Shutdown(context.Background())
 	}
 
@@ -113,9 +114,13 @@ func main() {
 	}
 }
 
-func serve(ln net.Listener, id string) *http.Server {
+func serve(ln net.Listener, id string, health int) *http.Server {
 	var busy atomic.Int32
 	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(health)
+		fmt.Fprint(w, id)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, id) })
 	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
