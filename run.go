@@ -42,7 +42,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	// Catch signals before anything starts, so none is lost; never
 	// ignore one (an ignored signal stays ignored in every worker).
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigc)
 
 	activated, err := systemd.ActivationSockets()
@@ -189,8 +189,10 @@ func (r *runner) handedOver() bool {
 	return r.sup.Status().Phase == workers.MasterHandedOver
 }
 
-// handleSignals maps signals to actions: SIGHUP reloads, SIGTERM and
-// SIGINT stop gracefully, and a second SIGINT kills the workers at once.
+// handleSignals maps signals to actions: SIGHUP reloads, SIGTTIN and
+// SIGTTOU add and remove a worker (as Unicorn and einhorn do), SIGTERM
+// and SIGINT stop gracefully, and a second SIGINT kills the workers at
+// once.
 func (r *runner) handleSignals(sigc <-chan os.Signal) {
 	for sig := range sigc {
 		at := time.Now()
@@ -198,6 +200,14 @@ func (r *runner) handleSignals(sigc <-chan os.Signal) {
 		case syscall.SIGHUP:
 			r.log.Info("SIGHUP: reloading")
 			go r.reload(context.Background(), false, at)
+		case syscall.SIGTTIN, syscall.SIGTTOU:
+			delta := map[os.Signal]int{syscall.SIGTTIN: 1, syscall.SIGTTOU: -1}[sig]
+			r.log.Info("scaling by one worker", "signal", sig.String(), "by", delta)
+			go func() {
+				if res := <-r.sup.Scale(0, delta); res.Error != "" {
+					r.log.Warn("cannot scale", "error", res.Error)
+				}
+			}()
 		case syscall.SIGINT:
 			if r.ctx.Err() != nil {
 				r.log.Warn("second SIGINT: killing workers now")
