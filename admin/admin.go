@@ -42,9 +42,10 @@ const (
 	writeTimeout      = 30 * time.Second
 	idleTimeout       = 30 * time.Second
 	maxHeaderBytes    = 16 << 10
-	// shutdownGrace is how long requests in progress may take to finish
-	// once the endpoint stops.
-	shutdownGrace = 2 * time.Second
+	// drainWait bounds how long the connections in hand may take to
+	// finish once the endpoint stops: a new one has readHeaderTimeout to
+	// send its request, which then waits at most StatusTimeout.
+	drainWait = 12 * time.Second
 	// errorLogEvery is the least time between two lines of the HTTP
 	// server's own error log.
 	errorLogEvery = 10 * time.Second
@@ -189,8 +190,9 @@ func FromListener(ln net.Listener, src Source, log hclog.Logger, opts Options) *
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Serve answers requests until ctx is done, or until this master hands
-// over to a new one; then it stops accepting, gives requests in
-// progress a moment to finish, and returns. It closes the listener. An
+// over to a new one; then it stops accepting, lets the requests in
+// progress finish (closing idle keep-alive connections at once), and
+// returns. It closes the listener. An
 // inherited listener (Options.Inherited) is not accepted on before the
 // first generation serves.
 func (s *Server) Serve(ctx context.Context) error {
@@ -225,16 +227,33 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		errc <- nil
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if serr := s.srv.Shutdown(sctx); serr != nil {
-		s.srv.Close()
-	}
+	s.drain()
 	<-errc
 	if err != nil {
 		return fmt.Errorf("admin endpoint: %w", err)
 	}
 	return nil
+}
+
+// drain stops accepting and lets the connections in hand finish their
+// request in progress, then closes what is left. Not http.Server's
+// Shutdown: that drops, unanswered, a request it reads after it began
+// (the client sees EOF), which at a hand-over is a scrape or probe that
+// reached the old master an instant before it closed its listener.
+func (s *Server) drain() {
+	s.ln.Close()
+	s.srv.SetKeepAlivesEnabled(false) // closes idle connections; no more keep-alive
+	t := time.NewTimer(drainWait)
+	defer t.Stop()
+	for s.ln.open() > 0 {
+		select {
+		case <-s.ln.released:
+		case <-t.C:
+			s.srv.Close()
+			return
+		}
+	}
+	s.srv.Close()
 }
 
 // Observe takes a lifecycle event of the supervisor into account:

@@ -716,10 +716,15 @@ func TestHandOver(t *testing.T) {
 	go func() { oldDone <- old.Serve(context.Background()) }()
 	start(t, next)
 
-	// who polls the endpoint and reports which master answered.
+	// A client polls the endpoint all along and records, for each
+	// request, when it started and which master answered.
+	type answer struct {
+		at  time.Time
+		who string
+	}
 	var (
 		mu      sync.Mutex
-		answers = map[string]int{}
+		answers []answer
 		fails   []string
 	)
 	stop := make(chan struct{})
@@ -733,60 +738,64 @@ func TestHandOver(t *testing.T) {
 				return
 			default:
 			}
+			at := time.Now()
 			resp, err := c.Get(base + "/metrics")
-			mu.Lock()
-			if err != nil {
-				fails = append(fails, err.Error())
-			} else {
+			a := answer{at: at}
+			if err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				switch {
 				case resp.StatusCode != 200:
-					fails = append(fails, resp.Status)
+					err = errors.New(resp.Status)
 				case bytes.Contains(b, []byte(`handoff_master_info{pid="1000"`)):
-					answers["old"]++
+					a.who = "old"
 				case bytes.Contains(b, []byte(`handoff_master_info{pid="2000"`)):
-					answers["new"]++
+					a.who = "new"
 				}
+			}
+			mu.Lock()
+			if err != nil {
+				fails = append(fails, err.Error())
+			} else {
+				answers = append(answers, a)
 			}
 			mu.Unlock()
 		}
 	}()
-	waitAnswers := func(who string, n int) {
+	// count counts the answers from who to requests started after since.
+	count := func(who string, since time.Time) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, a := range answers {
+			if a.who == who && !a.at.Before(since) {
+				n++
+			}
+		}
+		return n
+	}
+	waitAnswers := func(who string, since time.Time, n int) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for {
-			mu.Lock()
-			got := answers[who]
-			mu.Unlock()
-			if got >= n {
-				return
-			}
+		for count(who, since) < n {
 			if time.Now().After(deadline) {
-				t.Fatalf("only %d answers from the %s master", got, who)
+				t.Fatalf("only %d answers from the %s master", count(who, since), who)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	reset := func() {
-		mu.Lock()
-		answers = map[string]int{}
-		mu.Unlock()
-	}
 
 	// Before the new master serves, only the old one answers.
-	waitAnswers("old", 20)
-	mu.Lock()
-	if answers["new"] != 0 {
-		t.Errorf("the new master answered %d times before it served", answers["new"])
+	begin := time.Now()
+	waitAnswers("old", begin, 20)
+	if n := count("new", begin); n != 0 {
+		t.Errorf("the new master answered %d times before it served", n)
 	}
-	mu.Unlock()
 
 	next.Observe(workers.Event{Kind: workers.EventServing, Status: serving(2000)})
 	handedOver := serving(1000)
 	handedOver.Phase = workers.MasterHandedOver
 	old.Observe(workers.Event{Kind: workers.EventHandedOver, Status: handedOver})
-	t0 := time.Now()
 	// The old master's Serve returns once the requests it had accepted
 	// are answered; from then on only the new one can answer.
 	select {
@@ -797,14 +806,11 @@ func TestHandOver(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the old master's Serve did not return after the hand-over")
 	}
-	t.Logf("old Serve returned %s after the hand-over", time.Since(t0))
-	reset()
-	waitAnswers("new", 20)
-	mu.Lock()
-	if answers["old"] != 0 {
-		t.Errorf("the old master answered %d times after it handed over", answers["old"])
+	after := time.Now()
+	waitAnswers("new", after, 20)
+	if n := count("old", after); n != 0 {
+		t.Errorf("the old master answered %d requests made after it handed over", n)
 	}
-	mu.Unlock()
 	close(stop)
 	<-done
 	if len(fails) > 0 {

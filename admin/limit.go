@@ -15,14 +15,26 @@ import (
 // others wait in the kernel's backlog until one closes.
 type limitListener struct {
 	net.Listener
-	sem       chan struct{}
+	sem       chan struct{} // a token per connection open (or accept under way)
+	released  chan struct{} // signalled when a token is given back
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 }
 
 func newLimitListener(ln net.Listener, n int) *limitListener {
-	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{})}
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), released: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// open is how many connections are open, counting an accept under way.
+func (l *limitListener) open() int { return len(l.sem) }
+
+func (l *limitListener) release() {
+	<-l.sem
+	select {
+	case l.released <- struct{}{}:
+	default:
+	}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -33,10 +45,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {
-		<-l.sem
+		l.release()
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+	return &limitConn{Conn: c, release: l.release}, nil
 }
 
 // Close closes the listener once; later calls return the first result.
