@@ -34,7 +34,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -237,8 +236,11 @@ func allocOnTrigger(trigger string, n int64) {
 			}
 			kept = append(kept, b)
 		}
-		notify(fmt.Sprintf("STATUS=holding %d bytes", n))
-		runtime.KeepAlive(kept)
+		held := 0
+		for _, b := range kept {
+			held += len(b)
+		}
+		notify(fmt.Sprintf("STATUS=holding %d bytes", held))
 	}
 }
 
