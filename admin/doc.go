@@ -63,8 +63,14 @@
 // Fds), and the two share it for a moment. The new master (created with
 // Options.Inherited) does not accept on it until its own first
 // generation serves; the old master stops accepting when it hands over
-// (Observe of EventHandedOver closes its copy and ends its idle
-// connections). So a probe never meets a master that is still starting
-// while the other serves, and scrapes move to the new master without a
-// refused connection.
+// (Observe of EventHandedOver closes its copy at once), closes its idle
+// keep-alive connections and answers the requests it already accepted.
+// So a probe never meets a master that is still starting while the
+// other serves, and scrapes move to the new master without a refused
+// connection. (Not http.Server.Shutdown: it answers nothing to a request
+// it reads after it began, and a client that connected an instant
+// before the hand-over would get EOF.)
+//
+// When the endpoint stops (ctx done, once the master's workers are
+// gone) it ends its connections the same way.
 package admin
