@@ -112,6 +112,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 
 // runOptions are the parsed flags of 'handoff run'.
 type runOptions struct {
+	admin          string // HOST:PORT of the admin endpoint, or ""
 	specs          []upgrade.Spec
 	workers        int
 	readyDelay     time.Duration
@@ -158,6 +159,7 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	fs.StringVar(&o.steerBPF, "steer-bpf", "auto", "how the kernel is told where connections go: `auto` (eBPF where allowed: root or CAP_BPF and CAP_NET_ADMIN, else classic BPF), ebpf or cbpf")
 	strategy := fs.String("reload-strategy", "surge", "`surge` (start all new workers, then retire old ones one by one) or rolling (replace one at a time)")
 	fs.StringVar(&o.control, "control", "", "control socket `path` (default: see 'handoff status -h')")
+	fs.StringVar(&o.admin, "admin", "", "serve health, readiness and metrics over HTTP on this `HOST:PORT` (off by default)")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the master's pid to this `file` (for PIDFile= units)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "`text` or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/handoff-dev/handoff/admin"
 	"github.com/handoff-dev/handoff/control"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrade"
@@ -85,6 +86,18 @@ func cmdRun(args []string, stderr io.Writer) error {
 		}
 	})
 
+	// The admin endpoint's address too (taken over from the previous
+	// master, or bound): an address in use is a start-up error.
+	var adminLn net.Listener
+	adminInherited := false
+	if o.admin != "" {
+		adminLn, adminInherited, err = master.AdminListener(o.admin, func() (net.Listener, error) { return admin.Listen(o.admin) })
+		if err != nil {
+			return fail(err)
+		}
+		undo = append(undo, func() { adminLn.Close() })
+	}
+
 	listeners, err := openListeners(o, master, byName, log)
 	if err != nil {
 		return fail(err)
@@ -120,6 +133,30 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	r.sup = sup
 	defer func() { closeListeners(r.listeners, r.handedOver()) }()
+	if adminLn != nil {
+		shared := map[string]int{}
+		for _, l := range listeners {
+			if l.Group == nil {
+				shared[l.Name] = l.shared.Fd()
+			}
+		}
+		r.admin = admin.FromListener(adminLn, sup, log.Named("admin"), admin.Options{Inherited: adminInherited, SharedSockets: shared, Version: version})
+		admCtx, admStop := context.WithCancel(context.Background())
+		admDone := make(chan struct{})
+		go func() {
+			defer close(admDone)
+			if err := r.admin.Serve(admCtx); err != nil {
+				log.Error("admin endpoint failed", "error", err)
+			}
+		}()
+		// Runs before the listeners are closed (deferred above): the
+		// endpoint reads the shared ones' queues, and serves until the
+		// workers are gone.
+		defer func() {
+			admStop()
+			<-admDone
+		}()
+	}
 	for _, l := range listeners {
 		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", l.how, "balance", balanceOf(l))
 	}
@@ -182,6 +219,7 @@ type runner struct {
 	sup         *workers.Supervisor
 	stop        context.CancelFunc
 	stopControl func()
+	admin       *admin.Server   // nil without --admin
 	ctx         context.Context // cancelled once the master stops
 }
 
@@ -266,6 +304,9 @@ func (r *runner) upgradeMaster(ctx context.Context, h workers.Handover) error {
 // onEvent keeps systemd informed. It runs on the supervisor's goroutine
 // and must not call back into it.
 func (r *runner) onEvent(e workers.Event) {
+	if r.admin != nil {
+		r.admin.Observe(e)
+	}
 	if e.Status.Phase == workers.MasterHandedOver {
 		// The new master speaks to systemd now; this one retires
 		// quietly (no STATUS=, no STOPPING=1), and stops taking
@@ -375,6 +416,14 @@ func statusLine(st workers.Status) string {
 
 // handle answers control socket requests.
 func (r *runner) handle(ctx context.Context, req control.Request) control.Response {
+	resp := r.handleCmd(ctx, req)
+	if r.admin != nil {
+		r.admin.ControlRequest(req.Cmd, resp.OK)
+	}
+	return resp
+}
+
+func (r *runner) handleCmd(ctx context.Context, req control.Request) control.Response {
 	at := time.Now()
 	switch req.Cmd {
 	case "status":

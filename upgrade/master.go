@@ -216,6 +216,34 @@ func (m *Master) ControlListener(path string, create func() (*net.UnixListener, 
 	return ul, nil
 }
 
+// AdminListener returns the admin endpoint's TCP listener handed over by
+// the previous master (inherited is then true), or makes one with
+// create. Either way it is registered for the next hand-over: both
+// masters hold it until the old one hands over.
+func (m *Master) AdminListener(addr string, create func() (net.Listener, error)) (ln net.Listener, inherited bool, err error) {
+	ln, err = m.upg.Fds.Listener("tcp", addr)
+	if err != nil {
+		return nil, false, fmt.Errorf("inherited admin listener: %w", err)
+	}
+	if ln != nil {
+		return ln, true, nil
+	}
+	ln, err = create()
+	if err != nil {
+		return nil, false, err
+	}
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		ln.Close()
+		return nil, false, fmt.Errorf("admin listener on %s is not TCP", addr)
+	}
+	if err := m.upg.Fds.AddListener("tcp", addr, tl); err != nil {
+		ln.Close()
+		return nil, false, fmt.Errorf("admin listener: %w", err)
+	}
+	return ln, false, nil
+}
+
 // Ready tells tableflip (and the previous master, if any) that this
 // master serves; it writes the pid file.
 func (m *Master) Ready() error { return m.upg.Ready() }

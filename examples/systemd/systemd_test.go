@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,6 +85,22 @@ func TestSystemd(t *testing.T) {
 		runSocket(t, &service{m: m, unit: "handoff-activated.service", addr: addr, bins: bins}, "handoff-activated.socket", port)
 	})
 
+	t.Run("reload-wait", func(t *testing.T) {
+		// Before the boot: systemd takes the controllers it can use
+		// from its cgroup as it starts.
+		memory := enableController(t, h.cgroups, "memory")
+		addr, _ := freeAddr(t)
+		m := boot(t, h, filepath.Join(work, "reload-wait"), map[string]string{
+			"handoff-reload-wait.service": exampleUnit(t, "handoff-reload-wait.service", addr),
+			// MemoryMax= for the OOM test: far above what the hello
+			// workers take, below what an alloc worker takes.
+			"handoff-reload-wait.service.d/test.conf": testDropIn + fmt.Sprintf("[Service]\nMemoryMax=%d\nMemorySwapMax=0\n", oomLimit),
+		}, bins.installed())
+		s := &service{m: m, unit: "handoff-reload-wait.service", addr: addr, bins: bins, reloadWaits: true}
+		runReloadWait(t, s)
+		t.Run("oom", func(t *testing.T) { runOOM(t, s, memory) })
+	})
+
 	t.Run("notify-reload", func(t *testing.T) {
 		if h.version < 253 {
 			t.Skipf("systemd %d has no Type=notify-reload (it came in 253)", h.version)
@@ -104,6 +121,7 @@ type binaries struct {
 	helloV1     string // examples/hello answering version=v1
 	helloV2     string // ... version=v2
 	helloBroken string // exits 1 at once
+	testapp     string // testdata/testapp
 }
 
 // installed is what a machine starts with.
@@ -125,12 +143,14 @@ func build(t *testing.T, dir string) *binaries {
 		helloV1:     filepath.Join(dir, "hello-v1"),
 		helloV2:     filepath.Join(dir, "hello-v2"),
 		helloBroken: filepath.Join(dir, "hello-broken"),
+		testapp:     filepath.Join(dir, "testapp"),
 	}
 	for _, bb := range []struct{ out, pkg, ldflags string }{
 		{b.handoff, ".", ""},
 		{b.handoffNext, ".", "-X main.version=systemd-test-next"},
 		{b.helloV1, "./examples/hello", "-X main.version=v1"},
 		{b.helloV2, "./examples/hello", "-X main.version=v2"},
+		{b.testapp, "./testdata/testapp", ""},
 	} {
 		cmd := exec.Command("go", "build", "-o", bb.out, "-ldflags", bb.ldflags, bb.pkg)
 		cmd.Dir = root
@@ -279,6 +299,9 @@ func (s *service) start(t *testing.T) map[string]string {
 		t.Fatalf("start: %v", err)
 	}
 	p, err := s.waitUnit(20*time.Second, "the unit to become active", active)
+	if op, oerr := s.m.show(s.unit, "OOMPolicy"); oerr != nil || op["OOMPolicy"] != "continue" {
+		t.Errorf("%s: OOMPolicy=%q (%v), want continue: a worker killed by the OOM killer must not stop the unit", s.unit, op["OOMPolicy"], oerr)
+	}
 	if err != nil {
 		t.Errorf("start: %v (the master sends no READY=1?)", err)
 		if a, err := get(s.addr, 5*time.Second); err != nil {
@@ -809,4 +832,205 @@ func (tr *traffic) stop() (int, []string) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return tr.ok, tr.fails
+}
+
+// runReloadWait checks the unit whose ExecReload= is 'handoff reload
+// --wait': systemctl reload fails on a rolled-back release, with the unit
+// active and the previous generation serving, and succeeds on a good one,
+// returning only once it serves.
+func runReloadWait(t *testing.T, s *service) {
+	p := s.start(t)
+	master := atoi(p["MainPID"])
+	if _, err := s.waitAnswers(1, "v1"); err != nil {
+		t.Fatalf("after start: %v", err)
+	}
+	traffic := startTraffic(s.addr)
+	defer traffic.stop()
+
+	// A broken release: the reload is rolled back, and systemctl says so.
+	if err := s.m.install(s.bins.helloBroken, helloPath); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := s.m.systemctl("reload", s.unit)
+	took := time.Since(start)
+	if err == nil {
+		t.Errorf("systemctl reload of a release that never gets ready succeeded; want it to fail")
+	} else {
+		t.Logf("systemctl reload of a broken release failed after %s, as it should: %v", took.Round(time.Millisecond), err)
+	}
+	failedRE := regexp.MustCompile(`^gen 1 serving\b.*\breload to gen 2 failed`)
+	p, err = s.m.show(s.unit, unitProps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !active(p) || !failedRE.MatchString(p["StatusText"]) || atoi(p["MainPID"]) != master || p["NRestarts"] != "0" {
+		t.Errorf("right after the failed systemctl reload: %s; want it active (reload over), MainPID %d, never restarted, StatusText `gen 1 serving…reload to gen 2 failed…`",
+			describe(p), master)
+	}
+	if _, err := s.waitAnswers(1, "v1"); err != nil {
+		t.Errorf("after the rolled-back reload: %v", err)
+	}
+	s.status(t, "generation 1 serving, last reload (generation 2) failed", func(st handoffStatus) bool {
+		return allWorkers(st, 1) && st.LastReload != nil && !st.LastReload.OK && st.LastReload.Generation == 2
+	})
+
+	// A good release: systemctl reload returns once it serves.
+	if err := s.m.install(s.bins.helloV2, helloPath); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	s.reload(t, "gen 3 serving", servingAt(3))
+	t.Logf("systemctl reload of a good release returned after %s", time.Since(start).Round(time.Millisecond))
+	s.status(t, "generation 3 alone, last reload ok", func(st handoffStatus) bool {
+		return allWorkers(st, 3) && st.LastReload != nil && st.LastReload.OK && st.LastReload.Generation == 3
+	})
+	if _, err := s.waitAnswers(3, "v2"); err != nil {
+		t.Errorf("after reload to v2: %v", err)
+	}
+	ok, fails := traffic.stop()
+	t.Logf("traffic during the reloads: %d requests answered, %d failed", ok, len(fails))
+	for i, f := range fails {
+		if i == 10 {
+			t.Errorf("… and %d more", len(fails)-i)
+			break
+		}
+		t.Errorf("request failed during the reloads: %s", f)
+	}
+	s.checkNotifiers(t)
+	s.checkNoKills(t)
+}
+
+// oomLimit is the test unit's MemoryMax=, and oomAlloc what the alloc
+// worker takes: well past it.
+const (
+	oomLimit = 256 << 20
+	oomAlloc = "512MiB"
+)
+
+// runOOM has one worker allocate past the unit's MemoryMax=: the kernel's
+// OOM killer kills it, the master replaces it, and (OOMPolicy=continue)
+// the unit stays active with its master. It needs the memory controller
+// in the cgroup2 hierarchy systemd runs on.
+func runOOM(t *testing.T, s *service, memory error) {
+	ctl, err := s.m.output(10*time.Second, "cat", "/sys/fs/cgroup/cgroup.controllers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(" "+strings.TrimSpace(ctl)+" ", " memory ") {
+		t.Skipf("no memory controller for systemd's cgroups here (%v; controllers in its namespace: %q). On a hybrid cgroup host "+
+			"the memory controller is bound to cgroup v1, so MemoryMax= is not enforced and systemd cannot see OOM kills "+
+			"(memory.events): OOMPolicy= cannot be exercised", memory, strings.TrimSpace(ctl))
+	}
+	p, err := s.m.show(s.unit, "ControlGroup", "MainPID", "NRestarts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := atoi(p["MainPID"])
+	limit, err := s.m.output(10*time.Second, "cat", "/sys/fs/cgroup"+p["ControlGroup"]+"/memory.max")
+	if err != nil || strings.TrimSpace(limit) != strconv.Itoa(oomLimit) {
+		t.Fatalf("the unit's memory.max is %q (%v), want %d from MemoryMax=", strings.TrimSpace(limit), err, oomLimit)
+	}
+
+	// Switch the app to testapp's alloc mode with a reload: one worker
+	// allocates once /run/handoff/alloc appears.
+	if err := s.m.install(s.bins.testapp, "opt/hello/testapp"); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(t.TempDir(), "alloc.sh")
+	if err := writeFile(wrapper, []byte("#!/bin/sh\nexec /opt/hello/testapp -mode alloc -gate /run/handoff/alloc -alloc "+oomAlloc+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.install(wrapper, helloPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.systemctl("reload", s.unit); err != nil {
+		t.Fatalf("reload to the alloc app: %v", err)
+	}
+	before := s.status(t, "every worker of the alloc app ready", func(st handoffStatus) bool {
+		return st.LastReload != nil && st.LastReload.OK && allWorkers(st, st.Generation)
+	})
+	killedBefore := before.Counters.Restarts["killed"]
+	old := map[int]bool{}
+	for _, w := range before.Workers {
+		old[w.PID] = true
+	}
+
+	if _, err := s.m.output(10*time.Second, "touch", "/run/handoff/alloc"); err != nil {
+		t.Fatal(err)
+	}
+	after := s.statusWithin(t, 60*time.Second, "a worker killed and replaced, every slot ready again", func(st handoffStatus) bool {
+		replaced := 0
+		for _, w := range st.Workers {
+			if !old[w.PID] {
+				replaced++
+			}
+		}
+		return st.Counters.Restarts["killed"] > killedBefore && replaced == 1 && allWorkers(st, before.Generation)
+	})
+	t.Logf("restarts by reason after the OOM kill: %v", after.Counters.Restarts)
+
+	out, err := s.m.journal(s.unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "killed by the OOM killer") {
+		t.Errorf("systemd logged no OOM kill for %s; its journal:\n%s", s.unit, out)
+	}
+	p, err = s.m.show(s.unit, unitProps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !active(p) || atoi(p["MainPID"]) != master || p["NRestarts"] != "0" || p["Result"] != "success" {
+		t.Errorf("after the OOM kill: %s; want it active, MainPID %d, never restarted, Result=success", describe(p), master)
+	}
+}
+
+// enableController makes a cgroup2 controller available to the cgroups
+// made under dir (the machines'), if the host allows it, until the test
+// ends. It returns why not, or nil.
+func enableController(t *testing.T, dir, name string) error {
+	has := func(file string) (bool, error) {
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		return slices.Contains(strings.Fields(string(b)), name), err
+	}
+	if ok, err := has("cgroup.controllers"); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("%s has no %s controller in cgroup2", dir, name)
+		}
+		return err
+	}
+	if ok, _ := has("cgroup.subtree_control"); ok {
+		return nil
+	}
+	ctl := filepath.Join(dir, "cgroup.subtree_control")
+	if err := os.WriteFile(ctl, []byte("+"+name), 0); err != nil {
+		return fmt.Errorf("cannot enable %s for the cgroups under %s: %w", name, dir, err)
+	}
+	t.Cleanup(func() {
+		// After the machine's cgroup is gone (registered earlier, run
+		// later): undo what this test changed.
+		if err := os.WriteFile(ctl, []byte("-"+name), 0); err != nil {
+			t.Logf("cannot disable %s again in %s: %v", name, ctl, err)
+		}
+	})
+	return nil
+}
+
+// statusWithin is status with a timeout of its own.
+func (s *service) statusWithin(t *testing.T, timeout time.Duration, what string, pred func(handoffStatus) bool) handoffStatus {
+	t.Helper()
+	var st handoffStatus
+	err := s.m.poll(timeout, func() (bool, string) {
+		var err error
+		st, err = s.m.handoffStatus(s.unit)
+		if err != nil {
+			return false, err.Error()
+		}
+		return pred(st), fmt.Sprintf("%+v", st)
+	})
+	if err != nil {
+		t.Fatalf("handoff status --json: want %s: %v", what, err)
+	}
+	return st
 }

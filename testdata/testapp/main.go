@@ -15,6 +15,11 @@
 //	             (gunicorn without --preload when the app fails to import)
 //	hold         a helper: accept on fd 3 and never answer, ignoring
 //	             SIGTERM (needs no LISTEN_PID of its own)
+//	probe        serve; on SIGTERM, first GET -probe URL and write the
+//	             answer's status code (or the error) to -probe-out.SLOT
+//	alloc        serve; whenever file -gate appears, the one worker that
+//	             removes it allocates -alloc bytes and touches every page
+//	             (to be OOM-killed under a memory limit)
 //
 // Every HTTP answer is "pid=P slot=S generation=G version=V". GET
 // /sleep?d=2s answers after d, setting STATUS=busy while it waits.
@@ -30,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,6 +51,9 @@ func main() {
 	gateStop := flag.String("gate-stop", "", "file whose existence lets the worker exit on SIGTERM")
 	exitAfter := flag.Duration("exit-after", 300*time.Millisecond, "ready-exit: how long after READY=1 to exit")
 	health := flag.Int("health-status", 200, "the status GET /healthz answers")
+	probe := flag.String("probe", "", "probe: URL to GET on SIGTERM")
+	probeOut := flag.String("probe-out", "", "probe: file (suffixed .SLOT) to write the probe's result to")
+	allocSize := flag.String("alloc", "200MiB", "alloc: how much memory to allocate (B, KiB, MiB, GiB)")
 	flag.Parse()
 
 	slot, _ := strconv.Atoi(os.Getenv("HANDOFF_WORKER"))
@@ -103,11 +112,21 @@ func main() {
 	case "gate":
 		waitFile(*gate)
 		notify("READY=1")
+	case "alloc":
+		n, err := parseSize(*allocSize)
+		if err != nil {
+			fail("-alloc: %v", err)
+		}
+		notify("READY=1")
+		go allocOnTrigger(*gate, n)
 	default:
 		notify("READY=1")
 	}
 
 	<-sigc
+	if *mode == "probe" {
+		writeProbe(*probe, fmt.Sprintf("%s.%d", *probeOut, slot))
+	}
 	if *mode == "gate" {
 		notify("STATUS=draining, waiting for " + *gateStop)
 		waitFile(*gateStop)
@@ -185,6 +204,67 @@ func hold() {
 		}
 		held = append(held, nfd)
 	}
+}
+
+// writeProbe GETs url and writes the status code, or the error, to out.
+func writeProbe(url, out string) {
+	result := ""
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		result = "error: " + err.Error()
+	} else {
+		resp.Body.Close()
+		result = strconv.Itoa(resp.StatusCode)
+	}
+	if err := os.WriteFile(out, []byte(result+"\n"), 0o644); err != nil {
+		fmt.Fprintf(os.Stderr, "testapp: probe: %v\n", err)
+	}
+}
+
+// allocOnTrigger waits for file trigger; the worker whose remove of it
+// succeeds (one, however many watch) allocates n bytes and writes to
+// every page, so they count as resident. It keeps them.
+func allocOnTrigger(trigger string, n int64) {
+	var kept [][]byte
+	for {
+		waitFile(trigger)
+		if os.Remove(trigger) != nil {
+			continue // another worker took it
+		}
+		notify(fmt.Sprintf("STATUS=allocating %d bytes", n))
+		const chunk = 1 << 20
+		for left := n; left > 0; left -= chunk {
+			b := make([]byte, min(left, chunk))
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			kept = append(kept, b)
+		}
+		held := 0
+		for _, b := range kept {
+			held += len(b)
+		}
+		notify(fmt.Sprintf("STATUS=holding %d bytes", held))
+	}
+}
+
+// parseSize reads 200MiB, 1GiB, 4096.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseInt(num, 10, 64)
+			if err != nil || v < 0 {
+				return 0, fmt.Errorf("bad size %q (want a number with B, KiB, MiB or GiB)", s)
+			}
+			return v * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("bad size %q", s)
 }
 
 func containsEnd(b []byte) bool {

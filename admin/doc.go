@@ -1,0 +1,76 @@
+// Package admin serves handoff's HTTP admin endpoint (--admin HOST:PORT):
+// Prometheus metrics, a liveness probe and a readiness probe. It is
+// handoff's own package, not a stable library API.
+//
+// # What it serves
+//
+//   - /metrics: the master's state in the Prometheus text format (or
+//     OpenMetrics, by content negotiation).
+//   - /healthz: 200 while the supervision loop answers (Source.Alive,
+//     bounded by Options.AliveTimeout), 503 otherwise: a liveness probe.
+//   - /readyz: 200 while this master serves (its first generation
+//     served, it is not stopping, it has not handed over to a new
+//     master, and at least one worker is ready); 503 otherwise: a
+//     readiness probe, for a load balancer or Kubernetes.
+//
+// Everything else is 404, and any method but GET and HEAD is 405: the
+// endpoint only reads. Reloads and stops stay on the control socket,
+// whose peers are checked; this one has no authentication, so bind it
+// to a loopback or otherwise private address.
+//
+// # Metrics
+//
+// Two kinds. The state of the master (workers by state and generation,
+// the serving generation, restarts and reloads counted, each worker's
+// memory and CPU, accept queues) comes from one workers.Status snapshot
+// per scrape, taken by a custom prometheus.Collector that emits constant
+// metrics: a scrape shows exactly what 'handoff status --json' would
+// have shown at that moment, and nothing is kept between scrapes that
+// could drift from it. Durations, which Status does not keep a history
+// of, are real histograms fed by lifecycle events (Observe), as is the
+// count of control requests (ControlRequest). The Go runtime and
+// process collectors describe the master itself. Everything lives in a
+// registry of the Server's own: no global state.
+//
+// A snapshot needs the supervision loop. A wedged loop must not hang
+// scrapes or pile up goroutines: one snapshot at a time is in flight,
+// concurrent scrapes share it, and a scrape waits for it at most
+// Options.StatusTimeout, then fails with 500 (so Prometheus records the
+// target as down while /healthz says why).
+//
+// # Readiness
+//
+// Readiness is kept from lifecycle events, not asked of the loop: it is
+// a few fields behind a mutex, set on the supervisor's goroutine by
+// Observe. EventStopping comes before any worker gets its stop signal,
+// so /readyz answers 503 before the first worker starts draining
+// (SetStopping does the same for a runner that knows earlier).
+//
+// # Bounds
+//
+// The HTTP server has header, read, write and idle timeouts and a cap on
+// header size; the listener takes at most Options.MaxConns connections
+// at a time (the rest wait in the kernel's backlog). Requests are not
+// logged; the server's own errors (a client speaking TLS to it, say)
+// are, at most one line per ten seconds with a count of those dropped.
+//
+// # Across a master self-upgrade
+//
+// A TCP address held by a listening socket cannot be bound again
+// without SO_REUSEPORT on both sockets, and the new master starts
+// before the old one stops. So the admin listener travels with the
+// others: the old master hands its socket to the new one (tableflip's
+// Fds), and the two share it for a moment. The new master (created with
+// Options.Inherited) does not accept on it until its own first
+// generation serves; the old master stops accepting when it hands over
+// (Observe of EventHandedOver closes its copy at once), closes its idle
+// keep-alive connections and answers the requests it already accepted.
+// So a probe never meets a master that is still starting while the
+// other serves, and scrapes move to the new master without a refused
+// connection. (Not http.Server.Shutdown: it answers nothing to a request
+// it reads after it began, and a client that connected an instant
+// before the hand-over would get EOF.)
+//
+// When the endpoint stops (ctx done, once the master's workers are
+// gone) it ends its connections the same way.
+package admin
