@@ -115,12 +115,12 @@ func newBlockingFile(fd int, name string) *os.File {
 	// is not open yet: reserve the number with a blocking pipe end,
 	// create the file, then dup2 the socket over it.
 	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+	if err := pipe(p[:]); err != nil {
 		return os.NewFile(uintptr(fd), name)
 	}
 	unix.Close(p[1])
 	f := os.NewFile(uintptr(p[0]), name)
-	if err := unix.Dup3(fd, p[0], unix.O_CLOEXEC); err != nil {
+	if err := dupOnto(fd, p[0]); err != nil {
 		f.Close()
 		return os.NewFile(uintptr(fd), name)
 	}
@@ -202,10 +202,10 @@ func bindIP(spec Spec) (int, error) {
 	case ip != nil && ip.To4() == nil:
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, sotype|unix.SOCK_CLOEXEC, 0)
+	fd, err := socket(family, sotype)
 	if err != nil && family == unix.AF_INET6 && ip == nil && spec.Network != "tcp6" {
 		family = unix.AF_INET // no IPv6 on this host
-		fd, err = unix.Socket(family, sotype|unix.SOCK_CLOEXEC, 0)
+		fd, err = socket(family, sotype)
 	}
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
@@ -272,7 +272,7 @@ func bindUnix(path string) (int, error) {
 	if err := RemoveStaleSocket(path); err != nil {
 		return -1, err
 	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := socket(unix.AF_UNIX, unix.SOCK_STREAM)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}

@@ -300,7 +300,7 @@ func (m *Master) Upgrade(ctx context.Context, h Handover) error {
 	if err := m.upg.WaitForParent(ctx); err != nil && ctx.Err() != nil {
 		return fmt.Errorf("wait for the previous master to exit: %w", err)
 	}
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	pair, err := socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
 	if err != nil {
 		return fmt.Errorf("hand-over socket: %w", err)
 	}
@@ -376,7 +376,7 @@ func (m *Master) receive() error {
 	for first := true; first || len(fds) < h.Fds; first = false {
 		var n, oobn int
 		if err := rc.Control(func(fd uintptr) {
-			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|recvCloexec)
 		}); err != nil {
 			return fail(err)
 		}

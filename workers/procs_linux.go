@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -327,23 +326,4 @@ func (p *procs) reapAny() {
 		}
 		pr.exit <- exitInfo{status: ws}
 	}
-}
-
-// pollTree waits until the tree is empty or d has passed, checking every
-// few milliseconds; it reports whether the tree is empty.
-func pollTree(pr process, d time.Duration, stop <-chan struct{}) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !pr.treeEmpty() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			return pr.treeEmpty()
-		case <-stop:
-			return pr.treeEmpty()
-		}
-	}
-	return true
 }

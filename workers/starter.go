@@ -3,6 +3,7 @@ package workers
 import (
 	"fmt"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,4 +86,23 @@ func (e exitInfo) killedFromOutside() bool {
 		return true
 	}
 	return false
+}
+
+// pollTree waits until the tree is empty or d has passed, checking every
+// few milliseconds; it reports whether the tree is empty.
+func pollTree(pr process, d time.Duration, stop <-chan struct{}) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !pr.treeEmpty() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return pr.treeEmpty()
+		case <-stop:
+			return pr.treeEmpty()
+		}
+	}
+	return true
 }

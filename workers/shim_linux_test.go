@@ -9,16 +9,6 @@ import (
 	"testing"
 )
 
-func TestMain(m *testing.M) {
-	// The test binary is /proc/self/exe for workers started without the
-	// built-in shim (TestProcsShimSetsListenPID): it must act as
-	// handoff's binary does. TestExecShimHelper calls ExecShim itself.
-	if os.Getenv(shimTestEnv) == "" {
-		ExecShim()
-	}
-	os.Exit(m.Run())
-}
-
 // assemble builds testdata/shim/<arch>.s with the given GNU binutils
 // prefix and returns the raw code, or skips.
 func assemble(t *testing.T, arch, prefix string) []byte {
