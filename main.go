@@ -123,7 +123,9 @@ type runOptions struct {
 	// strategy is surge or rolling.
 	strategy workers.Strategy
 	// balance is steer, sticky or shared (--balance).
-	balance config.Balance
+	balance string
+	// steerBPF is auto, ebpf or cbpf (--steer-bpf).
+	steerBPF string
 	// environment is added to each worker's environment: KEY=VALUE
 	// sorted by key, never a variable handoff sets itself.
 	environment []string
@@ -174,7 +176,8 @@ func newRunOptions(c *config.Options) *runOptions {
 		retireParallel: c.RetireParallel,
 		stopSignal:     c.StopSignal,
 		strategy:       c.Strategy,
-		balance:        c.Balance,
+		balance:        string(c.Balance),
+		steerBPF:       c.SteerBPF,
 		environment:    c.Environment,
 		runAs:          c.RunAs,
 		workerOutput:   c.WorkerOutput,

@@ -54,7 +54,7 @@ admin = "127.0.0.1:9100"
 	}
 
 	// The default minimum uptime is 1s, not "none".
-	if d, err := parseRun([]string{"--", "/bin/sh"}, io.Discard); err != nil || d.minUptime != time.Second || d.balance != config.BalanceSteer {
+	if d, err := parseRun([]string{"--", "/bin/sh"}, io.Discard); err != nil || d.minUptime != time.Second || d.balance != "steer" || d.steerBPF != "auto" {
 		t.Errorf("defaults: %+v, %v", d, err)
 	}
 

@@ -19,8 +19,9 @@ import (
 	"github.com/handoff-dev/handoff/workers"
 )
 
-// root is the system as root sees it, whoever runs the tests.
-var root = &system{euid: 0, egid: 0}
+// root is the system as root sees it, whoever runs the tests, on a
+// machine where "auto" means 2 workers.
+var root = &system{euid: 0, egid: 0, autoWorkers: 2}
 
 func writeFile(t *testing.T, name, text string) string {
 	t.Helper()
@@ -58,7 +59,7 @@ func TestDefaults(t *testing.T) {
 	want := &Options{
 		Command:        []string{"/bin/sh", "-c", "true"},
 		Environment:    []string{},
-		Workers:        runtime.GOMAXPROCS(0),
+		Workers:        2,
 		WorkersAuto:    true,
 		Ready:          Ready{Mode: ReadyNotify},
 		ReadyTimeout:   60 * time.Second,
@@ -68,11 +69,13 @@ func TestDefaults(t *testing.T) {
 		StopSignal:     syscall.SIGTERM,
 		Strategy:       workers.Surge,
 		Balance:        BalanceSteer,
+		SteerBPF:       "auto",
 		WorkerOutput:   OutputPrefix,
 		LogFormat:      "text",
 		LogLevel:       "info",
 		Warnings:       []string{"no listen sockets configured: workers get no sockets (LISTEN_FDS=0)"},
 		flags:          flags([]string{"/bin/sh", "-c", "true"}),
+		autoWorkers:    2,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
@@ -106,6 +109,7 @@ func TestEveryFlag(t *testing.T) {
 		KeyStopSignal, "quit",
 		KeyReloadStrategy, "rolling",
 		KeyBalance, "shared",
+		KeySteerBPF, "cbpf",
 		KeyEnvironment, "B=2",
 		KeyEnvironment, "A=x=y",
 		KeyUser, "nobody",
@@ -142,6 +146,7 @@ func TestEveryFlag(t *testing.T) {
 		{"signal", o.StopSignal, syscall.SIGQUIT},
 		{"strategy", o.Strategy, workers.Rolling},
 		{"balance", o.Balance, BalanceShared},
+		{"steer bpf", o.SteerBPF, "cbpf"},
 		{"env", o.Environment, []string{"A=x=y", "B=2"}},
 		{"run as", *o.RunAs, RunAs{User: "nobody", Group: "65533", UID: 65534, GID: 65533}},
 		{"output", o.WorkerOutput, OutputJSON},
@@ -194,6 +199,7 @@ func TestFlagProblems(t *testing.T) {
 		{[]string{KeyStopSignal, "SIGNOPE"}, `--stop-signal "SIGNOPE": unknown signal`, false},
 		{[]string{KeyReloadStrategy, "yolo"}, `--reload-strategy "yolo": want surge or rolling`, false},
 		{[]string{KeyBalance, "random"}, `--balance "random": want steer, sticky or shared`, false},
+		{[]string{KeySteerBPF, "xdp"}, `--steer-bpf "xdp": want auto, ebpf or cbpf`, false},
 		{[]string{KeyWorkerOutput, "syslog"}, `--worker-output "syslog": want auto, inherit, prefix or json`, false},
 		{[]string{KeyMaxMemory, "512"}, `--max-memory "512": 512 bytes is below 1MiB: a unit is missing`, false},
 		{[]string{KeyMaxMemory, "lots"}, `--max-memory "lots": want a size such as 512MiB`, false},
@@ -368,6 +374,7 @@ retire_parallel = 2
 stop_signal     = "SIGQUIT"
 reload_strategy = "rolling"
 balance         = "sticky"
+steer_bpf       = "ebpf"
 user            = "nobody"
 group           = "nogroup"
 worker_output   = "json"
@@ -548,6 +555,7 @@ func TestReload(t *testing.T) {
 		{`"256MiB"`, `"1GiB"`},
 		{`user            = "nobody"`, `user = "www-data"`},
 		{`admin           = "127.0.0.1:9100"`, `admin = "127.0.0.1:9200"`},
+		{`steer_bpf       = "ebpf"`, `steer_bpf = "cbpf"`},
 		{`/run/app.pid`, `/run/app2.pid`},
 		{`log_format      = "json"`, `log_format = "text"`},
 		{`log_level       = "warn"`, `log_level = "error"`},
@@ -584,6 +592,7 @@ func TestReload(t *testing.T) {
 	}
 	wantWarnings := []string{
 		path + `: user changed from "nobody (uid 65534)" to "www-data (uid 33)": the running value stays until handoff restarts`,
+		path + `: steer_bpf changed from "ebpf" to "cbpf": the running value stays until handoff restarts`,
 		path + `: admin changed from "127.0.0.1:9100" to "127.0.0.1:9200": the running value stays until handoff restarts`,
 		path + `: pid_file changed from "/run/app.pid" to "/run/app2.pid": the running value stays until handoff restarts`,
 		path + `: log_format changed from "json" to "text": the running value stays until handoff restarts`,
@@ -609,6 +618,31 @@ func TestReload(t *testing.T) {
 	os.Remove(path)
 	if _, _, err := reload(running, root); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("file gone: %v", err)
+	}
+}
+
+// "auto" keeps meaning what it meant at start: the master lowers its own
+// GOMAXPROCS once it runs.
+func TestReloadAutoWorkers(t *testing.T) {
+	path := writeFile(t, "app.hcl", "command = [\"/bin/sh\"]\nworkers = \"auto\"\n")
+	start := &system{autoWorkers: 8}
+	running, err := load(path, Flags{}, start)
+	if err != nil || running.Workers != 8 {
+		t.Fatalf("start: %+v, %v", running, err)
+	}
+	later := &system{autoWorkers: 1} // GOMAXPROCS(1) in the master
+	next, _, err := reload(running, later)
+	if err != nil || next.Workers != 8 || !next.WorkersAuto {
+		t.Errorf("reload with auto: %d workers (auto %v), %v; want 8", next.Workers, next.WorkersAuto, err)
+	}
+	os.WriteFile(path, []byte("command = [\"/bin/sh\"]\nworkers = 3\n"), 0o644)
+	fixed, _, err := reload(next, later)
+	if err != nil || fixed.Workers != 3 {
+		t.Fatalf("reload to 3: %+v, %v", fixed, err)
+	}
+	os.WriteFile(path, []byte("command = [\"/bin/sh\"]\nworkers = \"auto\"\n"), 0o644)
+	if back, _, err := reload(fixed, later); err != nil || back.Workers != 8 {
+		t.Errorf("back to auto: %d workers, %v; want 8", back.Workers, err)
 	}
 }
 

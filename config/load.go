@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"os/user"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,10 +139,15 @@ type system struct {
 	euid, egid int
 	groups     []int // the process's supplementary groups
 	journal    bool  // stderr is the systemd journal
+	// autoWorkers is what workers = "auto" means: GOMAXPROCS when the
+	// master started (it lowers its own GOMAXPROCS afterwards, so a
+	// reload must not look again).
+	autoWorkers int
 }
 
 func thisSystem() *system {
-	s := &system{euid: os.Geteuid(), egid: os.Getegid(), journal: StderrIsJournal(os.Getenv("JOURNAL_STREAM"), os.Stderr)}
+	s := &system{euid: os.Geteuid(), egid: os.Getegid(), journal: StderrIsJournal(os.Getenv("JOURNAL_STREAM"), os.Stderr),
+		autoWorkers: runtime.GOMAXPROCS(0)}
 	s.groups, _ = os.Getgroups()
 	return s
 }
@@ -170,6 +176,7 @@ func load(path string, flags Flags, sys *system) (*Options, error) {
 	}
 	o.Path = path
 	o.flags = flags.clone()
+	o.autoWorkers = sys.autoWorkers
 	return o, nil
 }
 
@@ -283,7 +290,7 @@ func validate(r *raw, sys *system, p *problems) *Options {
 	var err error
 
 	scalar(KeyWorkers, func(s string) error {
-		o.Workers, o.WorkersAuto, err = ParseWorkers(s)
+		o.Workers, o.WorkersAuto, err = parseWorkers(s, sys.autoWorkers)
 		return err
 	})
 	readyV := scalar(KeyReady, func(s string) error {
@@ -317,6 +324,10 @@ func validate(r *raw, sys *system, p *problems) *Options {
 	scalar(KeyBalance, func(s string) error {
 		o.Balance = Balance(s)
 		return parseChoice(s, string(BalanceSteer), string(BalanceSticky), string(BalanceShared))
+	})
+	scalar(KeySteerBPF, func(s string) error {
+		o.SteerBPF = s
+		return parseChoice(s, "auto", "ebpf", "cbpf")
 	})
 	scalar(KeyWorkerOutput, func(s string) error {
 		o.WorkerOutput = WorkerOutput(s)

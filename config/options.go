@@ -47,6 +47,7 @@ const (
 	KeyStopSignal     = "stop_signal"
 	KeyReloadStrategy = "reload_strategy"
 	KeyBalance        = "balance"
+	KeySteerBPF       = "steer_bpf"
 	KeyUser           = "user"
 	KeyGroup          = "group"
 	KeyWorkerOutput   = "worker_output"
@@ -81,7 +82,9 @@ func Keys() []Key {
 		{Name: KeyReloadStrategy, Flag: "reload-strategy", Arg: "surge|rolling", Default: "surge", Choices: []string{"surge", "rolling"},
 			Usage: "surge starts all new workers at once (2N processes for a moment); rolling replaces one at a time (at most N+1)"},
 		{Name: KeyBalance, Flag: "balance", Arg: "steer|sticky|shared", Default: "steer", Choices: []string{"steer", "sticky", "shared"},
-			Usage: "how connections spread over workers: steer (the kernel hashes each connection to a worker's own socket), sticky (as steer, and a client keeps its worker) or shared (one socket, whichever worker accepts first)"},
+			Usage: "how new connections reach workers: steer (a socket per worker, round-robin, drained before a worker stops), sticky (by client address) or shared (one socket for all)"},
+		{Name: KeySteerBPF, Flag: "steer-bpf", Arg: "auto|ebpf|cbpf", Default: "auto", Choices: []string{"auto", "ebpf", "cbpf"}, Restart: true,
+			Usage: "how the kernel is told where connections go: auto (eBPF where allowed: root or CAP_BPF and CAP_NET_ADMIN, else classic BPF), ebpf or cbpf"},
 		{Name: KeyEnvironment, Flag: "env", Arg: "KEY=VALUE", Repeatable: true,
 			Usage: "add a variable to the workers' environment; repeatable, and overrides the config file's environment key by key"},
 		{Name: KeyUser, Flag: "user", Arg: "NAME|UID", Restart: true,
@@ -139,13 +142,11 @@ type Balance string
 // Balance modes.
 const (
 	// BalanceSteer gives each worker a socket of its own in one
-	// SO_REUSEPORT group, and the kernel hashes each connection to one.
+	// SO_REUSEPORT group, new connections going round-robin.
 	BalanceSteer Balance = "steer"
-	// BalanceSticky steers like BalanceSteer, and keeps a client on its
-	// worker.
+	// BalanceSticky steers by client address.
 	BalanceSticky Balance = "sticky"
-	// BalanceShared hands one socket to every worker: whichever accepts
-	// first gets the connection.
+	// BalanceShared hands one socket to every worker.
 	BalanceShared Balance = "shared"
 )
 
@@ -222,6 +223,8 @@ type Options struct {
 	Strategy workers.Strategy
 	// Balance is how connections spread over workers.
 	Balance Balance
+	// SteerBPF is auto, ebpf or cbpf: how steering programs are loaded.
+	SteerBPF string
 	// RunAs, if not nil, is the identity workers run with.
 	RunAs *RunAs
 	// WorkerOutput is resolved: never "auto".
@@ -244,6 +247,8 @@ type Options struct {
 	// flags are the command-line overrides Load was given: Reload
 	// applies them again.
 	flags Flags
+	// autoWorkers is what "auto" meant for Workers at the first Load.
+	autoWorkers int
 }
 
 // Flags is what the command line set: the values of the flags given, by

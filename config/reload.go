@@ -28,18 +28,24 @@ func StderrIsJournal(env string, f *os.File) bool {
 // Reload loads the configuration of a running master again, for a reload:
 // the same config file, read anew, with the same command-line flags laid
 // over it. Keys that apply only when handoff restarts (Key.Restart: user,
-// group, admin, control, pid_file, log_format, log_level) keep their
+// group, steer_bpf, admin, control, pid_file, log_format, log_level) keep their
 // running values in next, and each one that changed gets a warning;
 // next's own Warnings follow. An error (an *Error, as from Load) means
 // the reload must be rejected: the running configuration stays.
 //
-// Reload has no side effects; running is not changed.
+// workers = "auto" keeps meaning GOMAXPROCS as it was when the master
+// started (the master lowers its own afterwards). Reload has no side
+// effects; running is not changed.
 func Reload(running *Options) (next *Options, warnings []string, err error) {
 	return reload(running, thisSystem())
 }
 
 func reload(running *Options, sys *system) (*Options, []string, error) {
-	next, err := load(running.Path, running.flags, sys)
+	s := *sys
+	if running.autoWorkers > 0 {
+		s.autoWorkers = running.autoWorkers // "auto" means what it meant at start
+	}
+	next, err := load(running.Path, running.flags, &s)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,6 +66,8 @@ func reload(running *Options, sys *system) (*Options, []string, error) {
 		}
 		next.RunAs = running.RunAs
 	}
+	keep(KeySteerBPF, running.SteerBPF, next.SteerBPF)
+	next.SteerBPF = running.SteerBPF
 	keep(KeyAdmin, running.Admin, next.Admin)
 	next.Admin = running.Admin
 	keep(KeyControl, running.Control, next.Control)

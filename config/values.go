@@ -22,9 +22,15 @@ import (
 // without naming the key: the caller adds where the value came from.
 
 // ParseWorkers parses "auto" or a count from 1 to workers.MaxWorkers.
+// "auto" is GOMAXPROCS now.
 func ParseWorkers(s string) (n int, auto bool, err error) {
+	return parseWorkers(s, runtime.GOMAXPROCS(0))
+}
+
+// parseWorkers is ParseWorkers with "auto" as autoN.
+func parseWorkers(s string, autoN int) (n int, auto bool, err error) {
 	if s == "auto" {
-		return runtime.GOMAXPROCS(0), true, nil
+		return autoN, true, nil
 	}
 	n, err = strconv.Atoi(s)
 	if err != nil || n < 1 || n > workers.MaxWorkers {

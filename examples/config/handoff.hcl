@@ -6,9 +6,9 @@
 #
 # SIGHUP or 'handoff reload' re-reads this file and starts a new generation
 # with it. A file with a mistake rejects the reload (the running one stays).
-# user, group, admin, control, pid_file, log_format and log_level keep their
-# running values until handoff restarts (the reload logs a warning); every
-# other key applies to the new generation.
+# user, group, steer_bpf, admin, control, pid_file, log_format and log_level
+# keep their running values until handoff restarts (the reload logs a
+# warning); every other key applies to the new generation.
 
 # The worker's command and arguments. Resolved through PATH and symlinks
 # again at every reload. On the command line: handoff run -- COMMAND ARGS...
@@ -74,6 +74,10 @@ reload_strategy = "surge"
 # connection to one worker's own socket), "sticky" (as steer, and a client
 # keeps its worker), "shared" (one socket, whichever worker accepts first).
 balance = "steer"
+
+# How the kernel is told where connections go: "auto" (eBPF where allowed:
+# root, or CAP_BPF and CAP_NET_ADMIN; else classic BPF), "ebpf" or "cbpf".
+steer_bpf = "auto"
 
 # Run the workers as this user and group (a name or a number; needs root).
 # Without group, the user's own group and supplementary groups.
