@@ -516,6 +516,16 @@ func TestFileProblems(t *testing.T) {
 	}
 }
 
+// An empty --admin or --control turns the file's off, or back to the
+// default.
+func TestEmptyOverrides(t *testing.T) {
+	path := writeFile(t, "app.hcl", "command = [\"/bin/sh\"]\nadmin = \"127.0.0.1:9100\"\ncontrol = \"/run/x.sock\"\n")
+	o, err := load(path, flags(nil, KeyAdmin, "", KeyControl, ""), root)
+	if err != nil || o.Admin != "" || o.Control != "" {
+		t.Errorf("admin %q control %q, %v; want both empty", o.Admin, o.Control, err)
+	}
+}
+
 // A flag mistake is named as a flag even with a config file.
 func TestFlagOverFileProblem(t *testing.T) {
 	path := writeFile(t, "app.hcl", "command = [\"/bin/sh\"]\nworkers = 2\n")

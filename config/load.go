@@ -349,6 +349,9 @@ func validate(r *raw, sys *system, p *problems) *Options {
 	})
 	scalar(KeyControl, func(s string) error {
 		o.Control = s
+		if s == "" {
+			return nil // the default
+		}
 		return control.CheckPath(s)
 	})
 	scalar(KeyPIDFile, func(s string) error {

@@ -167,8 +167,12 @@ func ParseSize(s string) (int64, error) {
 }
 
 // ParseAdmin checks a HOST:PORT to listen on. HOST may be empty (every
-// address), an IP address or a name.
+// address), an IP address or a name. An empty string is "off" (so that
+// --admin "" turns off a config file's admin).
 func ParseAdmin(s string) error {
+	if s == "" {
+		return nil
+	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return errors.New("want HOST:PORT, e.g. 127.0.0.1:9100 or [::1]:9100")
