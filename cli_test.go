@@ -42,11 +42,25 @@ func runHandoffIn(t *testing.T, env []string, args ...string) (stdout, stderr st
 	return o.String(), e.String(), code
 }
 
+// mainInProcess runs Main as the handoff binary would, in this process:
+// for commands that start nothing, it is the same code as the binary's
+// minus the exec, and much faster than a race-enabled binary.
+func mainInProcess(args ...string) (stdout, stderr string, code int) {
+	var o, e bytes.Buffer
+	code = Main(args, &o, &e)
+	return o.String(), e.String(), code
+}
+
 // 'handoff help run' lists every flag of run with two dashes, under the
 // usage line with the command after "--".
 func TestHelp(t *testing.T) {
+	t.Parallel()
+	// The binary once, then in-process.
+	if stdout, _, code := runHandoff(t, "help", "run"); code != 0 || !strings.Contains(stdout, "handoff run [flags] -- COMMAND [ARGS...]") {
+		t.Fatalf("handoff help run: exit %d\n%s", code, stdout)
+	}
 	for _, args := range [][]string{{"help", "run"}, {"run", "--help"}, {"run", "-h"}} {
-		stdout, stderr, code := runHandoff(t, args...)
+		stdout, stderr, code := mainInProcess(args...)
 		if code != 0 || stderr != "" {
 			t.Fatalf("handoff %v: exit %d, stderr %q", args, code, stderr)
 		}
@@ -70,7 +84,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	// Every command has help; 'help' alone is the overview.
-	stdout, _, code := runHandoff(t, "help")
+	stdout, _, code := mainInProcess("help")
 	if code != 0 {
 		t.Fatalf("handoff help: exit %d", code)
 	}
@@ -78,13 +92,13 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(stdout, "\n  "+cmd+" ") {
 			t.Errorf("handoff help does not list %s:\n%s", cmd, stdout)
 		}
-		out, stderr, code := runHandoff(t, "help", cmd)
+		out, stderr, code := mainInProcess("help", cmd)
 		if code != 0 || stderr != "" || !strings.Contains(out, "Usage:\n  handoff "+cmd) {
 			t.Errorf("handoff help %s: exit %d, stderr %q, stdout:\n%s", cmd, code, stderr, out)
 		}
 	}
 	// No command at all: the overview on stderr, and exit 2.
-	stdout, stderr, code := runHandoff(t)
+	stdout, stderr, code := mainInProcess()
 	if code != 2 || stdout != "" || !strings.Contains(stderr, "Usage:\n  handoff") {
 		t.Errorf("handoff alone: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
@@ -93,6 +107,7 @@ func TestHelp(t *testing.T) {
 // Shell completion goes through 'handoff __complete', which knows the
 // commands, the flags and their values.
 func TestCompletionCandidates(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want []string
@@ -105,7 +120,7 @@ func TestCompletionCandidates(t *testing.T) {
 		{[]string{"__complete", "completion", ""}, []string{"bash", "zsh", "fish"}},
 		{[]string{"__complete", "help", "re"}, []string{"reload"}},
 	} {
-		stdout, stderr, code := runHandoff(t, c.args...)
+		stdout, stderr, code := mainInProcess(c.args...)
 		if code != 0 {
 			t.Errorf("handoff %v: exit %d, %s", c.args, code, stderr)
 			continue
@@ -123,6 +138,7 @@ func TestCompletionCandidates(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	stdout, _, code := runHandoff(t, "version")
 	other, _, _ := runHandoff(t, "--version")
 	if code != 0 || stdout != other || !strings.HasPrefix(stdout, "handoff ") {
@@ -159,6 +175,7 @@ func buildInfo(path string) (*debug.BuildInfo, error) {
 }
 
 func TestBuildVersion(t *testing.T) {
+	t.Parallel()
 	mk := func(v string, kv ...string) *debug.BuildInfo {
 		bi := &debug.BuildInfo{Main: debug.Module{Version: v}}
 		for i := 0; i < len(kv); i += 2 {
@@ -186,6 +203,7 @@ func TestBuildVersion(t *testing.T) {
 // .ci/gendocs writes the completion scripts and man pages, and checks
 // them with the shells and groff that are installed.
 func TestGenDocs(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds handoff with -tags gendocs")
 	}
@@ -226,6 +244,7 @@ func TestGenDocs(t *testing.T) {
 }
 
 func TestCheckCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	good := writeConfig(t, dir, "good.hcl", `command = ["`+bin.hello1+`"]
 listen "http" { address = "tcp://127.0.0.1:0" }
@@ -282,6 +301,7 @@ user    = "no-such-user-here"
 // The scale client sends {"cmd":"scale","workers":N} and prints the
 // master's answer.
 func TestScaleClient(t *testing.T) {
+	t.Parallel()
 	dir, err := os.MkdirTemp("", "hs-")
 	if err != nil {
 		t.Fatal(err)
@@ -330,6 +350,7 @@ func TestScaleClient(t *testing.T) {
 // clients look for /run/handoff/handoff.sock, where systemd's
 // RuntimeDirectory=handoff puts it.
 func TestDefaultControlPath(t *testing.T) {
+	t.Parallel()
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "RUNTIME_DIRECTORY=") && !strings.HasPrefix(kv, "XDG_RUNTIME_DIR=") {
@@ -368,6 +389,7 @@ func TestDefaultControlPath(t *testing.T) {
 // --user needs root: as another user, handoff refuses before starting
 // anything.
 func TestUserNeedsRoot(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		_, stderr, code := runHandoff(t, "run", "--control", filepath.Join(t.TempDir(), "c"), "--user", "root", "--", "/bin/true")
 		if code != 1 || !strings.Contains(stderr, `--user "root": needs root (handoff runs as uid `) {

@@ -11,6 +11,7 @@ import (
 // Each startup error gives one line on stderr naming the problem, exit 2
 // for usage errors and 1 for runtime ones, before any worker starts.
 func TestRunStartupErrors(t *testing.T) {
+	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +125,7 @@ func writeConfig(t *testing.T, dir, name, text string) string {
 // A config file with several mistakes gets a line for each, in file
 // order, and nothing starts.
 func TestRunConfigProblems(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := writeConfig(t, dir, "app.hcl", `command = ["/bin/true"]
 workers = 0
@@ -152,6 +154,7 @@ listen "http" {
 
 // Client commands with no master, or bad arguments, say so.
 func TestClientErrors(t *testing.T) {
+	t.Parallel()
 	ctl := filepath.Join(t.TempDir(), "none.sock")
 	for _, c := range []struct {
 		args []string
