@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -14,23 +13,14 @@ import (
 	"github.com/handoff-dev/handoff/workers"
 )
 
-func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("status")
-	ctl := controlFlag(fs)
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("status: unexpected argument %q", fs.Arg(0))}
-	}
+func cmdStatus(ctl string, asJSON bool, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := request(ctx, *ctl, control.Request{Cmd: "status"})
+	resp, err := request(ctx, ctl, control.Request{Cmd: "status"})
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		fmt.Fprintln(stdout, string(resp.Result))
 		return nil
 	}
@@ -79,29 +69,27 @@ func printStatus(w io.Writer, st workers.Status) {
 	}
 }
 
-func cmdReload(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("reload")
-	ctl := controlFlag(fs)
-	wait := fs.Bool("wait", false, "wait until the reload is over; exit 1 if it was rolled back")
-	timeout := fs.Duration("timeout", 0, "with --wait, give up after this long (0: no limit)")
-	master := fs.Bool("master", false, "upgrade the master process itself, not only the workers")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("reload: unexpected argument %q", fs.Arg(0))}
+type reloadOptions struct {
+	control      *string
+	wait, master bool
+	timeout      time.Duration
+}
+
+func cmdReload(o reloadOptions, stdout io.Writer) error {
+	if o.timeout < 0 {
+		return usageError{fmt.Errorf("reload: --timeout %s: must not be negative", o.timeout)}
 	}
 	ctx := context.Background()
-	if *timeout > 0 {
+	if o.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	resp, err := request(ctx, *ctl, control.Request{Cmd: "reload", Wait: *wait, Master: *master})
+	resp, err := request(ctx, *o.control, control.Request{Cmd: "reload", Wait: o.wait, Master: o.master})
 	if err != nil {
 		return err
 	}
-	if !*wait {
+	if !o.wait {
 		fmt.Fprintln(stdout, "reload requested")
 		return nil
 	}
@@ -114,21 +102,23 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func cmdStop(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("stop")
-	ctl := controlFlag(fs)
-	wait := fs.Bool("wait", false, "wait until the master has exited (for ExecStop=)")
-	timeout := fs.Duration("timeout", 0, "with --wait, give up after this long (0: no limit)")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return err
+type stopOptions struct {
+	control *string
+	wait    bool
+	timeout time.Duration
+}
+
+func cmdStop(o stopOptions, stdout io.Writer) error {
+	if o.timeout < 0 {
+		return usageError{fmt.Errorf("stop: --timeout %s: must not be negative", o.timeout)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := request(ctx, *ctl, control.Request{Cmd: "stop"})
+	resp, err := request(ctx, *o.control, control.Request{Cmd: "stop"})
 	if err != nil {
 		return err
 	}
-	if !*wait {
+	if !o.wait {
 		fmt.Fprintln(stdout, "stopping")
 		return nil
 	}
@@ -138,26 +128,47 @@ func cmdStop(args []string, stdout, stderr io.Writer) error {
 	if err := json.Unmarshal(resp.Result, &r); err != nil || r.PID <= 0 {
 		return fmt.Errorf("stop: reply does not name the master's pid")
 	}
-	var deadline <-chan time.Time
-	if *timeout > 0 {
-		deadline = time.After(*timeout)
+	wctx := context.Background()
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(wctx, o.timeout)
+		defer cancel()
 	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for syscall.Kill(r.PID, 0) == nil {
-		select {
-		case <-deadline:
-			return fmt.Errorf("stop: master %d still running after %s", r.PID, *timeout)
-		case <-tick.C:
+	if err := control.WaitExit(wctx, r.PID); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("stop: master %d still running after %s", r.PID, o.timeout)
 		}
+		return fmt.Errorf("stop: %w", err)
 	}
 	fmt.Fprintf(stdout, "master %d stopped\n", r.PID)
 	return nil
 }
 
+// cmdScale asks the master for n workers and prints its answer.
+func cmdScale(ctl string, n int, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := request(ctx, ctl, control.Request{Cmd: "scale", Workers: n})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "scaling to %d workers\n", n)
+	if len(resp.Result) > 0 && string(resp.Result) != "null" {
+		fmt.Fprintln(stdout, string(resp.Result))
+	}
+	return nil
+}
+
 // request sends req and turns an error reply into an error.
 func request(ctx context.Context, ctlFlag string, req control.Request) (control.Response, error) {
-	resp, err := control.Do(ctx, controlPath(ctlFlag), req)
+	path := controlPath(ctlFlag)
+	if err := control.CheckPath(path); err != nil {
+		if ctlFlag != "" {
+			return control.Response{}, usageError{fmt.Errorf("--control %q: %v", ctlFlag, err)}
+		}
+		return control.Response{}, fmt.Errorf("control socket %s: %v", path, err)
+	}
+	resp, err := control.Do(ctx, path, req)
 	if err != nil {
 		return resp, err
 	}

@@ -11,6 +11,7 @@ import (
 // Each startup error gives one line on stderr naming the problem, exit 2
 // for usage errors and 1 for runtime ones, before any worker starts.
 func TestRunStartupErrors(t *testing.T) {
+	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -43,18 +44,51 @@ func TestRunStartupErrors(t *testing.T) {
 		{"workers 0", []string{"--workers", "0", "--", trap}, 2, "--workers \"0\""},
 		{"workers junk", []string{"--workers", "many", "--", trap}, 2, "--workers \"many\""},
 		{"workers too many", []string{"--workers", "100000", "--", trap}, 2, "--workers \"100000\": want auto or a number from 1 to 1024"},
-		{"bad min uptime", []string{"--min-uptime", "-1s", "--", trap}, 2, "--min-uptime -1s: must not be negative"},
-		{"bad retire parallel", []string{"--retire-parallel", "0", "--", trap}, 2, "--retire-parallel 0"},
-		{"unknown flag", []string{"--wrokers", "2", "--", trap}, 2, "flag provided but not defined: -wrokers"},
+		{"bad min uptime", []string{"--min-uptime", "-1s", "--", trap}, 2, `--min-uptime "-1s": must not be negative`},
+		{"bad retire parallel", []string{"--retire-parallel", "0", "--", trap}, 2, `--retire-parallel "0": want a number from 1 to 1024`},
+		{"unknown flag", []string{"--wrokers", "2", "--", trap}, 2, "unknown flag: --wrokers (did you mean --workers?)"},
+		{"flag typo", []string{"--worker", "2", "--", trap}, 2, "unknown flag: --worker (did you mean --workers?)"},
+		{"flag prefix", []string{"--drain", "2s", "--", trap}, 2, "unknown flag: --drain (did you mean --drain-timeout?)"},
+		{"one dash", []string{"-workers", "2", "--", trap}, 2, "unknown flag -workers: long flags take two dashes: --workers"},
+		{"flag without value", []string{"--workers"}, 2, "flag needs an argument: --workers"},
 		{"no command", []string{"--listen", "http=tcp://127.0.0.1:0"}, 2, "no command given"},
 		{"bad ready", []string{"--ready", "soon", "--", trap}, 2, `--ready "soon"`},
 		{"bad signal", []string{"--stop-signal", "SIGNOPE", "--", trap}, 2, "unknown signal"},
 		{"bad strategy", []string{"--reload-strategy", "yolo", "--", trap}, 2, "--reload-strategy"},
+		{"bad balance", []string{"--balance", "random", "--", trap}, 2, `--balance "random": want steer, sticky or shared`},
+		{"bad worker output", []string{"--worker-output", "syslog", "--", trap}, 2, `--worker-output "syslog": want auto, inherit, prefix or json`},
+		{"bad max memory", []string{"--max-memory", "lots", "--", trap}, 2, `--max-memory "lots": want a size such as 512MiB`},
+		{"max memory without unit", []string{"--max-memory", "512", "--", trap}, 2, `--max-memory "512": 512 bytes is below 1MiB`},
+		{"bad admin", []string{"--admin", "9100", "--", trap}, 2, `--admin "9100": want HOST:PORT`},
+		{"ready http path", []string{"--ready", "http=healthz", "--listen", "http=tcp://127.0.0.1:0", "--", trap}, 2, `--ready "http=healthz": want http=/PATH`},
+		{"ready tcp without listener", []string{"--ready", "tcp", "--", trap}, 2, `--ready "tcp" needs a tcp or unix listener to probe`},
+		{"ready delay too long", []string{"--ready", "delay=2s", "--ready-timeout", "1s", "--", trap}, 2, `--ready "delay=2s" must be shorter than --ready-timeout "1s"`},
+		{"env set by handoff", []string{"--env", "LISTEN_FDS=9", "--", trap}, 2, `--env "LISTEN_FDS=9": LISTEN_FDS is set by handoff for each worker`},
+		{"unix options on tcp", []string{"--listen", "a=tcp://127.0.0.1:0?mode=0660", "--", trap}, 2, "options after '?' are for unix listeners only"},
+		{"unix mode", []string{"--listen", "a=unix://" + dir + "/a.sock?mode=abc", "--", trap}, 2, `mode "abc": want an octal mode such as 0660`},
+		{"unix owner", []string{"--listen", "a=unix://" + dir + "/a.sock?owner=no-such-user-here", "--", trap}, 1, `owner "no-such-user-here": no such user`},
+		{"unknown user", []string{"--user", "no-such-user-here", "--", trap}, 1, `--user "no-such-user-here": no such user`},
+		{"unknown group", []string{"--group", "no-such-group-here", "--", trap}, 1, `--group "no-such-group-here": no such group`},
+		{"control path too long", []string{"--control", "/" + strings.Repeat("c", 110), "--", trap}, 2, "unix socket path is 111 bytes, the limit is 107"},
+		{"config missing", []string{"--config", filepath.Join(dir, "none.hcl")}, 1, "config file: open " + filepath.Join(dir, "none.hcl") + ": no such file or directory"},
+		{"config syntax", []string{"--config", writeConfig(t, dir, "syntax.hcl", "command = [\"/bin/true\"\nworkers = 2\n")}, 2, "syntax.hcl:2:1: Missing item separator"},
+		{"config unknown key", []string{"--config", writeConfig(t, dir, "key.hcl", "command = [\"/bin/true\"]\nworker = 2\n")}, 2, `key.hcl:2:1: Unsupported argument: An argument named "worker" is not expected here. Did you mean "workers"?`},
+		{"config bad value", []string{"--config", writeConfig(t, dir, "value.hcl", "command = [\"/bin/true\"]\n\nworkers = 0\n")}, 2, "value.hcl:3:11: workers = 0: want auto or a number from 1 to 1024"},
+		{"config command missing", []string{"--config", writeConfig(t, dir, "cmd.hcl", "command = [\"/nonexistent/app\"]\n")}, 1, `cmd.hcl:1:11: command "/nonexistent/app": no such file or directory`},
+		{"config without command", []string{"--config", writeConfig(t, dir, "nocmd.hcl", "workers = 2\n")}, 2, "no command given"},
+		{"flag over config", []string{"--config", writeConfig(t, dir, "ok.hcl", "command = [\"/bin/true\"]\n"), "--workers", "0"}, 2, `--workers "0"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			args := append([]string{"run", "--control", ctl}, c.args...)
-			stdout, stderr, code := runHandoff(t, args...)
+			args := []string{"run"}
+			if !hasFlag(c.args, "--control") {
+				args = append(args, "--control", ctl)
+			}
+			args = append(args, c.args...)
+			// A TMPDIR of its own shows anything the master leaves
+			// behind in it (its runtime directory).
+			tmp := t.TempDir()
+			stdout, stderr, code := runHandoffEnv(t, []string{"TMPDIR=" + tmp}, args...)
 			if code != c.code {
 				t.Errorf("exit code %d, want %d; stderr %q", code, c.code, stderr)
 			}
@@ -68,12 +102,59 @@ func TestRunStartupErrors(t *testing.T) {
 			if _, err := os.Stat(marker); err == nil {
 				t.Fatalf("a worker started despite the error")
 			}
+			if left, _ := os.ReadDir(tmp); len(left) > 0 {
+				t.Errorf("the failed master left %s in its TMPDIR", left[0].Name())
+			}
+			if _, err := os.Stat(ctl); err == nil {
+				t.Errorf("the failed master left its control socket")
+			}
 		})
+	}
+}
+
+// writeConfig writes a config file for a test and returns its path.
+func writeConfig(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A config file with several mistakes gets a line for each, in file
+// order, and nothing starts.
+func TestRunConfigProblems(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "app.hcl", `command = ["/bin/true"]
+workers = 0
+ready_timeout = 25
+listen "http" {
+  address = "tcp://127.0.0.1:0"
+  mode    = "0660"
+}
+`)
+	_, stderr, code := runHandoff(t, "run", "--control", filepath.Join(dir, "c.sock"), "--config", path)
+	want := []string{
+		"handoff: " + path + ":2:11: workers = 0: want auto or a number from 1 to 1024",
+		"handoff: " + path + ":3:17: ready_timeout = 25: want a duration with a unit, e.g. 25s",
+		"handoff: " + path + `:6:13: listen "http": mode is for unix listeners only`,
+	}
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if code != 2 || len(lines) != len(want) {
+		t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and %d lines", code, stderr, len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("line %d: %q, want %q", i, lines[i], want[i])
+		}
 	}
 }
 
 // Client commands with no master, or bad arguments, say so.
 func TestClientErrors(t *testing.T) {
+	t.Parallel()
 	ctl := filepath.Join(t.TempDir(), "none.sock")
 	for _, c := range []struct {
 		args []string
@@ -83,11 +164,25 @@ func TestClientErrors(t *testing.T) {
 		{[]string{"status", "--control", ctl}, 1, "no handoff master at " + ctl},
 		{[]string{"reload", "--wait", "--control", ctl}, 1, "no handoff master at"},
 		{[]string{"stop", "--control", ctl}, 1, "no handoff master at"},
-		{[]string{"status", "--jsn"}, 2, "flag provided but not defined"},
-		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"status", "--jsn"}, 2, "unknown flag: --jsn (did you mean --json?)"},
+		{[]string{"status", "extra"}, 2, `status: unexpected argument "extra"`},
+		{[]string{"stop", "--wait", "--timeout", "soon"}, 2, `invalid argument "soon" for "--timeout" flag`},
+		{[]string{"stop", "--wait", "--timeout", "-1s", "--control", ctl}, 2, "stop: --timeout -1s: must not be negative"},
+		{[]string{"reload", "--timeout", "-1s", "--control", ctl}, 2, "reload: --timeout -1s: must not be negative"},
+		{[]string{"status", "--control", "/" + strings.Repeat("s", 120)}, 2, `unix socket path is 121 bytes, the limit is 107`},
+		{[]string{"scale", "--control", ctl}, 2, "scale: want one argument, the number of workers (handoff scale N)"},
+		{[]string{"scale", "0", "--control", ctl}, 2, `scale "0": want auto or a number from 1 to 1024`},
+		{[]string{"scale", "many", "--control", ctl}, 2, `scale "many": want auto or a number`},
+		{[]string{"scale", "auto", "--control", ctl}, 2, `scale "auto": auto is the master's to resolve at start: give a number`},
+		{[]string{"scale", "3", "--control", ctl}, 1, "no handoff master at " + ctl},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate" (want check, completion, reload, run, scale, status, stop or version)`},
+		{[]string{"stauts"}, 2, `unknown command "stauts" (did you mean "status"?)`},
+		{[]string{"help", "frobnicate"}, 2, `help: unknown command "frobnicate"`},
+		{[]string{"completion", "tcsh"}, 2, "completion: want one of bash, zsh or fish"},
+		{[]string{"check"}, 2, "check: --config FILE is required"},
 	} {
 		_, stderr, code := runHandoff(t, c.args...)
-		if code != c.code || !strings.Contains(stderr, c.msg) || strings.Count(stderr, "\n") != 1 {
+		if code != c.code || !strings.Contains(stderr, c.msg) || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "handoff: ") {
 			t.Errorf("handoff %v: exit %d stderr %q; want exit %d and one line with %q", c.args, code, stderr, c.code, c.msg)
 		}
 	}

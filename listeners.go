@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/config"
 	"github.com/handoff-dev/handoff/steer"
 	"github.com/handoff-dev/handoff/upgrade"
 	"github.com/handoff-dev/handoff/workers"
@@ -34,10 +36,17 @@ func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, l
 		return nil, err
 	}
 	used := map[string]bool{}
-	for _, spec := range o.specs {
+	for _, lc := range o.listen {
+		spec := lc.Spec
 		l, err := openListener(o, m, spec, activated, log)
 		if err != nil {
 			return fail(err)
+		}
+		if l.how == "bound" && spec.Network == "unix" {
+			if err := unixPermissions(lc); err != nil {
+				closeListeners(append(out, l), false)
+				return nil, err
+			}
 		}
 		if _, ok := activated[spec.Name]; ok {
 			used[spec.Name] = true
@@ -125,11 +134,36 @@ func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated
 	}, nil
 }
 
+// spec is where the listener listens.
+func (l listener) spec() upgrade.Spec {
+	if l.Group != nil {
+		return l.Group.Spec()
+	}
+	return l.shared.Spec
+}
+
 func groupListener(spec upgrade.Spec, g *steer.Group, how string) listener {
 	return listener{
 		Listener: workers.Listener{Name: spec.Name, Network: g.Spec().Network, Addr: g.Addr(), Fd: -1, Group: g},
 		how:      how,
 	}
+}
+
+// unixPermissions gives a unix socket this master bound the mode and
+// owner its listener asks for (a web server running as another user must
+// be able to connect).
+func unixPermissions(lc config.Listen) error {
+	if lc.HasMode {
+		if err := os.Chmod(lc.Address, lc.Mode); err != nil {
+			return fmt.Errorf("listen %s: %w", lc.Spec, err)
+		}
+	}
+	if lc.UID >= 0 || lc.GID >= 0 {
+		if err := os.Chown(lc.Address, lc.UID, lc.GID); err != nil {
+			return fmt.Errorf("listen %s: %w", lc.Spec, err)
+		}
+	}
+	return nil
 }
 
 // steerMode maps --balance to a steering mode, and says whether it asks

@@ -5,293 +5,470 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/config"
+	"github.com/handoff-dev/handoff/control"
 	"github.com/handoff-dev/handoff/upgrade"
 	"github.com/handoff-dev/handoff/workers"
 )
 
-const usage = `handoff runs a server as a master and per-core workers, with zero-downtime reloads.
-
-Usage:
-  handoff run [flags] -- COMMAND [ARGS...]   run COMMAND as workers on the --listen sockets
-  handoff reload [--wait] [--timeout D]      start a new generation (as SIGHUP does)
-  handoff status [--json]                    show generations and workers
-  handoff stop                               stop the master (as SIGTERM does)
-  handoff version                            print handoff's version
-
-Run 'handoff COMMAND -h' for a command's flags.
-`
-
 // version is set at build time: go build -ldflags "-X main.version=v1.2.3".
-var version = "dev"
-
-// usageError is a mistake on the command line: exit status 2.
-type usageError struct{ error }
+// Without it, versionString reads the module's build information.
+var version string
 
 func main() {
 	// A worker being started passes through here on its way to exec the
-	// real command: nothing may run before this.
+	// real command: nothing may run before this. (Package initialisation
+	// does: keep it cheap, no init() here.)
 	workers.ExecShim()
 	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// Main runs the CLI and returns the exit status.
+// Main runs the CLI and returns the exit status: 0, 1 for a runtime
+// error, 2 for a usage error. Each error is one line "handoff: …" on
+// stderr (a config file with several problems gets one line each).
 func Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+	if args == nil {
+		args = []string{} // cobra would read os.Args
 	}
-	var err error
-	switch args[0] {
-	case "run":
-		err = cmdRun(args[1:], stderr)
-	case "reload":
-		err = cmdReload(args[1:], stdout, stderr)
-	case "status":
-		err = cmdStatus(args[1:], stdout, stderr)
-	case "stop":
-		err = cmdStop(args[1:], stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "handoff", version)
-		return 0
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		err = usageError{fmt.Errorf("unknown command %q (want run, reload, status or stop)", args[0])}
-	}
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	_, err := root.ExecuteC()
 	if err == nil {
 		return 0
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	fmt.Fprintf(stderr, "handoff: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
+	return reportError(err, stderr)
 }
 
-// newFlagSet makes a flag set that reports errors through its return
-// value only (Main prints the one line).
-func newFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("handoff "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	return fs
-}
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ error }
 
-// parseFlags parses args and, on -h, prints the flags to stderr.
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stderr)
-		fmt.Fprintf(stderr, "Usage of %s:\n", fs.Name())
-		fs.PrintDefaults()
-		return err
-	}
-	if err != nil {
-		return usageError{err}
-	}
-	return nil
-}
+func (e usageError) Unwrap() error { return e.error }
 
-// runOptions are the parsed flags of 'handoff run'.
-type runOptions struct {
-	admin          string // HOST:PORT of the admin endpoint, or ""
-	specs          []upgrade.Spec
-	workers        int
-	readyDelay     time.Duration
-	probe          *workers.Probe // --ready tcp or http=/PATH
-	readyTimeout   time.Duration
-	drainTimeout   time.Duration
-	minUptime      time.Duration
-	retireParallel int
-	stopSignal     syscall.Signal
-	strategy       workers.Strategy
-	balance        string
-	steerBPF       string
-	control        string
-	pidFile        string
-	logFormat      string
-	logLevel       string
-	command        []string
-}
+// runtimeError is a failure of a command that was used correctly: exit
+// status 1.
+type runtimeError struct{ error }
 
-func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
-	o := &runOptions{}
-	fs := newFlagSet("run")
-	fs.Func("listen", "`NAME=URL` to listen on: tcp://HOST:PORT, tcp6://[HOST]:PORT, udp://HOST:PORT or unix:///PATH (repeatable; passed to workers as fds 3, 4, … in this order)", func(s string) error {
-		spec, err := upgrade.ParseSpec(s)
-		if err != nil {
-			return err
-		}
-		for _, x := range o.specs {
-			if x.Name == spec.Name {
-				return fmt.Errorf("listen: name %q used twice", spec.Name)
-			}
-		}
-		o.specs = append(o.specs, spec)
-		return nil
-	})
-	workersFlag := fs.String("workers", "auto", "number of workers, or `auto` for GOMAXPROCS (honours a container CPU quota)")
-	ready := fs.String("ready", "notify", "when a worker is ready: `notify` (READY=1 on NOTIFY_SOCKET) or delay=DURATION (alive that long)")
-	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "how long a worker may take to become ready")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long a worker may take to exit after the stop signal before it is killed")
-	fs.DurationVar(&o.minUptime, "min-uptime", workers.DefaultMinUptime, "how long a worker must stay up after READY: a reload's probation, and the line between a crash loop (backoff) and a worker to replace at once (0: no probation)")
-	fs.IntVar(&o.retireParallel, "retire-parallel", 1, "how many old workers a reload retires at once")
-	stopSig := fs.String("stop-signal", "SIGTERM", "signal that asks a worker to drain and exit")
-	fs.StringVar(&o.balance, "balance", "steer", "how new connections reach workers: `steer` (a socket per worker, round-robin, drained before a worker stops), sticky (by client address) or shared (one socket for all)")
-	fs.StringVar(&o.steerBPF, "steer-bpf", "auto", "how the kernel is told where connections go: `auto` (eBPF where allowed: root or CAP_BPF and CAP_NET_ADMIN, else classic BPF), ebpf or cbpf")
-	strategy := fs.String("reload-strategy", "surge", "`surge` (start all new workers, then retire old ones one by one) or rolling (replace one at a time)")
-	fs.StringVar(&o.control, "control", "", "control socket `path` (default: see 'handoff status -h')")
-	fs.StringVar(&o.admin, "admin", "", "serve health, readiness and metrics over HTTP on this `HOST:PORT` (off by default)")
-	fs.StringVar(&o.pidFile, "pid-file", "", "write the master's pid to this `file` (for PIDFile= units)")
-	fs.StringVar(&o.logFormat, "log-format", "text", "`text` or json")
-	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
-	if err := parseFlags(fs, args, stderr); err != nil {
-		return nil, err
-	}
-	o.command = fs.Args()
-	if len(o.command) == 0 {
-		return nil, usageError{errors.New("run: no command given (usage: handoff run [flags] -- COMMAND [ARGS...])")}
-	}
-	if *workersFlag == "auto" {
-		o.workers = runtime.GOMAXPROCS(0)
-	} else {
-		n, err := strconv.Atoi(*workersFlag)
-		if err != nil || n < 1 || n > workers.MaxWorkers {
-			return nil, usageError{fmt.Errorf("--workers %q: want auto or a number from 1 to %d (one per core is usual; this machine has %d)", *workersFlag, workers.MaxWorkers, runtime.NumCPU())}
-		}
-		o.workers = n
-	}
+func (e runtimeError) Unwrap() error { return e.error }
+
+// errSilentUsage is a usage error that was already explained (handoff
+// with no command prints its help).
+var errSilentUsage = usageError{errors.New("")}
+
+// reportError prints err and returns the exit status for it. Errors that
+// no command returned come from parsing the command line: usage errors.
+func reportError(err error, stderr io.Writer) int {
+	code := 2
+	var (
+		ce *config.Error
+		re runtimeError
+	)
 	switch {
-	case *ready == "notify":
-	case strings.HasPrefix(*ready, "delay="):
-		d, err := time.ParseDuration(strings.TrimPrefix(*ready, "delay="))
-		if err != nil || d <= 0 {
-			return nil, usageError{fmt.Errorf("--ready %q: want delay=DURATION, e.g. delay=2s", *ready)}
+	case errors.As(err, &re):
+		code = 1
+	case errors.As(err, &ce):
+		if !ce.Usage() {
+			code = 1
 		}
-		o.readyDelay = d
-	case *ready == "tcp":
-		o.probe = &workers.Probe{}
-	case strings.HasPrefix(*ready, "http="):
-		path := strings.TrimPrefix(*ready, "http=")
-		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n") {
-			return nil, usageError{fmt.Errorf("--ready %q: want http=/PATH, e.g. http=/healthz", *ready)}
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			fmt.Fprintf(stderr, "handoff: %s\n", line)
 		}
-		o.probe = &workers.Probe{HTTP: path}
-	default:
-		return nil, usageError{fmt.Errorf("--ready %q: want notify, delay=DURATION, tcp or http=/PATH", *ready)}
 	}
-	if o.readyTimeout <= 0 || o.drainTimeout <= 0 {
-		return nil, usageError{errors.New("--ready-timeout and --drain-timeout must be positive")}
+	return code
+}
+
+// runOptions are the settings of 'handoff run', from its flags and its
+// config file: what run.go consumes. Durations are positive unless said
+// otherwise.
+type runOptions struct {
+	// specs are the listeners, in fd order (listen[i].Spec).
+	specs []upgrade.Spec
+	// listen are the same listeners with their unix socket options:
+	// after binding a unix socket, chmod it to Mode if HasMode and chown
+	// it to UID/GID where those are not -1.
+	listen []config.Listen
+	// workers is the number of workers per generation; workersAuto says
+	// it came from "auto" (GOMAXPROCS when the options were read).
+	workers     int
+	workersAuto bool
+	// readyMode is notify, delay, tcp or http. readyDelay is set for
+	// delay (below readyTimeout), readyPath for http ("/healthz").
+	readyMode  config.ReadyMode
+	readyDelay time.Duration
+	readyPath  string
+	// readyTimeout and drainTimeout: see the flags.
+	readyTimeout time.Duration
+	drainTimeout time.Duration
+	// minUptime is workers.Config.MinUptime: -1 means no probation
+	// (--min-uptime 0), never 0.
+	minUptime time.Duration
+	// retireParallel is how many old workers a reload retires at once.
+	retireParallel int
+	// stopSignal asks a worker to drain.
+	stopSignal syscall.Signal
+	// strategy is surge or rolling.
+	strategy workers.Strategy
+	// balance is steer, sticky or shared (--balance).
+	balance string
+	// steerBPF is auto, ebpf or cbpf (--steer-bpf).
+	steerBPF string
+	// environment is added to each worker's environment: KEY=VALUE
+	// sorted by key, never a variable handoff sets itself.
+	environment []string
+	// runAs, if not nil, is the uid, gid and supplementary groups the
+	// workers run with (--user, --group); the master checked it runs as
+	// root when they differ from its own.
+	runAs *config.RunAs
+	// workerOutput is inherit, prefix or json (auto is resolved: inherit
+	// when stderr is the journal, else prefix).
+	workerOutput config.WorkerOutput
+	// maxMemory, in bytes, is the memory use above which a worker is
+	// replaced gracefully; 0 is off.
+	maxMemory int64
+	// admin is the HOST:PORT of the HTTP admin endpoint; empty is off.
+	admin string
+	// control is the control socket's path as given; controlPath
+	// supplies the default.
+	control string
+	// pidFile, if set, gets the master's pid.
+	pidFile string
+	// logFormat is text or json, logLevel an hclog level.
+	logFormat string
+	logLevel  string
+	// command is the worker's argv.
+	command []string
+	// configPath is the --config file, empty without one.
+	configPath string
+	// warnings are worth a log line each once the log is set up (no
+	// listener configured, for instance). They do not stop handoff.
+	warnings []string
+	// cfg is what these options were made from: reloadRunOptions reads
+	// the config file again from it.
+	cfg *config.Options
+}
+
+// newRunOptions converts validated options.
+func newRunOptions(c *config.Options) *runOptions {
+	o := &runOptions{
+		listen:         c.Listen,
+		workers:        c.Workers,
+		workersAuto:    c.WorkersAuto,
+		readyMode:      c.Ready.Mode,
+		readyDelay:     c.Ready.Delay,
+		readyPath:      c.Ready.Path,
+		readyTimeout:   c.ReadyTimeout,
+		drainTimeout:   c.DrainTimeout,
+		minUptime:      c.MinUptime,
+		retireParallel: c.RetireParallel,
+		stopSignal:     c.StopSignal,
+		strategy:       c.Strategy,
+		balance:        string(c.Balance),
+		steerBPF:       c.SteerBPF,
+		environment:    c.Environment,
+		runAs:          c.RunAs,
+		workerOutput:   c.WorkerOutput,
+		maxMemory:      c.MaxMemory,
+		admin:          c.Admin,
+		control:        c.Control,
+		pidFile:        c.PIDFile,
+		logFormat:      c.LogFormat,
+		logLevel:       c.LogLevel,
+		command:        c.Command,
+		configPath:     c.Path,
+		warnings:       c.Warnings,
+		cfg:            c,
 	}
-	if o.minUptime < 0 {
-		return nil, usageError{fmt.Errorf("--min-uptime %s: must not be negative", o.minUptime)}
+	for _, l := range c.Listen {
+		o.specs = append(o.specs, l.Spec)
 	}
 	if o.minUptime == 0 {
 		o.minUptime = -1 // workers.Config: negative means none
 	}
-	if o.retireParallel < 1 || o.retireParallel > workers.MaxWorkers {
-		return nil, usageError{fmt.Errorf("--retire-parallel %d: want a number from 1 to %d", o.retireParallel, workers.MaxWorkers)}
-	}
-	if o.readyDelay >= o.readyTimeout {
-		return nil, usageError{fmt.Errorf("--ready delay=%s must be shorter than --ready-timeout %s", o.readyDelay, o.readyTimeout)}
-	}
-	sig, err := parseSignal(*stopSig)
+	return o
+}
+
+// reloadRunOptions reads the config file of a running master again, for
+// a reload, and applies the same command-line flags over it. It has no
+// side effects. On error (one line per problem, with file positions) the
+// reload must be rejected and cur stays in force. Settings that apply
+// only at a restart (user, group, admin, control, pid_file, log_format,
+// log_level) keep cur's values, and each one that changed gets a
+// warning; next.warnings are included in warnings.
+func reloadRunOptions(cur *runOptions) (next *runOptions, warnings []string, err error) {
+	c, warnings, err := config.Reload(cur.cfg)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, nil, err
 	}
-	o.stopSignal = sig
-	switch s := workers.Strategy(*strategy); s {
-	case workers.Surge, workers.Rolling:
-		o.strategy = s
-	default:
-		return nil, usageError{fmt.Errorf("--reload-strategy %q: want surge or rolling", *strategy)}
-	}
-	switch o.balance {
-	case "steer", "sticky", "shared":
-	default:
-		return nil, usageError{fmt.Errorf("--balance %q: want steer, sticky or shared", o.balance)}
-	}
-	switch o.steerBPF {
-	case "auto", "ebpf", "cbpf":
-	default:
-		return nil, usageError{fmt.Errorf("--steer-bpf %q: want auto, ebpf or cbpf", o.steerBPF)}
-	}
-	switch o.logFormat {
-	case "text", "json":
-	default:
-		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", o.logFormat)}
-	}
-	if hclog.LevelFromString(o.logLevel) == hclog.NoLevel {
-		return nil, usageError{fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", o.logLevel)}
-	}
-	return o, nil
+	return newRunOptions(c), warnings, nil
 }
 
-func parseSignal(s string) (syscall.Signal, error) {
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
+// parseRun parses the arguments of 'handoff run' (flags, then the command
+// after "--") and reads the --config file, if any.
+func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
+	fs := pflag.NewFlagSet("handoff run", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SetInterspersed(false)
+	rf := addRunFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, flagError(fs, err)
 	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
+	c, err := config.Load(rf.config, rf.configFlags(fs, fs.Args()))
+	if err != nil {
+		return nil, err
 	}
-	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
-		return syscall.Signal(n), nil
-	}
-	return 0, fmt.Errorf("--stop-signal %q: unknown signal", s)
+	return newRunOptions(c), nil
 }
 
-func newLogger(o *runOptions, stderr io.Writer) hclog.Logger {
+// runFlags holds the raw values of 'handoff run's flags: a text or list
+// flag per config key, and --config.
+type runFlags struct {
+	config string
+	text   map[string]*string   // by key name
+	lists  map[string]*listFlag // by key name
+}
+
+// addRunFlags defines the flags of 'handoff run' on fs.
+func addRunFlags(fs *pflag.FlagSet) *runFlags {
+	rf := &runFlags{text: map[string]*string{}, lists: map[string]*listFlag{}}
+	fs.Var(&textFlag{p: &rf.config, arg: "FILE"}, "config", "read settings from this HCL config file (a key for every flag; flags given override it); 'handoff check --config FILE' checks one")
+	for _, k := range config.Keys() {
+		if k.Repeatable {
+			l := &listFlag{arg: k.Arg}
+			rf.lists[k.Name] = l
+			fs.Var(l, k.Flag, k.Usage)
+			continue
+		}
+		s := new(string)
+		*s = k.Default
+		rf.text[k.Name] = s
+		fs.Var(&textFlag{p: s, arg: k.Arg}, k.Flag, k.Usage)
+	}
+	return rf
+}
+
+// configFlags returns the flags given (and only those: the others must
+// not override the config file) and the command.
+func (rf *runFlags) configFlags(fs *pflag.FlagSet, command []string) config.Flags {
+	f := config.Flags{Values: map[string][]string{}, Command: command}
+	for _, k := range config.Keys() {
+		if !fs.Changed(k.Flag) {
+			continue
+		}
+		if l, ok := rf.lists[k.Name]; ok {
+			f.Values[k.Name] = append([]string(nil), l.values...)
+		} else {
+			f.Values[k.Name] = []string{*rf.text[k.Name]}
+		}
+	}
+	return f
+}
+
+// textFlag is a string flag whose help names its value (`--workers
+// N|auto`); every value is checked later, by package config.
+type textFlag struct {
+	p   *string
+	arg string
+}
+
+func (f *textFlag) Set(s string) error { *f.p = s; return nil }
+func (f *textFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return *f.p
+}
+func (f *textFlag) Type() string { return f.arg }
+
+// listFlag is a repeatable flag.
+type listFlag struct {
+	values []string
+	arg    string
+}
+
+func (f *listFlag) Set(s string) error { f.values = append(f.values, s); return nil }
+func (f *listFlag) String() string     { return strings.Join(f.values, ",") }
+func (f *listFlag) Type() string       { return f.arg }
+
+// Append, Replace and GetSlice make listFlag a pflag.SliceValue, so that
+// canonicalArgs can repeat it.
+func (f *listFlag) Append(s string) error { return f.Set(s) }
+
+func (f *listFlag) Replace(s []string) error { f.values = append([]string(nil), s...); return nil }
+
+func (f *listFlag) GetSlice() []string { return append([]string(nil), f.values...) }
+
+// canonicalArgs renders the flags set in fs and the positional arguments
+// back into arguments that parse to the same: --name=value for each flag
+// given (each value of a repeatable one), then "--", then args.
+func canonicalArgs(fs *pflag.FlagSet, args []string) []string {
+	var out []string
+	fs.Visit(func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				out = append(out, "--"+f.Name+"="+v)
+			}
+			return
+		}
+		out = append(out, "--"+f.Name+"="+f.Value.String())
+	})
+	return append(append(out, "--"), args...)
+}
+
+// flagError rewords pflag's parse errors as usage errors, with a
+// suggestion for a misspelt flag.
+func flagError(fs *pflag.FlagSet, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "unknown flag: --"); ok {
+		if s := suggestFlag(fs, name); s != "" {
+			msg += fmt.Sprintf(" (did you mean --%s?)", s)
+		}
+	} else if _, word, ok := strings.Cut(msg, "unknown shorthand flag: "); ok {
+		// -workers: "unknown shorthand flag: 'w' in -workers"
+		if _, word, ok = strings.Cut(word, " in -"); ok {
+			name, _, _ := strings.Cut(word, "=")
+			switch s := suggestFlag(fs, name); {
+			case fs.Lookup(name) != nil:
+				msg = fmt.Sprintf("unknown flag -%s: long flags take two dashes: --%s", name, name)
+			case s != "":
+				msg = fmt.Sprintf("unknown flag -%s (did you mean --%s?)", name, s)
+			default:
+				msg = fmt.Sprintf("unknown flag -%s", name)
+			}
+		}
+	}
+	return usageError{errors.New(msg)}
+}
+
+// suggestFlag returns the flag of fs nearest to name, if one is near
+// enough to be a likely typo.
+func suggestFlag(fs *pflag.FlagSet, name string) string {
+	best, bestD := "", 3
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		d := levenshtein(name, f.Name)
+		if len(name) >= 3 && strings.HasPrefix(f.Name, name) && d > 2 {
+			d = 2 // --drain for --drain-timeout
+		}
+		if d < bestD || d == bestD && f.Name < best {
+			best, bestD = f.Name, d
+		}
+	})
+	if bestD > 2 || bestD >= len(name) {
+		return ""
+	}
+	return best
+}
+
+// levenshtein is the edit distance between a and b (in bytes: flag names
+// are ASCII).
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// newLogger makes the master's logger; mu is the lock it takes around
+// each line, which the workers' forwarded output takes too.
+func newLogger(o *runOptions, stderr io.Writer, mu sync.Locker) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "handoff",
 		Level:      hclog.LevelFromString(o.logLevel),
 		JSONFormat: o.logFormat == "json",
 		Output:     stderr,
 		Color:      hclog.AutoColor,
+		Mutex:      mu,
 	})
 }
 
-// defaultControlPath is where the control socket lives unless --control
-// says otherwise: in systemd's RuntimeDirectory= if the unit has one, else
-// in $XDG_RUNTIME_DIR, else in /tmp/handoff-UID.
-func defaultControlPath() string {
-	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
-		d, _, _ = strings.Cut(d, ":")
-		return d + "/handoff.sock"
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return d + "/handoff.sock"
-	}
-	return fmt.Sprintf("%s/handoff-%d/handoff.sock", os.TempDir(), os.Getuid())
-}
-
-func controlFlag(fs *flag.FlagSet) *string {
-	return fs.String("control", "", "control socket `path` (default $RUNTIME_DIRECTORY/handoff.sock, else $XDG_RUNTIME_DIR/handoff.sock, else $TMPDIR/handoff-UID/handoff.sock)")
-}
-
+// controlPath is the control socket's path: the flag's value, else the
+// default (see control.DefaultPath).
 func controlPath(flagValue string) string {
 	if flagValue != "" {
 		return flagValue
 	}
-	return defaultControlPath()
+	return control.DefaultPath(os.Getenv, os.Geteuid(), os.TempDir())
+}
+
+// versionString is handoff's version: the one set with -ldflags, else
+// the module version and VCS revision Go recorded in the binary.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown (no build information in the binary)"
+	}
+	return buildVersion(bi)
+}
+
+// buildVersion describes a build from its build information: the module
+// version when it is one (go install …@v1.2.3), and the VCS revision and
+// whether the tree was modified, when Go recorded them.
+func buildVersion(bi *debug.BuildInfo) string {
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	if rev == "" {
+		if v == "devel" {
+			return "devel (no version control information)"
+		}
+		return v
+	}
+	short := rev
+	if len(short) > 12 {
+		short = short[:12]
+	}
+	if strings.Contains(v, short) {
+		// A pseudo-version names the revision already.
+		return v
+	}
+	extra := "rev " + short
+	if modified == "true" {
+		extra += ", modified"
+	}
+	return v + " (" + extra + ")"
 }
 
 // closeInheritedFds marks every descriptor from 3 up close-on-exec: Go's

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,7 +39,11 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if _, err := workers.ResolveCommand(o.command[0]); err != nil {
 		return err
 	}
-	log := newLogger(o, stderr)
+	logMu := &sync.Mutex{}
+	log := newLogger(o, stderr, logMu)
+	for _, w := range o.warnings {
+		log.Warn(w)
+	}
 
 	// Catch signals before anything starts, so none is lost; never
 	// ignore one (an ignored signal stays ignored in every worker).
@@ -103,36 +108,32 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return fail(err)
 	}
 	undo = append(undo, func() { closeListeners(listeners, false) })
-	r := &runner{o: o, log: log, master: master, listeners: listeners, notifier: systemd.NewNotifier()}
+	r := &runner{o: o, log: log, logMu: logMu, stderr: stderr, master: master, listeners: listeners, notifier: systemd.NewNotifier(), configPath: o.configPath}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	r.ctx, r.stop = ctx, stop
-	sup, err := workers.New(workers.Config{
-		Command:         o.command,
-		Workers:         o.workers,
-		Listeners:       workerListeners(listeners),
-		ReadyDelay:      o.readyDelay,
-		Probe:           probeFor(o.probe, listeners),
-		ReadyTimeout:    o.readyTimeout,
-		DrainTimeout:    o.drainTimeout,
-		MinUptime:       o.minUptime,
-		RetireParallel:  o.retireParallel,
-		StopSignal:      o.stopSignal,
-		Strategy:        o.strategy,
-		FirstGeneration: master.FirstGeneration(),
-		FirstBanks:      master.FirstBanks(),
-		TakeOver:        master.Inherited(),
-		ReapOrphans:     os.Getpid() == 1,
-		UpgradeMaster:   r.upgradeMaster,
-		OnEvent:         r.onEvent,
-		Logger:          log,
-	})
+	cfg, err := r.workerConfig(o, listeners)
+	if err != nil {
+		return fail(err)
+	}
+	cfg.FirstGeneration = master.FirstGeneration()
+	cfg.FirstBanks = master.FirstBanks()
+	cfg.TakeOver = master.Inherited()
+	cfg.ReapOrphans = os.Getpid() == 1
+	cfg.UpgradeMaster = r.upgradeMaster
+	cfg.OnEvent = r.onEvent
+	cfg.Logger = log
+	sup, err := workers.New(cfg)
 	if err != nil {
 		return fail(err)
 	}
 	r.sup = sup
-	defer func() { closeListeners(r.listeners, r.handedOver()) }()
+	defer func() {
+		r.reloadMu.Lock()
+		defer r.reloadMu.Unlock()
+		closeListeners(r.listeners, r.handedOver())
+	}()
 	if adminLn != nil {
 		shared := map[string]int{}
 		for _, l := range listeners {
@@ -181,7 +182,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 
 	go r.watchdog(ctx)
 	go r.handleSignals(sigc)
-	log.Info("master started", "version", version, "pid", os.Getpid(), "workers", o.workers, "took_over", master.Inherited())
+	log.Info("master started", "version", versionString(), "pid", os.Getpid(), "workers", o.workers, "took_over", master.Inherited())
 	if err := sup.Run(ctx); err != nil {
 		master.Stop()
 		return err
@@ -221,6 +222,15 @@ type runner struct {
 	stopControl func()
 	admin       *admin.Server   // nil without --admin
 	ctx         context.Context // cancelled once the master stops
+	logMu       sync.Locker     // the logger's lock, taken by the workers' output too
+	stderr      io.Writer
+	// reloadMu guards o and listeners, which a configuration reload
+	// replaces; configMu makes configuration reloads one at a time (each
+	// reads the file and opens listeners), and is held while one waits
+	// for the supervisor, reloadMu never is.
+	reloadMu   sync.Mutex
+	configMu   sync.Mutex
+	configPath string // --config, fixed for the master's life
 }
 
 func (r *runner) handedOver() bool {
@@ -272,7 +282,16 @@ func (r *runner) reload(ctx context.Context, forceMaster bool, at time.Time) wor
 		}
 		upgradeMaster = changed
 	}
-	c := r.sup.Reload(workers.ReloadRequest{Master: upgradeMaster, At: at})
+	if !upgradeMaster && r.configPath != "" {
+		return r.reloadWithConfig(ctx, at)
+	}
+	return r.waitReload(ctx, workers.ReloadRequest{Master: upgradeMaster, At: at})
+}
+
+// waitReload asks the supervisor for a reload and waits for its result,
+// or until ctx is done.
+func (r *runner) waitReload(ctx context.Context, req workers.ReloadRequest) workers.ReloadResult {
+	c := r.sup.Reload(req)
 	select {
 	case res := <-c:
 		return res
@@ -294,7 +313,9 @@ func (r *runner) reload(ctx context.Context, forceMaster bool, at time.Time) wor
 // runs it as a reload of its own (one at a time) and, on success,
 // retires this master's workers; on failure this master serves on.
 func (r *runner) upgradeMaster(ctx context.Context, h workers.Handover) error {
+	r.reloadMu.Lock()
 	uh, err := handover(r.listeners, h)
+	r.reloadMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -435,6 +456,9 @@ func (r *runner) handleCmd(ctx context.Context, req control.Request) control.Res
 		}
 		res := r.reload(ctx, req.Master, at)
 		return result(res.OK, res.Error, res)
+	case "scale":
+		res := <-r.sup.Scale(req.Workers, 0)
+		return result(res.Error == "", res.Error, res)
 	case "stop":
 		r.stop()
 		return result(true, "", map[string]any{"stopping": true, "pid": os.Getpid()})

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,14 +28,25 @@ const MaxRequest = 64 << 10
 // readTimeout bounds how long a client may take to send its request.
 const readTimeout = 5 * time.Second
 
+// MaxConns is how many connections the server handles at once. Others
+// wait in the socket's listen backlog (the kernel's, costing the master
+// nothing) until one is done.
+const MaxConns = 64
+
+// MaxWorkers bounds a scale request's Workers (workers.MaxWorkers).
+const MaxWorkers = 1024
+
 // Request is one line of JSON sent by a client.
 type Request struct {
-	// Cmd is "status", "reload" or "stop".
+	// Cmd is "status", "reload", "stop" or "scale".
 	Cmd string `json:"cmd"`
 	// Wait, for reload, asks for the reply only once the reload is over.
 	Wait bool `json:"wait,omitempty"`
 	// Master, for reload, asks for the master itself to be upgraded.
 	Master bool `json:"master,omitempty"`
+	// Workers, for scale (and only there), is the number of workers
+	// wanted, 1 to MaxWorkers.
+	Workers int `json:"workers,omitempty"`
 }
 
 // Response is one line of JSON sent back.
@@ -53,15 +65,31 @@ type Server struct {
 	ln      *net.UnixListener
 	handle  Handler
 	log     hclog.Logger
+	lim     *logLimit
 	wg      sync.WaitGroup
+	sem     chan struct{} // a token per connection in hand: MaxConns
 	allowed func(uid uint32) bool
 }
 
 // ListenUnix creates the control socket at path with mode 0600, replacing
 // a stale socket left by a dead master. A live one is an error. Closing
 // the listener does not remove the path (a new master may serve on it).
-func ListenUnix(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+//
+// The directories it creates for path (mode 0700) are removed again if it
+// fails.
+func ListenUnix(path string) (ln *net.UnixListener, err error) {
+	if err := CheckPath(path); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	created, err := mkdirAll(filepath.Dir(path), 0o700)
+	defer func() {
+		if err != nil {
+			for i := len(created) - 1; i >= 0; i-- {
+				os.Remove(created[i])
+			}
+		}
+	}()
+	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	if err := upgrade.RemoveStaleSocket(path); err != nil {
@@ -70,7 +98,7 @@ func ListenUnix(path string) (*net.UnixListener, error) {
 		}
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -83,6 +111,67 @@ func ListenUnix(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// mkdirAll is os.MkdirAll that returns the directories it created,
+// outermost first.
+func mkdirAll(dir string, perm os.FileMode) ([]string, error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	var created []string
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], perm); err != nil && !errors.Is(err, os.ErrExist) {
+			return created, err
+		} else if err == nil {
+			created = append(created, missing[i])
+		}
+	}
+	return created, nil
+}
+
+// MaxPath is the longest unix socket path: sun_path holds 108 bytes,
+// the terminating NUL included.
+const MaxPath = 107
+
+// CheckPath says why path cannot be a unix socket's, in the words
+// upgrade.ParseSpec uses for a unix listener.
+func CheckPath(path string) error {
+	switch {
+	case path == "":
+		return errors.New("empty unix socket path")
+	case strings.IndexByte(path, 0) >= 0:
+		return errors.New("unix socket path contains a NUL byte")
+	case len(path) > MaxPath:
+		return fmt.Errorf("unix socket path is %d bytes, the limit is %d", len(path), MaxPath)
+	}
+	return nil
+}
+
+// DefaultPath is the control socket's path when none is given: in
+// systemd's RuntimeDirectory= if the unit has one, else in
+// $XDG_RUNTIME_DIR, else /run/handoff/handoff.sock for root (systemd's
+// RuntimeDirectory=handoff, so that 'handoff status' needs no flag
+// either way) and $TMPDIR/handoff-UID/handoff.sock for other users.
+func DefaultPath(getenv func(string) string, euid int, tmpdir string) string {
+	if d := getenv("RUNTIME_DIRECTORY"); d != "" {
+		d, _, _ = strings.Cut(d, ":")
+		return filepath.Join(d, "handoff.sock")
+	}
+	if d := getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "handoff.sock")
+	}
+	if euid == 0 {
+		return "/run/handoff/handoff.sock"
+	}
+	return filepath.Join(tmpdir, fmt.Sprintf("handoff-%d", euid), "handoff.sock")
+}
+
 // FromListener makes a server for ln (from ListenUnix, or handed over by
 // a previous master).
 func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
@@ -91,20 +180,30 @@ func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
 		ln:      ln,
 		handle:  h,
 		log:     log,
+		lim:     newLogLimit(time.Second),
+		sem:     make(chan struct{}, MaxConns),
 		allowed: func(uid uint32) bool { return uid == 0 || uid == own },
 	}
 }
 
 // Serve accepts clients until ctx is done. Each connection carries one
-// request and one response.
+// request and one response. At most MaxConns are in hand at once: the
+// next connection is accepted only once one of them is done, so idle
+// clients cost the master a bounded number of goroutines and buffers.
 func (s *Server) Serve(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
 		s.ln.SetDeadline(time.Now())
 	}()
-	for {
+	for ctx.Err() == nil {
+		select {
+		case s.sem <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
+			<-s.sem
 			if ctx.Err() != nil {
 				break
 			}
@@ -112,13 +211,16 @@ func (s *Server) Serve(ctx context.Context) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			s.log.Error("control socket accept failed", "error", err)
+			s.lim.log(s.log, hclog.Error, "control socket accept failed", "error", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
-			defer s.wg.Done()
+			defer func() {
+				<-s.sem
+				s.wg.Done()
+			}()
 			s.serveConn(ctx, c)
 		}()
 	}
@@ -128,13 +230,13 @@ func (s *Server) Serve(ctx context.Context) {
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
 	if uid, err := peerUID(c); err != nil || !s.allowed(uid) {
-		s.log.Warn("control socket: refused peer", "uid", uid, "error", err)
+		s.lim.log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "error", err)
 		writeResponse(c, Response{Error: "permission denied: only root or the master's user may control it"})
 		return
 	}
 	req, err := readRequest(c)
 	if err != nil {
-		s.log.Warn("control socket: bad request", "error", err)
+		s.lim.log(s.log, hclog.Warn, "control socket: bad request", "error", err)
 		writeResponse(c, Response{Error: err.Error()})
 		return
 	}
@@ -182,10 +284,12 @@ func watchPeer(ctx context.Context, c *net.UnixConn, gone context.CancelFunc) {
 func readRequest(c *net.UnixConn) (Request, error) {
 	var req Request
 	c.SetReadDeadline(time.Now().Add(readTimeout))
-	line, err := bufio.NewReaderSize(io.LimitReader(c, MaxRequest), MaxRequest).ReadSlice('\n')
+	// A small buffer that grows with the request: an idle client costs
+	// little.
+	line, err := bufio.NewReaderSize(io.LimitReader(c, MaxRequest), 512).ReadBytes('\n')
 	if err != nil {
 		switch {
-		case errors.Is(err, bufio.ErrBufferFull), errors.Is(err, io.EOF) && len(line) == MaxRequest:
+		case errors.Is(err, io.EOF) && len(line) >= MaxRequest:
 			return req, fmt.Errorf("request larger than %d bytes", MaxRequest)
 		case errors.Is(err, io.EOF):
 			return req, errors.New("truncated request: no newline before end of input")
@@ -204,10 +308,17 @@ func readRequest(c *net.UnixConn) (Request, error) {
 	}
 	switch req.Cmd {
 	case "status", "reload", "stop":
+		if req.Workers != 0 {
+			return req, fmt.Errorf(`malformed request: "workers" is for scale, not %s`, req.Cmd)
+		}
+	case "scale":
+		if req.Workers < 1 || req.Workers > MaxWorkers {
+			return req, fmt.Errorf(`scale: "workers" must be a number from 1 to %d`, MaxWorkers)
+		}
 	case "":
 		return req, errors.New(`malformed request: missing "cmd"`)
 	default:
-		return req, fmt.Errorf("unknown command %q (want status, reload or stop)", req.Cmd)
+		return req, fmt.Errorf("unknown command %q (want status, reload, stop or scale)", req.Cmd)
 	}
 	return req, nil
 }

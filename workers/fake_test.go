@@ -236,7 +236,7 @@ func fastConfig(n int) Config {
 
 // runSup starts a supervisor with cfg on simulated workers; prep, if
 // given, adjusts it before it runs.
-func runSup(t *testing.T, cfg Config, behave func(gen, slot int) behaviour, prep ...func(*Supervisor)) *testSup {
+func runSup(t *testing.T, cfg Config, behave func(gen, slot int) behaviour, prep ...func(*testSup)) *testSup {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "hw")
 	if err != nil {
@@ -254,10 +254,10 @@ func runSup(t *testing.T, cfg Config, behave func(gen, slot int) behaviour, prep
 		t.Fatal(err)
 	}
 	s.mkStart = func() starter { return ts.f }
-	for _, p := range prep {
-		p(s)
-	}
 	ts.s = s
+	for _, p := range prep {
+		p(ts)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
 	go func() { ts.done <- s.Run(ctx) }()

@@ -37,7 +37,9 @@ const (
 // command: every worker of a generation runs the same binary.
 type generation struct {
 	num   int
-	path  string // the command, resolved when the generation was made
+	cfg   *Config  // the configuration it started with (a reload may bring another)
+	env   []string // its workers' base environment
+	path  string   // the command, resolved when the generation was made
 	argv  []string
 	phase GenPhase
 	slots []*slot

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -40,6 +41,7 @@ const (
 // memory limit.
 type op struct {
 	master  bool
+	cfg     *Config   // the configuration of the newest request it serves
 	at      time.Time // the earliest request it serves
 	waiters []chan ReloadResult
 	scale   *scaleOp
@@ -61,6 +63,7 @@ type rollover struct {
 	waiters   []chan ReloadResult
 	timerSeq  int
 	cancel    context.CancelFunc // master upgrade
+	cfg       *Config            // the new generation's
 	s         *Supervisor
 }
 
@@ -88,8 +91,11 @@ func (s *Supervisor) enqueue(req ReloadRequest, c chan ReloadResult) {
 		if req.At.Before(last.at) {
 			last.at = req.At
 		}
+		if req.Config != nil {
+			last.cfg = req.Config
+		}
 	} else {
-		s.queue = append(s.queue, &op{master: req.Master, at: req.At, waiters: []chan ReloadResult{c}})
+		s.queue = append(s.queue, &op{master: req.Master, cfg: req.Config, at: req.At, waiters: []chan ReloadResult{c}})
 	}
 	s.dirty = true
 	s.nextOp()
@@ -116,7 +122,8 @@ func (s *Supervisor) nextOp() {
 		s.beginRecycle(o.recycle)
 		return
 	}
-	r := &rollover{master: o.master, strategy: s.cfg.Strategy, started: o.at, waiters: o.waiters, s: s}
+	cfg, err := s.reloadConfig(o.cfg)
+	r := &rollover{master: o.master, strategy: cfg.Strategy, started: o.at, waiters: o.waiters, s: s, cfg: cfg}
 	s.roll = r
 	if o.master {
 		s.beginUpgrade(r)
@@ -126,7 +133,11 @@ func (s *Supervisor) nextOp() {
 	r.num = s.lastGen
 	s.log.Info("reload started", "generation", r.num, "strategy", string(r.strategy))
 	s.emit(Event{Kind: EventReloading, Generation: r.num})
-	g, err := s.newGeneration(r.num, GenProbation)
+	if err != nil {
+		s.endRollover(err)
+		return
+	}
+	g, err := s.newGenerationWith(r.num, GenProbation, cfg)
 	if err != nil {
 		s.endRollover(err)
 		return
@@ -183,7 +194,8 @@ func (s *Supervisor) upgradeDone(r *rollover, err error) {
 		s.setPhase(s.runningPhase(), "master upgrade failed")
 		// The new master may have steered connections to its own
 		// workers before it failed: steer them back.
-		s.steered, s.steerDirty = nil, true
+		clear(s.steered)
+		s.steerDirty = true
 		s.endRollover(fmt.Errorf("master upgrade failed: %w", err))
 		return
 	}
@@ -193,10 +205,12 @@ func (s *Supervisor) upgradeDone(r *rollover, err error) {
 	// The new master steers connections to its own workers now: ours
 	// stop getting any from here on.
 	now := time.Now()
-	for _, w := range s.routed {
+	for w := range s.routed {
 		w.unroutedAt = now
 	}
-	s.routed, s.steered = nil, nil
+	clear(s.routed)
+	clear(s.steered)
+	clear(s.routedBy)
 	s.failQueue("master handed over to a new master before the reload ran")
 	s.endRollover(nil)
 	// After the results are out: the runner stops its control socket on
@@ -300,9 +314,33 @@ func (s *Supervisor) nextRollingStep(r *rollover) {
 	s.advance()
 }
 
+// reloadConfig is the configuration a reload's generation runs with: the
+// current one, with what the request changes.
+func (s *Supervisor) reloadConfig(next *Config) (*Config, error) {
+	c := s.cfg
+	if next == nil {
+		return &c, nil
+	}
+	c.Command, c.Environ, c.Listeners = next.Command, next.Environ, next.Listeners
+	if next.Workers > 0 { // zero keeps the count, which scaling may have changed
+		c.Workers = next.Workers
+	}
+	c.ReadyDelay, c.Probe, c.ReadyTimeout, c.DrainTimeout = next.ReadyDelay, next.Probe, next.ReadyTimeout, next.DrainTimeout
+	c.StopSignal, c.MinUptime, c.Strategy, c.RetireParallel, c.MaxMemory = next.StopSignal, next.MinUptime, next.Strategy, next.RetireParallel, next.MaxMemory
+	if c.Environ == nil {
+		c.Environ = os.Environ()
+	}
+	c, err := c.withDefaults()
+	if err != nil {
+		return &s.cfg, fmt.Errorf("new configuration: %w", err)
+	}
+	return &c, nil
+}
+
 // commit makes the new generation the serving one.
 func (s *Supervisor) commit(r *rollover) {
 	r.serving = time.Since(r.started)
+	s.cfg = *r.cfg
 	r.g.transition(GenServing, "passed probation")
 	r.old.transition(GenRetiring, fmt.Sprintf("generation %d serves", r.g.num))
 	s.steerDirty = true

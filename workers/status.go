@@ -42,6 +42,14 @@ type ReloadRequest struct {
 	// At is when the request was made (a signal's arrival, a control
 	// request's): the reload's timing starts there. Zero means now.
 	At time.Time
+	// Config, if set, is the configuration the new generation runs
+	// with (a configuration file read again): its command and
+	// environment, number of workers, listeners, readiness, timeouts,
+	// stop signal, minimum uptime, strategy, retire-parallel and memory
+	// limit (Workers zero keeps the running count). The rest of the
+	// supervisor's configuration stays. It becomes the supervisor's once
+	// the reload succeeds.
+	Config *Config
 }
 
 // ReloadResult is the outcome of one reload.

@@ -46,17 +46,55 @@ func (s *Supervisor) routable(sl *slot) bool {
 	return false
 }
 
-// resteer steers new connections to the sockets of the routable workers,
-// the newest generation's first, if that changed since last time. With
-// none routable, the kernel keeps the previous choice: connections queue
-// for the workers to come.
+// resteer steers each group's new connections to the sockets of the
+// routable workers of the generations that listen on it, the newest
+// generation's first in each slot, where that changed since last time.
+// With none routable, the kernel keeps the previous choice: connections
+// queue for the workers to come (and those it still routes to count as
+// routed).
 func (s *Supervisor) resteer() {
 	s.steerDirty = false
-	if !steered(s.cfg.Listeners) || s.phase == MasterStopping || s.phase == MasterHandedOver {
+	if s.phase == MasterStopping || s.phase == MasterHandedOver {
 		return
 	}
+	var groups []*steer.Group
+	for _, g := range s.gens {
+		for _, l := range g.cfg.Listeners {
+			if l.Group != nil && !slices.Contains(groups, l.Group) {
+				groups = append(groups, l.Group)
+			}
+		}
+	}
+	routed := map[*worker]bool{}
+	for _, grp := range groups {
+		targets, ws := s.targetsFor(grp)
+		if len(targets) == 0 {
+			ws = s.routedBy[grp]
+		} else if !slices.Equal(targets, s.steered[grp]) {
+			if err := grp.Steer(targets); err != nil {
+				s.lim.log(s.log, hclog.Error, "cannot steer connections", "listener", grp.Spec().Name, "error", err)
+			}
+			s.steered[grp], s.routedBy[grp] = targets, ws
+			s.log.Debug("steered connections", "listener", grp.Spec().Name, "sockets", len(targets))
+		}
+		for _, w := range ws {
+			routed[w] = true
+		}
+	}
+	now := time.Now()
+	for w := range s.routed {
+		if !routed[w] {
+			w.unroutedAt = now
+		}
+	}
+	s.routed = routed
+}
+
+// targetsFor picks, for each slot, the newest generation listening on grp
+// with a routable worker there.
+func (s *Supervisor) targetsFor(grp *steer.Group) ([]steer.Target, []*worker) {
 	var targets []steer.Target
-	var routed []*worker
+	var ws []*worker
 	n := 0
 	for _, g := range s.gens {
 		n = max(n, len(g.slots))
@@ -64,41 +102,29 @@ func (s *Supervisor) resteer() {
 	for i := 0; i < n; i++ {
 		for j := len(s.gens) - 1; j >= 0; j-- {
 			g := s.gens[j]
-			if i < len(g.slots) && s.routable(g.slots[i]) {
+			if i < len(g.slots) && listensOn(g, grp) && s.routable(g.slots[i]) {
 				targets = append(targets, steer.Target{Slot: i, Bank: g.slots[i].cur.bank})
-				routed = append(routed, g.slots[i].cur)
+				ws = append(ws, g.slots[i].cur)
 				break
 			}
 		}
 	}
-	if len(targets) == 0 || slices.Equal(targets, s.steered) {
-		return
-	}
-	now := time.Now()
-	for _, w := range s.routed {
-		if !slices.Contains(routed, w) {
-			w.unroutedAt = now
+	return targets, ws
+}
+
+func listensOn(g *generation, grp *steer.Group) bool {
+	for _, l := range g.cfg.Listeners {
+		if l.Group == grp {
+			return true
 		}
 	}
-	for _, w := range routed {
-		w.unroutedAt = time.Time{}
-	}
-	s.steered, s.routed = targets, routed
-	for _, l := range s.cfg.Listeners {
-		if l.Group == nil {
-			continue
-		}
-		if err := l.Group.Steer(targets); err != nil {
-			s.lim.log(s.log, hclog.Error, "cannot steer connections", "listener", l.Name, "error", err)
-		}
-	}
-	s.log.Debug("steered connections", "sockets", len(targets))
+	return false
 }
 
 // unrouted is when w stopped getting new connections; zero if it never
 // got any (or steering is off), so there is nothing to wait for.
 func (s *Supervisor) unrouted(w *worker) time.Time {
-	if slices.Contains(s.routed, w) {
+	if s.routed[w] {
 		// Still routed: this is a shutdown, with nowhere else to send
 		// connections; do not wait for a queue that keeps filling.
 		return time.Time{}
@@ -106,10 +132,11 @@ func (s *Supervisor) unrouted(w *worker) time.Time {
 	return w.unroutedAt
 }
 
-// drainTargets are the steered sockets of a worker in slot, bank.
-func (s *Supervisor) drainTargets(slot, bank int) []drainTarget {
+// drainTargets are the steered sockets, among ls, of a worker in slot,
+// bank.
+func drainTargets(ls []Listener, slot, bank int) []drainTarget {
 	var out []drainTarget
-	for _, l := range s.cfg.Listeners {
+	for _, l := range ls {
 		if l.Group != nil {
 			out = append(out, drainTarget{group: l.Group, name: l.Name, bank: bank, slot: slot})
 		}

@@ -26,7 +26,8 @@ func steeredConfig(t *testing.T, n int) Config {
 // steeredNow reads the supervisor's current choice, on its goroutine.
 func (ts *testSup) steeredNow() []steer.Target {
 	c := make(chan []steer.Target, 1)
-	if !ts.s.post(func() { c <- slices.Clone(ts.s.steered) }) {
+	g := ts.s.cfg.Listeners[0].Group
+	if !ts.s.post(func() { c <- slices.Clone(ts.s.steered[g]) }) {
 		return nil
 	}
 	return <-c

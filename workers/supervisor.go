@@ -46,7 +46,6 @@ type Supervisor struct {
 	cfg     Config
 	log     hclog.Logger
 	lim     *logLimiter
-	environ []string
 	devnull int
 	ownDir  bool
 	starter starter
@@ -70,12 +69,13 @@ type Supervisor struct {
 	retireDraining []*slot // slots whose workers are being retired
 	upgrading      bool    // Config.UpgradeMaster is running
 	killed         bool
-	seq            int  // names workers' notify sockets and cgroups
-	dirty          bool // workers changed: EventChanged is due
-	changePending  bool // an EventChanged is scheduled
-	steerDirty     bool // routable workers may have changed: resteer is due
-	steered        []steer.Target
-	routed         []*worker // the workers of steered, in order
+	seq            int                             // names workers' notify sockets and cgroups
+	dirty          bool                            // workers changed: EventChanged is due
+	changePending  bool                            // an EventChanged is scheduled
+	steerDirty     bool                            // routable workers may have changed: resteer is due
+	steered        map[*steer.Group][]steer.Target // what each group was last told
+	routedBy       map[*steer.Group][]*worker      // the workers of those targets
+	routed         map[*worker]bool                // workers getting new connections
 	restarts       map[string]int
 	reloads        map[string]int
 	scaling        *scaleOp   // the change of the number of workers under way
@@ -102,13 +102,15 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		lim:      newLogLimiter(cfg.Workers),
-		environ:  userEnv(cleanEnv(cfg.Environ), cfg.User),
 		events:   make(chan func()),
 		done:     make(chan struct{}),
 		phase:    MasterStarting,
 		restarts: map[string]int{},
 		reloads:  map[string]int{},
 		usage:    treeUsage,
+		steered:  map[*steer.Group][]steer.Target{},
+		routedBy: map[*steer.Group][]*worker{},
+		routed:   map[*worker]bool{},
 	}
 	s.mkStart = func() starter {
 		var orphans func(int, exitInfo)
@@ -366,12 +368,18 @@ func (s *Supervisor) beginStop() {
 
 // newGeneration resolves the command and prepares a generation.
 func (s *Supervisor) newGeneration(num int, phase GenPhase) (*generation, error) {
-	path, err := ResolveCommand(s.cfg.Command[0])
+	c := s.cfg
+	return s.newGenerationWith(num, phase, &c)
+}
+
+// newGenerationWith prepares a generation that runs with cfg.
+func (s *Supervisor) newGenerationWith(num int, phase GenPhase, cfg *Config) (*generation, error) {
+	path, err := ResolveCommand(cfg.Command[0])
 	if err != nil {
 		return nil, err
 	}
-	g := &generation{num: num, path: path, argv: s.cfg.Command, phase: phase, log: s.log.With("generation", num)}
-	g.slots = make([]*slot, s.cfg.Workers)
+	g := &generation{num: num, cfg: cfg, env: userEnv(cleanEnv(cfg.Environ), cfg.User), path: path, argv: cfg.Command, phase: phase, log: s.log.With("generation", num)}
+	g.slots = make([]*slot, cfg.Workers)
 	for i := range g.slots {
 		g.slots[i] = &slot{gen: g, index: i, bank: s.freeBank(i)}
 	}
@@ -470,12 +478,12 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 			defer unix.Close(w) // the child has its own copy
 		}
 	}
-	names := make([]string, len(s.cfg.Listeners))
-	for j, l := range s.cfg.Listeners {
+	names := make([]string, len(g.cfg.Listeners))
+	for j, l := range g.cfg.Listeners {
 		files = append(files, l.fd(bank, sl.index))
 		names[j] = l.Name
 	}
-	env := append(s.environ[:len(s.environ):len(s.environ)],
+	env := append(g.env[:len(g.env):len(g.env)],
 		"NOTIFY_SOCKET="+path,
 		fmt.Sprintf("HANDOFF_WORKER=%d", sl.index),
 		fmt.Sprintf("HANDOFF_GENERATION=%d", g.num),
@@ -528,10 +536,10 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		log:     s.log.With("generation", g.num, "slot", sl.index, "pid", p.pid()),
 		started: time.Now(),
 		opts: workerOpts{
-			readyDelay:   s.cfg.ReadyDelay,
-			readyTimeout: s.cfg.ReadyTimeout,
-			drainTimeout: s.cfg.DrainTimeout,
-			stopSignal:   s.cfg.StopSignal,
+			readyDelay:   g.cfg.ReadyDelay,
+			readyTimeout: g.cfg.ReadyTimeout,
+			drainTimeout: g.cfg.DrainTimeout,
+			stopSignal:   g.cfg.StopSignal,
 		},
 		ev: workerEvents{
 			post:   func(fn func()) { s.post(fn) },
@@ -542,7 +550,7 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		},
 		lim:     s.lim,
 		usage:   s.usage,
-		drains:  s.drainTargets(sl.index, bank),
+		drains:  drainTargets(g.cfg.Listeners, sl.index, bank),
 		retirec: make(chan struct{}),
 		outDone: outDone,
 		streams: streams,
@@ -550,8 +558,8 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		killc:   make(chan struct{}),
 		state:   Starting,
 	}
-	if p := s.cfg.Probe; p != nil {
-		l := s.cfg.Listeners[p.Listener]
+	if p := g.cfg.Probe; p != nil {
+		l := g.cfg.Listeners[p.Listener]
 		w.prober = &prober{group: l.Group, bank: bank, slot: sl.index, path: p.HTTP, host: l.Addr}
 	}
 	w.lim.log(w.log, hclog.Info, "worker starting")

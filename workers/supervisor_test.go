@@ -505,16 +505,16 @@ func TestStopDuringReload(t *testing.T) {
 	cfg.MinUptime = time.Hour
 	var mu sync.Mutex
 	var order []string
-	cfg.OnEvent = nil
-	ts := runSup(t, cfg, good)
-	ts.s.cfg.OnEvent = func(e Event) {
-		ts.record(e)
-		if e.Kind == EventStopping {
-			mu.Lock()
-			order = append(order, fmt.Sprintf("stopping after %d events", len(ts.f.events())))
-			mu.Unlock()
+	ts := runSup(t, cfg, good, func(ts *testSup) {
+		ts.s.cfg.OnEvent = func(e Event) {
+			ts.record(e)
+			if e.Kind == EventStopping {
+				mu.Lock()
+				order = append(order, fmt.Sprintf("stopping after %d events", len(ts.f.events())))
+				mu.Unlock()
+			}
 		}
-	}
+	})
 	ts.waitServing(1, 2)
 	res := ts.s.Reload(ReloadRequest{})
 	ts.waitFor("probation", func(st Status) bool { return st.Rollover != nil && st.Rollover.Phase == RollProbation })
@@ -664,8 +664,8 @@ func TestMemoryRecycling(t *testing.T) {
 	cfg.MaxMemory = 100 << 20
 	var mu sync.Mutex
 	fat := 0
-	ts := runSup(t, cfg, good, func(s *Supervisor) {
-		s.usage = func(p process) (int64, float64) {
+	ts := runSup(t, cfg, good, func(ts *testSup) {
+		ts.s.usage = func(p process) (int64, float64) {
 			mu.Lock()
 			defer mu.Unlock()
 			if p.pid() == fat {

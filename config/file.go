@@ -1,0 +1,224 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// fileSchema is the config file's top level: an attribute for every key
+// but listen, which is a block labelled with the listener's name.
+func fileSchema() *hcl.BodySchema {
+	s := &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: KeyCommand}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: KeyListen, LabelNames: []string{"name"}}},
+	}
+	for _, k := range Keys() {
+		if k.Name != KeyListen {
+			s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: k.Name})
+		}
+	}
+	return s
+}
+
+var listenSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "address", Required: true},
+		{Name: "mode"},
+		{Name: "owner"},
+		{Name: "group"},
+	},
+}
+
+// readFile parses the config file into r. HCL's native syntax, or JSON
+// for a name ending in .json.
+func readFile(path string, r *raw, p *problems) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		p.list = append(p.list, Problem{Msg: fmt.Sprintf("config file: %v", err), Runtime: true})
+		return
+	}
+	parser := hclparse.NewParser()
+	var f *hcl.File
+	var diags hcl.Diagnostics
+	if strings.HasSuffix(path, ".json") {
+		f, diags = parser.ParseJSON(src, path)
+	} else {
+		f, diags = parser.ParseHCL(src, path)
+	}
+	if diagProblems(diags, p) {
+		return
+	}
+	content, diags := f.Body.Content(fileSchema())
+	if diagProblems(diags, p) {
+		return
+	}
+	lit := func(rng hcl.Range) string {
+		return strings.Join(strings.Fields(string(rng.SliceBytes(src))), " ")
+	}
+	fromExpr := func(e hcl.Expression) origin {
+		rng := e.Range()
+		return origin{pos: &rng, lit: lit(rng)}
+	}
+	for _, b := range content.Blocks { // listen blocks, in file order
+		nameRng := b.LabelRanges[0]
+		lv := listenValue{name: b.Labels[0], from: origin{pos: &nameRng, lit: lit(nameRng)}, opts: map[string]value{}}
+		bc, diags := b.Body.Content(listenSchema)
+		if diagProblems(diags, p) {
+			continue
+		}
+		for _, name := range []string{"address", "mode", "owner", "group"} {
+			attr, ok := bc.Attributes[name]
+			if !ok {
+				continue
+			}
+			s, ok := scalarValue(attr, p)
+			if !ok {
+				continue
+			}
+			v := value{raw: s, from: fromExpr(attr.Expr)}
+			if name == "address" {
+				lv.address, lv.addrFrom = s, v.from
+			} else {
+				lv.opts[name] = v
+			}
+		}
+		r.listen = append(r.listen, lv)
+	}
+	attrs := make([]*hcl.Attribute, 0, len(content.Attributes))
+	for _, a := range content.Attributes {
+		attrs = append(attrs, a)
+	}
+	slices.SortFunc(attrs, func(a, b *hcl.Attribute) int { return a.Range.Start.Byte - b.Range.Start.Byte })
+	for _, attr := range attrs {
+		switch name := attr.Name; name {
+		case KeyCommand:
+			r.command, r.commandFrom, r.hasCommand = stringList(attr, p), fromExpr(attr.Expr), true
+		case KeyEnvironment:
+			r.env = append(r.env, environment(attr, fromExpr, p)...)
+		default:
+			if s, ok := scalarValue(attr, p); ok {
+				r.scalars[name] = value{raw: s, from: fromExpr(attr.Expr)}
+			}
+		}
+	}
+}
+
+// diagProblems adds HCL's diagnostics as problems and reports whether
+// there was an error among them.
+func diagProblems(diags hcl.Diagnostics, p *problems) bool {
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		pr := Problem{Msg: d.Summary}
+		if d.Detail != "" {
+			pr.Msg += ": " + strings.Join(strings.Fields(d.Detail), " ")
+		}
+		if d.Subject != nil {
+			pr.Pos = fmt.Sprintf("%s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+		}
+		p.list = append(p.list, pr)
+	}
+	return diags.HasErrors()
+}
+
+// attrProblem reports a problem with an attribute's value as HCL would.
+func attrProblem(attr *hcl.Attribute, p *problems, format string, args ...any) {
+	rng := attr.Expr.Range()
+	p.add(origin{pos: &rng}, false, "%s: %s", attr.Name, fmt.Sprintf(format, args...))
+}
+
+// scalarValue evaluates a constant string or number.
+func scalarValue(attr *hcl.Attribute, p *problems) (string, bool) {
+	v, diags := attr.Expr.Value(nil)
+	if diagProblems(diags, p) {
+		return "", false
+	}
+	switch {
+	case v.IsNull():
+		attrProblem(attr, p, "want a string, not null")
+	case !v.IsKnown():
+		attrProblem(attr, p, "want a constant")
+	case v.Type() == cty.String:
+		return v.AsString(), true
+	case v.Type() == cty.Number:
+		bf := v.AsBigFloat()
+		if !bf.IsInt() {
+			attrProblem(attr, p, "want a whole number or a string, not %s", bf.Text('g', -1))
+			return "", false
+		}
+		return bf.Text('f', 0), true
+	default:
+		attrProblem(attr, p, "want a string, not %s", v.Type().FriendlyName())
+	}
+	return "", false
+}
+
+// stringList evaluates a list of strings.
+func stringList(attr *hcl.Attribute, p *problems) []string {
+	v, diags := attr.Expr.Value(nil)
+	if diagProblems(diags, p) {
+		return nil
+	}
+	if v.IsNull() || !(v.Type().IsTupleType() || v.Type().IsListType()) {
+		attrProblem(attr, p, `want a list of strings, e.g. ["/usr/bin/app", "--port-from-fd"]`)
+		return nil
+	}
+	var out []string
+	for it := v.ElementIterator(); it.Next(); {
+		_, e := it.Element()
+		if e.IsNull() || e.Type() != cty.String {
+			attrProblem(attr, p, `want a list of strings, e.g. ["/usr/bin/app", "--port-from-fd"]`)
+			return nil
+		}
+		out = append(out, e.AsString())
+	}
+	return out
+}
+
+// environment evaluates a map of strings, each entry with its own
+// position where the syntax gives one.
+func environment(attr *hcl.Attribute, fromExpr func(hcl.Expression) origin, p *problems) []envValue {
+	v, diags := attr.Expr.Value(nil)
+	if diagProblems(diags, p) {
+		return nil
+	}
+	if v.IsNull() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {
+		attrProblem(attr, p, `want a map of strings, e.g. { APP_ENV = "production" }`)
+		return nil
+	}
+	// Where each entry is, for messages.
+	at := map[string]origin{}
+	if oc, ok := attr.Expr.(*hclsyntax.ObjectConsExpr); ok {
+		for _, item := range oc.Items {
+			if k, diags := item.KeyExpr.Value(nil); !diags.HasErrors() && k.Type() == cty.String {
+				at[k.AsString()] = fromExpr(item.KeyExpr)
+			}
+		}
+	}
+	var out []envValue
+	for it := v.ElementIterator(); it.Next(); {
+		k, e := it.Element()
+		from, ok := at[k.AsString()]
+		if !ok {
+			from = fromExpr(attr.Expr)
+		}
+		if !e.IsNull() && e.IsKnown() && e.Type().IsPrimitiveType() {
+			e, _ = convert.Convert(e, cty.String)
+		}
+		if e.IsNull() || !e.IsKnown() || e.Type() != cty.String {
+			p.add(from, false, "environment %q: want a string value", k.AsString())
+			continue
+		}
+		out = append(out, envValue{key: k.AsString(), val: e.AsString(), from: from})
+	}
+	return out
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/config"
+	"github.com/handoff-dev/handoff/upgrade"
+)
+
+// parseRun and reloadRunOptions in-process: the options run.go gets.
+func TestParseRunOptions(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.hcl")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`command = ["/bin/sh", "-c", "exec sleep 100"]
+workers = 3
+min_uptime = "0"
+ready = "delay=2s"
+listen "http" { address = "tcp://127.0.0.1:0" }
+listen "api" {
+  address = "unix://` + dir + `/api.sock"
+  mode = "0660"
+}
+environment = { B = "2" }
+admin = "127.0.0.1:9100"
+`)
+	o, err := parseRun([]string{"--config", path, "--env", "A=1", "--max-memory", "1GiB", "--log-level", "debug"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.workers != 3 || o.workersAuto || o.minUptime != -1 || o.readyMode != config.ReadyDelay || o.readyDelay != 2*time.Second ||
+		o.maxMemory != 1<<30 || o.logLevel != "debug" || o.admin != "127.0.0.1:9100" || o.configPath != path ||
+		!slices.Equal(o.environment, []string{"A=1", "B=2"}) || !slices.Equal(o.command, []string{"/bin/sh", "-c", "exec sleep 100"}) {
+		t.Errorf("options %+v", o)
+	}
+	wantSpecs := []upgrade.Spec{{Name: "http", Network: "tcp", Address: "127.0.0.1:0"}, {Name: "api", Network: "unix", Address: dir + "/api.sock"}}
+	if !slices.Equal(o.specs, wantSpecs) || len(o.listen) != 2 || o.listen[1].Mode != 0o660 || !o.listen[1].HasMode || o.listen[1].UID != -1 {
+		t.Errorf("specs %+v listen %+v", o.specs, o.listen)
+	}
+	if len(o.warnings) != 0 {
+		t.Errorf("warnings %q", o.warnings)
+	}
+
+	// The default minimum uptime is 1s, not "none".
+	if d, err := parseRun([]string{"--", "/bin/sh"}, io.Discard); err != nil || d.minUptime != time.Second || d.balance != "steer" || d.steerBPF != "auto" {
+		t.Errorf("defaults: %+v, %v", d, err)
+	}
+
+	// A reload reads the file again, with the same flags over it.
+	write(`command = ["/bin/sh", "-c", "exec sleep 200"]
+workers = 5
+listen "http" { address = "tcp://127.0.0.1:0" }
+admin = "127.0.0.1:9200"
+log_level = "error"
+`)
+	next, warnings, err := reloadRunOptions(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.workers != 5 || next.command[2] != "exec sleep 200" || len(next.specs) != 1 || next.maxMemory != 1<<30 || next.logLevel != "debug" ||
+		next.admin != "127.0.0.1:9100" || next.minUptime != time.Second {
+		t.Errorf("reloaded %+v", next)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], `admin changed from "127.0.0.1:9100" to "127.0.0.1:9200"`) {
+		t.Errorf("warnings %q", warnings)
+	}
+	// A broken file is rejected, with its positions.
+	write("command = [\"/bin/sh\"]\nworkers = -1\n")
+	_, _, err = reloadRunOptions(o)
+	var ce *config.Error
+	if !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), path+":2:11: workers = -1: want auto") {
+		t.Errorf("broken file: %v", err)
+	}
+	// No listener is a warning for run.go to log.
+	n, err := parseRun([]string{"--", "/bin/sh"}, io.Discard)
+	if err != nil || len(n.warnings) != 1 || !strings.Contains(n.warnings[0], "workers get no sockets") {
+		t.Errorf("no listener: %q, %v", n.warnings, err)
+	}
+}
+
+// canonicalArgs turns parsed flags back into arguments that parse the
+// same.
+func TestCanonicalArgs(t *testing.T) {
+	cmd := newRunCmd(io.Discard)
+	args := []string{"--listen", "a=tcp://127.0.0.1:0", "--workers=2", "--listen", "b=udp://127.0.0.1:0", "--env", "X=a,b", "--", "/bin/sh", "-c", "--workers 9"}
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatal(err)
+	}
+	got := canonicalArgs(cmd.Flags(), cmd.Flags().Args())
+	want := []string{"--env=X=a,b", "--listen=a=tcp://127.0.0.1:0", "--listen=b=udp://127.0.0.1:0", "--workers=2", "--", "/bin/sh", "-c", "--workers 9"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("canonicalArgs = %q\nwant %q", got, want)
+	}
+	o, err := parseRun(got, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.specs) != 2 || o.workers != 2 || !slices.Equal(o.environment, []string{"X=a,b"}) || !slices.Equal(o.command, []string{"/bin/sh", "-c", "--workers 9"}) {
+		t.Errorf("re-parsed: %+v", o)
+	}
+}
+
+func TestSuggestFlag(t *testing.T) {
+	fs := newRunCmd(io.Discard).Flags()
+	for typed, want := range map[string]string{
+		"worker": "workers", "wrokers": "workers", "drain": "drain-timeout", "ready-timout": "ready-timeout",
+		"listne": "listen", "balanse": "balance", "x": "", "frobnicate": "", "ad": "", "confg": "config",
+	} {
+		if got := suggestFlag(fs, typed); got != want {
+			t.Errorf("suggestFlag(%q) = %q, want %q", typed, got, want)
+		}
+	}
+}

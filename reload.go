@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/handoff-dev/handoff/config"
+	"github.com/handoff-dev/handoff/workers"
+)
+
+// workerConfig is the supervisor's configuration for the options o and
+// the listeners ls: what a generation runs with. The fields about the
+// master itself (events, logger, hand-over) are the caller's.
+func (r *runner) workerConfig(o *runOptions, ls []listener) (workers.Config, error) {
+	c := workers.Config{
+		Command:        o.command,
+		Workers:        o.workers,
+		Listeners:      workerListeners(ls),
+		ReadyTimeout:   o.readyTimeout,
+		DrainTimeout:   o.drainTimeout,
+		MinUptime:      o.minUptime,
+		RetireParallel: o.retireParallel,
+		StopSignal:     o.stopSignal,
+		Strategy:       o.strategy,
+		MaxMemory:      o.maxMemory,
+		Environ:        append(os.Environ(), o.environment...),
+	}
+	switch o.readyMode {
+	case config.ReadyDelay:
+		c.ReadyDelay = o.readyDelay
+	case config.ReadyTCP, config.ReadyHTTP:
+		c.Probe = probeFor(&workers.Probe{HTTP: o.readyPath}, ls)
+	}
+	switch o.workerOutput {
+	case config.OutputPrefix:
+		c.Output = workers.OutputPrefix
+	case config.OutputJSON:
+		c.Output = workers.OutputJSON
+	}
+	if c.Output != workers.OutputInherit && c.Output != "" {
+		c.OutputTo, c.OutputLock = r.stderr, r.logMu
+	}
+	if a := o.runAs; a != nil {
+		u := &workers.User{Name: a.User, UID: a.UID, GID: a.GID, Groups: a.Groups}
+		if pw, err := user.LookupId(strconv.Itoa(int(a.UID))); err == nil {
+			u.Name, u.Home = pw.Username, pw.HomeDir
+		}
+		c.User = u
+	}
+	return c, nil
+}
+
+// reloadWithConfig reloads from the configuration file read again: the
+// listeners it names (new ones bound now, kept ones as they are), and
+// the supervisor's configuration for the new generation. A file that
+// does not load rejects the reload with its diagnostics, the running
+// generation untouched. Once the reload is over, the listeners no longer
+// named (after success) or newly bound (after failure) are closed.
+func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.ReloadResult {
+	r.configMu.Lock()
+	defer r.configMu.Unlock()
+	r.reloadMu.Lock()
+	cur, curLs := r.o, r.listeners
+	r.reloadMu.Unlock()
+	next, warnings, err := reloadRunOptions(cur)
+	if err != nil {
+		msg := "configuration " + cur.configPath + ": " + strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+		r.log.Error("reload rejected: the configuration does not load; the running generation serves on", "error", msg)
+		return workers.ReloadResult{Error: msg}
+	}
+	for _, w := range warnings {
+		r.log.Warn(w)
+	}
+	ls, opened, err := r.relisten(curLs, next)
+	if err != nil {
+		r.log.Error("reload rejected: cannot open the listeners of the new configuration", "error", err)
+		return workers.ReloadResult{Error: err.Error()}
+	}
+	cfg, err := r.workerConfig(next, ls)
+	if err != nil {
+		closeListeners(opened, false)
+		return workers.ReloadResult{Error: err.Error()}
+	}
+	if next.workers == cur.workers {
+		cfg.Workers = 0 // the file did not change it: keep a count scaled since
+	}
+	res := r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg})
+	if !res.OK {
+		closeListeners(opened, false)
+		return res
+	}
+	var gone []listener
+	for _, l := range curLs {
+		if !slices.ContainsFunc(ls, func(x listener) bool { return x.Group == l.Group && x.shared == l.shared }) {
+			gone = append(gone, l)
+		}
+	}
+	r.reloadMu.Lock()
+	r.o, r.listeners = next, ls
+	r.reloadMu.Unlock()
+	closeListeners(gone, false)
+	return res
+}
+
+// relisten returns the listeners of next: those of the running
+// configuration that next names the same way are kept; the others are
+// opened now (and returned in opened too).
+func (r *runner) relisten(cur []listener, next *runOptions) (ls, opened []listener, err error) {
+	for _, lc := range next.listen {
+		i := slices.IndexFunc(cur, func(l listener) bool {
+			return l.Name == lc.Name && l.spec().Network == lc.Network && l.spec().Address == lc.Address
+		})
+		if i >= 0 {
+			l := cur[i]
+			if mode, steered := steerMode(next.balance); steered != (l.Group != nil) || l.Group != nil && l.Group.Mode() != mode {
+				r.log.Warn("a listener's balance changes at a restart only; it keeps its own", "name", l.Name, "balance", balanceOf(l))
+			}
+			if l.Group != nil {
+				if err := l.Group.Grow(next.workers); err != nil {
+					closeListeners(opened, false)
+					return nil, nil, fmt.Errorf("listen %s: %w", lc.Spec, err)
+				}
+			}
+			ls = append(ls, l)
+			continue
+		}
+		one := *next
+		one.listen = []config.Listen{lc}
+		got, err := openListeners(&one, r.master, nil, r.log)
+		if err != nil {
+			closeListeners(opened, false)
+			return nil, nil, err
+		}
+		opened = append(opened, got...)
+		ls = append(ls, got...)
+	}
+	return ls, opened, nil
+}
