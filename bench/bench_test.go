@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,5 +172,23 @@ func TestLineWatcher(t *testing.T) {
 	l.close()
 	if _, err := l.waitFor(t.Context(), l.count(), time.Second, "never"); err == nil || !strings.Contains(err.Error(), "ended") {
 		t.Errorf("after close: %v", err)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if low > freePortMin && (p < freePortMin || p >= low) {
+			t.Errorf("freePort = %d, want %d to %d, below the ephemeral range", p, freePortMin, low-1)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Fatalf("port %d is not free: %v", p, err)
+		}
+		l.Close()
 	}
 }
