@@ -137,7 +137,8 @@ func TestWriteTable(t *testing.T) {
 
 func TestCheckConfig(t *testing.T) {
 	good := config{rounds: 3, duration: 4 * time.Second, reloads: 20, rate: 1000, idle: time.Minute,
-		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30}
+		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30,
+		balanceWorkers: 4, balanceRounds: 10, steerRounds: 9, steerDuration: 2 * time.Second, stickyConns: 100}
 	if err := checkConfig(good); err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +151,16 @@ func TestCheckConfig(t *testing.T) {
 	bad.duration = 0
 	if checkConfig(bad) == nil {
 		t.Error("zero duration accepted")
+	}
+	bad = good
+	bad.steerDuration = time.Millisecond
+	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-steer-duration") {
+		t.Errorf("a 1 ms steer run: %v", err)
+	}
+	bad = good
+	bad.balanceWorkers = 0
+	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-balance-workers") {
+		t.Errorf("no balance workers: %v", err)
 	}
 }
 
