@@ -25,7 +25,7 @@
 // repository root:
 //
 //	bash bench/setup.sh
-//	go -C bench run .              # everything, under 10 minutes
+//	go -C bench run .              # everything, about 11 minutes on 2 quiet cores
 //	go -C bench run . -parts reload,latency -reloads 50
 //	go -C bench run . -parts scale -scale-workers 1,8,64
 //	go -C bench run . -parts balance,steer,sticky -steer-rounds 15

@@ -114,6 +114,30 @@ func goalAtLeast(lo, hi, goal float64) string {
 	return "unresolved"
 }
 
+// roundsToResolve estimates how many rounds would bring the median's
+// confidence interval (lo–hi, from n rounds) clear of goal, if the
+// median stayed where it is: the half of the interval that faces the
+// goal narrows as 1/√n. 0 when the
+// median sits on the goal (no number of rounds would do).
+func roundsToResolve(n int, lo, hi, med, goal float64) int {
+	// The side of the interval that faces the goal.
+	gap, half := med-goal, med-lo
+	if med < goal {
+		gap, half = goal-med, hi-med
+	}
+	if n < 1 || gap == 0 || math.IsNaN(gap) || math.IsNaN(half) {
+		return 0
+	}
+	if half < gap {
+		return n
+	}
+	r := float64(n) * (half / gap) * (half / gap)
+	if r > 1e6 {
+		return 1e6
+	}
+	return int(math.Ceil(r))
+}
+
 // chanceMaxMin is the median max/min of conns connections dealt to
 // workers uniformly at random: what a hash of the 4-tuple gives at best.
 // The seed is fixed, so the figure is the same on every run.

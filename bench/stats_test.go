@@ -148,3 +148,25 @@ func TestStickyShare(t *testing.T) {
 		t.Error("fmtPct")
 	}
 }
+
+func TestRoundsToResolve(t *testing.T) {
+	// Half-width 0.04 around 1.00 against 0.98: twice too wide, so
+	// four times the rounds.
+	if got := roundsToResolve(12, 0.96, 1.03, 1.00, 0.98); got != 48 {
+		t.Errorf("roundsToResolve = %d, want 48", got)
+	}
+	// Already clear of the goal: as many as now.
+	if got := roundsToResolve(12, 0.99, 1.01, 1.00, 0.98); got != 12 {
+		t.Errorf("roundsToResolve of a resolved interval = %d", got)
+	}
+	if got := roundsToResolve(12, 0.9, 1.1, 0.98, 0.98); got != 0 {
+		t.Errorf("a median on the goal = %d, want 0 (never)", got)
+	}
+	// Below the goal, the upper half counts.
+	if got := roundsToResolve(10, 0.90, 0.99, 0.97, 0.98); got != 40 {
+		t.Errorf("roundsToResolve below the goal = %d, want 40", got)
+	}
+	if got := roundsToResolve(12, 0.5, 1.5, 0.98000001, 0.98); got != 1e6 {
+		t.Errorf("roundsToResolve is not bounded: %d", got)
+	}
+}

@@ -330,14 +330,25 @@ func (b *bench) steerThroughput(ctx context.Context) section {
 	if len(busyRounds) > 0 {
 		notes = append(notes, fmt.Sprintf("**Other processes used more than %s of the machine's CPU in round(s) %s; the figures may be skewed by it.**", fmtShare(busyShare), strings.Join(busyRounds, ", ")))
 	}
-	for i := range modes[:shared] {
+	for i, m := range modes[:shared] {
 		if !b.runs(sides[i]) {
 			continue
 		}
 		for load := range 2 {
-			if rs := roundRatios(rps[i][load], rps[shared][load]); len(rs) > 0 {
-				notes = append(notes, fmt.Sprintf("%s ÷ shared, %s, round by round: %s.", sides[i].name, loadName(load), fmtList(rs, fmtRatio)))
+			rs := roundRatios(rps[i][load], rps[shared][load])
+			if len(rs) == 0 {
+				continue
 			}
+			note := fmt.Sprintf("%s ÷ shared, %s, round by round: %s.", sides[i].name, loadName(load), fmtList(rs, fmtRatio))
+			lo, hi, cov := medianCI(rs, 0.95)
+			if m.balance == "steer" && cov >= 0.95 && goalAtLeast(lo, hi, steerGoal) == "unresolved" {
+				if k := roundsToResolve(len(rs), lo, hi, quantile(rs, 0.5), steerGoal); k > 0 {
+					note += fmt.Sprintf(" Unresolved: were the median to stay where it is, about %d rounds of this spread would resolve it (-steer-rounds).", k)
+				} else {
+					note += " Unresolved: the median sits on the goal."
+				}
+			}
+			notes = append(notes, note)
 		}
 	}
 	return section{
