@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,7 +137,8 @@ func TestWriteTable(t *testing.T) {
 
 func TestCheckConfig(t *testing.T) {
 	good := config{rounds: 3, duration: 4 * time.Second, reloads: 20, rate: 1000, idle: time.Minute,
-		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30}
+		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30,
+		balanceWorkers: 4, balanceRounds: 10, steerRounds: 9, steerDuration: 2 * time.Second, stickyConns: 100}
 	if err := checkConfig(good); err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +151,16 @@ func TestCheckConfig(t *testing.T) {
 	bad.duration = 0
 	if checkConfig(bad) == nil {
 		t.Error("zero duration accepted")
+	}
+	bad = good
+	bad.steerDuration = time.Millisecond
+	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-steer-duration") {
+		t.Errorf("a 1 ms steer run: %v", err)
+	}
+	bad = good
+	bad.balanceWorkers = 0
+	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-balance-workers") {
+		t.Errorf("no balance workers: %v", err)
 	}
 }
 
@@ -170,5 +183,23 @@ func TestLineWatcher(t *testing.T) {
 	l.close()
 	if _, err := l.waitFor(t.Context(), l.count(), time.Second, "never"); err == nil || !strings.Contains(err.Error(), "ended") {
 		t.Errorf("after close: %v", err)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if low > freePortMin && (p < freePortMin || p >= low) {
+			t.Errorf("freePort = %d, want %d to %d, below the ephemeral range", p, freePortMin, low-1)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Fatalf("port %d is not free: %v", p, err)
+		}
+		l.Close()
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -446,13 +447,52 @@ func waitAnswering(ctx context.Context, url string, timeout time.Duration, dead 
 	return answer{}, fmt.Errorf("%s not answering within %s: %w", url, timeout, last)
 }
 
-// freePort asks the kernel for a free port on 127.0.0.1. Another program
-// could take it before it is used; on this machine nothing else does.
+// freePort finds a free port on 127.0.0.1 for a server that binds it
+// itself, a moment later. It picks ports at random below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range), where no outgoing
+// connection gets its port: a port 0 pick is in that range, and on a
+// machine where other programs' tests open connections all the time, a
+// client socket was seen taking it before node bound it (EADDRINUSE).
+// Only if none of those is free does it fall back to port 0.
 func freePort() (int, error) {
+	low := ephemeralLow()
+	for range 50 {
+		if low <= freePortMin {
+			break
+		}
+		p := freePortMin + rand.IntN(low-freePortMin)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			l.Close()
+			return p, nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortMin is the lowest port freePort picks: below it are the
+// ports services are commonly configured on.
+const freePortMin = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 0
+// if unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -9,9 +9,15 @@
 //  3. reload latency: trigger → new generation serving → old one gone;
 //  4. Node throughput: handoff vs cluster vs PM2 workers;
 //  5. the master's footprint, idle and under load;
-//  6. balance of requests over workers;
+//  6. balance: connections per worker for keep-alive connections opened
+//     at once, with each --balance and --steer-bpf, Node's cluster and
+//     PM2; requests per worker;
 //  7. scale: a reload's time and the master's CPU at 1, 8 and 64
-//     workers, and the master's share of the time to READY=1 at start.
+//     workers, and the master's share of the time to READY=1 at start;
+//  8. steer: throughput of the steered modes against one shared socket,
+//     keep-alive and a new connection per request;
+//  9. sticky: the share of each client address's connections that reach
+//     one worker, with --balance sticky, Node's cluster and PM2.
 //
 // It builds handoff and two versions of examples/hello itself. wrk and pm2
 // must be installed: bench/setup.sh does that. bench/ is a Go module of its
@@ -19,9 +25,10 @@
 // repository root:
 //
 //	bash bench/setup.sh
-//	go -C bench run .              # everything, under 10 minutes
+//	go -C bench run .              # everything, about 11 minutes on 2 quiet cores
 //	go -C bench run . -parts reload,latency -reloads 50
 //	go -C bench run . -parts scale -scale-workers 1,8,64
+//	go -C bench run . -parts balance,steer,sticky -steer-rounds 15
 //	go -C bench run . -smoke       # a quick check that every side runs
 //	go -C bench test ./...         # its unit tests
 //
@@ -51,7 +58,7 @@ import (
 )
 
 // parts are the measurements, in order.
-var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale"}
+var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -85,6 +92,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	scaleWorkers := fs.String("scale-workers", "1,8,64", "worker counts the scale test compares, increasing, comma-separated")
 	fs.IntVar(&cfg.scaleReloads, "scale-reloads", 15, "reloads per worker count in the scale test")
 	fs.IntVar(&cfg.readyRounds, "ready-rounds", 30, "rounds of the scale test's READY-to-READY comparison")
+	fs.IntVar(&cfg.balanceWorkers, "balance-workers", 4, "workers per side in the balance and sticky parts")
+	fs.IntVar(&cfg.balanceRounds, "balance-rounds", 10, "bursts of -connections keep-alive connections per side in the balance part")
+	fs.IntVar(&cfg.steerRounds, "steer-rounds", 12, "rounds of the steer part (the sides take turns; 6 or more give a 95% interval for the ratios)")
+	fs.DurationVar(&cfg.steerDuration, "steer-duration", time.Second, "length of one run in the steer part (whole seconds for wrk)")
+	fs.IntVar(&cfg.stickyConns, "sticky-conns", 100, "connections from each client address in the sticky part")
 	sidesFlag := fs.String("sides", "", "only run the sides whose names contain one of these comma-separated words (e.g. handoff,pm2)")
 	out := fs.String("o", "", "also write the report to this `file`")
 	keep := fs.Bool("keep", false, "keep the scratch directory (logs, binaries) and print its path")
@@ -125,6 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.rounds, cfg.duration, cfg.warmup = 1, time.Second, 0
 		cfg.reloads, cfg.reloadGap, cfg.idle, cfg.latencyReloads = 2, 100*time.Millisecond, time.Second, 1
 		cfg.rate = min(cfg.rate, 200)
+		cfg.balanceRounds, cfg.steerRounds, cfg.steerDuration, cfg.stickyConns = 2, 1, time.Second, 10
 		cfg.smoke = true
 	}
 	if err := checkConfig(cfg); err != nil {
@@ -190,6 +203,16 @@ func checkConfig(c config) error {
 		return errors.New("-scale-reloads: want 1 to 1000")
 	case c.readyRounds < 1 || c.readyRounds > 1000:
 		return errors.New("-ready-rounds: want 1 to 1000")
+	case c.balanceWorkers < 1 || c.balanceWorkers > 64:
+		return errors.New("-balance-workers: want 1 to 64")
+	case c.balanceRounds < 1 || c.balanceRounds > 1000:
+		return errors.New("-balance-rounds: want 1 to 1000")
+	case c.steerRounds < 1 || c.steerRounds > 100:
+		return errors.New("-steer-rounds: want 1 to 100")
+	case c.steerDuration < time.Second || c.steerDuration > 10*time.Minute:
+		return errors.New("-steer-duration: want 1s to 10m")
+	case c.stickyConns < 1 || c.stickyConns > 10000:
+		return errors.New("-sticky-conns: want 1 to 10000")
 	}
 	return nil
 }
@@ -257,6 +280,8 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		{"footprint", b.footprint},
 		{"balance", b.balance},
 		{"scale", b.scale},
+		{"steer", b.steerThroughput},
+		{"sticky", b.sticky},
 	}
 	sections := make([]section, len(runs))
 	if cfg.smoke {

@@ -28,6 +28,11 @@ type config struct {
 	scaleWorkers   []int // worker counts the scale test compares
 	scaleReloads   int   // reloads per worker count
 	readyRounds    int   // rounds of the READY-to-READY comparison
+	balanceWorkers int   // workers in the balance and sticky parts
+	balanceRounds  int   // bursts of connections per side in the balance part
+	steerRounds    int   // rounds of the steer part
+	steerDuration  time.Duration
+	stickyConns    int // connections per client address in the sticky part
 	minUptime      time.Duration
 	smoke          bool
 	only           []string // if set, only the sides whose names contain one of these
@@ -77,11 +82,14 @@ func (b *bench) fail(format string, args ...any) {
 type side struct {
 	name  string
 	start func(ctx context.Context) (server, error)
+	// unavailable says why the side cannot run on this machine ("" if
+	// it can); such a side is left out with a note, not a failure.
+	unavailable string
 }
 
 // use starts s, runs f with it, and stops it, failures recorded.
 func (b *bench) use(ctx context.Context, what string, s side, f func(server) error) bool {
-	if ctx.Err() != nil || !b.selected(s) {
+	if ctx.Err() != nil || !b.runs(s) {
 		return false
 	}
 	logf("%s: %s", what, s.name)
@@ -102,6 +110,11 @@ func (b *bench) use(ctx context.Context, what string, s side, f func(server) err
 	return true
 }
 
+// runs reports whether s is selected and can run here.
+func (b *bench) runs(s side) bool {
+	return s.unavailable == "" && b.selected(s)
+}
+
 // selected reports whether -sides selects s.
 func (b *bench) selected(s side) bool {
 	if len(b.cfg.only) == 0 {
@@ -118,37 +131,51 @@ func (b *bench) selected(s side) bool {
 // The sides. n is the number of workers; closeWindow is the apps' drain
 // window (0: their default, 300 ms).
 func (b *bench) helloAlone(closeWindow time.Duration) side {
-	return side{"hello alone", func(ctx context.Context) (server, error) {
+	return side{name: "hello alone", start: func(ctx context.Context) (server, error) {
 		return b.e.startPlain(ctx, "hello alone", closeWindow)
 	}}
 }
 
 func (b *bench) stopStart(closeWindow time.Duration) side {
-	return side{"hello, stop + start", func(ctx context.Context) (server, error) {
+	return side{name: "hello, stop + start", start: func(ctx context.Context) (server, error) {
 		return b.e.startPlain(ctx, "hello, stop + start", closeWindow)
 	}}
 }
 
 func (b *bench) handoffHello(n int, closeWindow time.Duration) side {
-	return side{fmt.Sprintf("handoff + hello (%d)", n), func(ctx context.Context) (server, error) {
-		return b.e.startHandoffHello(ctx, n, closeWindow)
+	name := fmt.Sprintf("handoff + hello (%d)", n)
+	return side{name: name, start: func(ctx context.Context) (server, error) {
+		return b.e.startHandoffHello(ctx, name, n, closeWindow, balanceMode{})
 	}}
 }
 
+// handoffHelloBalanced is handoff + hello with an explicit --balance and
+// --steer-bpf.
+func (b *bench) handoffHelloBalanced(n int, mode balanceMode) side {
+	name := fmt.Sprintf("handoff + hello (%d), %s", n, mode.name)
+	s := side{name: name, start: func(ctx context.Context) (server, error) {
+		return b.e.startHandoffHello(ctx, name, n, 0, mode)
+	}}
+	if mode.mechanism == "ebpf" && !canEBPF() {
+		s.unavailable = "eBPF needs root"
+	}
+	return s
+}
+
 func (b *bench) handoffNode(n int, closeWindow time.Duration) side {
-	return side{fmt.Sprintf("handoff + node (%d)", n), func(ctx context.Context) (server, error) {
+	return side{name: fmt.Sprintf("handoff + node (%d)", n), start: func(ctx context.Context) (server, error) {
 		return b.e.startHandoffNode(ctx, n, nodeWindow(closeWindow))
 	}}
 }
 
 func (b *bench) cluster(n int, closeWindow time.Duration) side {
-	return side{fmt.Sprintf("node cluster (%d)", n), func(ctx context.Context) (server, error) {
+	return side{name: fmt.Sprintf("node cluster (%d)", n), start: func(ctx context.Context) (server, error) {
 		return b.e.startCluster(ctx, n, nodeWindow(closeWindow))
 	}}
 }
 
 func (b *bench) pm2(n int, closeWindow time.Duration) side {
-	return side{fmt.Sprintf("PM2 cluster (%d)", n), func(ctx context.Context) (server, error) {
+	return side{name: fmt.Sprintf("PM2 cluster (%d)", n), start: func(ctx context.Context) (server, error) {
 		return b.e.startPM2(ctx, n, nodeWindow(closeWindow))
 	}}
 }
@@ -165,7 +192,7 @@ func nodeWindow(d time.Duration) time.Duration {
 func (b *bench) startAll(ctx context.Context, what string, sides []side) ([]server, func()) {
 	srvs := make([]server, len(sides))
 	for i, s := range sides {
-		if ctx.Err() != nil || !b.selected(s) {
+		if ctx.Err() != nil || !b.runs(s) {
 			continue
 		}
 		logf("%s: starting %s", what, s.name)
@@ -689,7 +716,7 @@ func (b *bench) nodeThroughput(ctx context.Context) section {
 	h, c, p := res[0], res[1], res[2]
 	return section{
 		Title: fmt.Sprintf("4. Node throughput: examples/node/server.js as %d workers", n),
-		Intro: []string{fmt.Sprintf("wrk, %d thread(s), %d connections, %s per run, all three running side by side and taking turns, %d rounds with the order rotated. Medians; ratios are medians of the rounds' ratios. handoff workers share one listening socket and accept on it themselves; node cluster (round-robin, the default) and PM2 cluster mode accept in the master and pass each connection to a worker.",
+		Intro: []string{fmt.Sprintf("wrk, %d thread(s), %d connections, %s per run, all three running side by side and taking turns, %d rounds with the order rotated. Medians; ratios are medians of the rounds' ratios. handoff's workers accept themselves, each on a socket of its own that the kernel steers new connections to (handoff's default, `--balance steer`; see 8 for the other modes); node cluster (round-robin, the default) and PM2 cluster mode accept in the master and pass each connection to a worker.",
 			b.cfg.wrkThreads, b.cfg.conns, b.cfg.duration, b.cfg.rounds)},
 		Header: []string{"load", sides[0].name, sides[1].name, sides[2].name, "handoff ÷ cluster", "handoff ÷ PM2"},
 		Rows: [][]string{
@@ -820,51 +847,6 @@ func (b *bench) footprint(ctx context.Context) section {
 		Header: []string{"side", "master RSS idle", "master CPU idle", "master CPU, keep-alive load", "master CPU, new-connection load", "master RSS under load", "processes", "threads (master / all)"},
 		Rows:   rows,
 		Notes:  []string{"Goal: handoff idle CPU ≈ 0."},
-	}
-}
-
-// ---- 6. balance ----
-
-func (b *bench) balance(ctx context.Context) section {
-	n := b.cfg.workers
-	sides := []side{b.handoffHello(n, 0), b.handoffNode(n, 0), b.cluster(n, 0), b.pm2(n, 0)}
-	var rows [][]string
-	for _, s := range sides {
-		if !b.selected(s) {
-			continue
-		}
-		var vc, wc string
-		ok := b.use(ctx, "balance", s, func(srv server) error {
-			workers := srv.workerPIDs()
-			v, err := runVegeta(ctx, vegetaOpts{URL: srv.url(), Rate: b.cfg.rate, Duration: b.cfg.duration, KeepAlive: false}, nil)
-			if err != nil {
-				return err
-			}
-			if err := checkRan(v); err != nil {
-				return err
-			}
-			o := b.wrkOpts(srv, true)
-			o.CountPIDs = true
-			w, err := b.wrk.run(ctx, o, nil)
-			if err != nil {
-				return err
-			}
-			if err := checkRan(w); err != nil {
-				return err
-			}
-			vc, wc = spread(v.PerPID, workers, n), spread(w.PerPID, workers, n)
-			return nil
-		})
-		if !ok {
-			vc, wc = "did not run", "did not run"
-		}
-		rows = append(rows, []string{s.name, vc, wc})
-	}
-	return section{
-		Title:  "6. Balance: requests served per worker",
-		Intro:  []string{fmt.Sprintf("Counted from the pid in each answer. vegeta: %d req/s for %s, a new connection per request; wrk: %d keep-alive connections for %s. max/min over the %d workers, then the counts.", b.cfg.rate, b.cfg.duration, b.cfg.conns, b.cfg.duration, n)},
-		Header: []string{"side", "new connection per request (vegeta)", "keep-alive (wrk)"},
-		Rows:   rows,
 	}
 }
 

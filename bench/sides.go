@@ -81,6 +81,38 @@ type handoffServer struct {
 	addr   string
 	swap   func() (string, error) // switches the app binary before a reload; returns the version to expect
 	expect string
+	// listener is the status of its listener: how it balances.
+	listener workers.ListenerStatus
+}
+
+// balanceMode is a choice of handoff's --balance and --steer-bpf.
+type balanceMode struct {
+	name  string   // for the side's name: "steer, eBPF"
+	flags []string // the flags for handoff run
+	// balance and mechanism are what `handoff status` must then show
+	// for the listener.
+	balance, mechanism string
+}
+
+// The balance modes the bench compares; the zero balanceMode is
+// handoff's default (--balance steer --steer-bpf auto).
+var (
+	steerEBPF  = balanceMode{"steer, eBPF", []string{"--balance", "steer", "--steer-bpf", "ebpf"}, "steer", "ebpf"}
+	steerCBPF  = balanceMode{"steer, cBPF", []string{"--balance", "steer", "--steer-bpf", "cbpf"}, "steer", "cbpf"}
+	stickyEBPF = balanceMode{"sticky, eBPF", []string{"--balance", "sticky", "--steer-bpf", "ebpf"}, "sticky", "ebpf"}
+	stickyCBPF = balanceMode{"sticky, cBPF", []string{"--balance", "sticky", "--steer-bpf", "cbpf"}, "sticky", "cbpf"}
+	sharedMode = balanceMode{"shared", []string{"--balance", "shared"}, "shared", ""}
+)
+
+// check reports whether st is the listener m asks for.
+func (m balanceMode) check(st workers.ListenerStatus) error {
+	if m.balance == "" {
+		return nil
+	}
+	if st.Balance != m.balance || st.Mechanism != m.mechanism {
+		return fmt.Errorf("asked for %s, status shows balance %q mechanism %q", strings.Join(m.flags, " "), st.Balance, st.Mechanism)
+	}
+	return nil
 }
 
 // handoffStatus is what `handoff status --json` prints: the master's own
@@ -88,8 +120,9 @@ type handoffServer struct {
 type handoffStatus = workers.Status
 
 // startHandoff runs `handoff run` with n workers of cmd on a port the
-// kernel picks, and waits until its status says serving.
-func (e *env) startHandoff(ctx context.Context, lbl string, n int, ready string, cmd []string, appEnv []string) (*handoffServer, error) {
+// kernel picks, balanced as mode says, and waits until its status says
+// serving.
+func (e *env) startHandoff(ctx context.Context, lbl string, n int, ready string, mode balanceMode, cmd []string, appEnv []string) (*handoffServer, error) {
 	name := e.name("handoff")
 	ctl := filepath.Join(e.dir, name+".sock")
 	args := []string{e.handoff, "run",
@@ -99,9 +132,9 @@ func (e *env) startHandoff(ctx context.Context, lbl string, n int, ready string,
 		"--ready-timeout", "20s",
 		"--drain-timeout", "10s",
 		"--min-uptime", e.minUptime.String(),
-		"--control", ctl,
-		"--"}
-	args = append(args, cmd...)
+		"--control", ctl}
+	args = append(args, mode.flags...)
+	args = append(append(args, "--"), cmd...)
 	p, err := e.reg.start(name, args, appEnv)
 	if err != nil {
 		return nil, err
@@ -111,7 +144,11 @@ func (e *env) startHandoff(ctx context.Context, lbl string, n int, ready string,
 	for {
 		st, err := h.status(ctx)
 		if err == nil && st.Serving && len(st.Listeners) > 0 {
-			h.addr = st.Listeners[0].Addr
+			h.addr, h.listener = st.Listeners[0].Addr, st.Listeners[0]
+			if err := mode.check(h.listener); err != nil {
+				h.stop()
+				return nil, fmt.Errorf("%s: %w", lbl, err)
+			}
 			break
 		}
 		if p.exited() {
@@ -223,9 +260,9 @@ func (e *env) helloSwapper(name string) (path string, swap func() (string, error
 // versions are the two builds of examples/hello.
 var versions = [2]string{"v1", "v2"}
 
-// startHandoffHello runs examples/hello under handoff; reloads alternate
-// between its two builds.
-func (e *env) startHandoffHello(ctx context.Context, n int, closeWindow time.Duration) (*handoffServer, error) {
+// startHandoffHello runs examples/hello under handoff, balanced as mode
+// says, with lbl as its name; reloads alternate between its two builds.
+func (e *env) startHandoffHello(ctx context.Context, lbl string, n int, closeWindow time.Duration, mode balanceMode) (*handoffServer, error) {
 	app, swap, err := e.helloSwapper(e.name("hello-app"))
 	if err != nil {
 		return nil, err
@@ -234,7 +271,7 @@ func (e *env) startHandoffHello(ctx context.Context, n int, closeWindow time.Dur
 	if closeWindow > 0 {
 		cmd = append(cmd, "-close-window", closeWindow.String())
 	}
-	h, err := e.startHandoff(ctx, fmt.Sprintf("handoff + hello (%d)", n), n, "notify", cmd, nil)
+	h, err := e.startHandoff(ctx, lbl, n, "notify", mode, cmd, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +287,7 @@ func (e *env) startHandoffNode(ctx context.Context, n int, closeWindow time.Dura
 		ready = "delay=1s"
 	}
 	appEnv := []string{"APP_VERSION=v1", "DRAIN_TIMEOUT_MS=5000", fmt.Sprintf("CLOSE_WINDOW_MS=%d", closeWindow.Milliseconds())}
-	return e.startHandoff(ctx, fmt.Sprintf("handoff + node (%d)", n), n, ready,
+	return e.startHandoff(ctx, fmt.Sprintf("handoff + node (%d)", n), n, ready, balanceMode{},
 		[]string{"node", filepath.Join(e.nodeDir, "server.js")}, appEnv)
 }
 
