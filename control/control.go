@@ -338,18 +338,13 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 		return 0, err
 	}
 	var (
-		cred *unix.Ucred
+		uid  uint32
 		cerr error
 	)
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { uid, cerr = socketPeerUID(int(fd)) }); err != nil {
 		return 0, err
 	}
-	if cerr != nil {
-		return 0, fmt.Errorf("SO_PEERCRED: %w", cerr)
-	}
-	return cred.Uid, nil
+	return uid, cerr
 }
 
 // Do sends req to the control socket at path and returns the reply. ctx
