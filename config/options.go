@@ -68,7 +68,7 @@ func Keys() []Key {
 		{Name: KeyWorkers, Flag: "workers", Arg: "N|auto", Default: "auto",
 			Usage: "workers per generation, 1 to 1024; auto is GOMAXPROCS, which honours a container CPU quota"},
 		{Name: KeyReady, Flag: "ready", Arg: "MODE", Default: "notify", Choices: []string{"notify", "delay=", "tcp", "http=/"},
-			Usage: "when a worker is ready: notify (READY=1 on NOTIFY_SOCKET), delay=D (alive that long), tcp (accepts a connection) or http=/PATH (answers 2xx there); READY=1 counts in every mode"},
+			Usage: "when a worker is ready: notify (READY=1 on NOTIFY_SOCKET), delay=D (alive that long), tcp (accepts a connection on its own socket) or http=/PATH (answers 2xx or 3xx there); READY=1 counts with notify and delay, a probe alone with tcp and http"},
 		{Name: KeyReadyTimeout, Flag: "ready-timeout", Arg: "D", Default: "60s",
 			Usage: "a worker not ready by then is killed: a failure"},
 		{Name: KeyDrainTimeout, Flag: "drain-timeout", Arg: "D", Default: "30s",
