@@ -44,8 +44,10 @@ listen "api" {
 }
 
 # When a worker is ready: "notify" (it sends READY=1 on NOTIFY_SOCKET),
-# "delay=2s" (alive that long), "tcp" (it accepts a connection) or
-# "http=/healthz" (it answers 2xx on that path). READY=1 counts in every mode.
+# "delay=2s" (alive that long), "tcp" (it accepts a connection on its own
+# socket) or "http=/healthz" (it answers 2xx or 3xx on that path). With
+# tcp and http the master probes each worker through its own steered
+# socket (balance steer or sticky), and READY=1 does not count.
 ready = "notify"
 
 # A worker not ready within this is killed, and a reload that waits for it
@@ -70,9 +72,12 @@ stop_signal = "SIGTERM"
 # "rolling" replaces one worker at a time (at most N+1).
 reload_strategy = "surge"
 
-# How connections spread over workers: "steer" (the kernel hashes each new
-# connection to one worker's own socket), "sticky" (as steer, and a client
-# keeps its worker), "shared" (one socket, whichever worker accepts first).
+# How connections spread over workers: "steer" (each worker has a socket
+# of its own; the kernel deals new connections round-robin with eBPF, by
+# flow hash with classic BPF, to ready workers only, and a worker is
+# stopped only once its socket's queue is empty), "sticky" (as steer, by
+# client address: a client keeps its worker), "shared" (one socket,
+# whichever worker accepts first). Changes at a restart only.
 balance = "steer"
 
 # How the kernel is told where connections go: "auto" (eBPF where allowed:
