@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -44,17 +47,21 @@ func printStatus(w io.Writer, st workers.Status) {
 	}
 	fmt.Fprintln(w)
 	for _, l := range st.Listeners {
-		fmt.Fprintf(w, "listener %s %s://%s\n", l.Name, l.Network, l.Addr)
+		how := l.Balance
+		if l.Mechanism != "" {
+			how += ", " + l.Mechanism + ", " + l.Selection
+		}
+		fmt.Fprintf(w, "listener %s %s://%s (%s)\n", l.Name, l.Network, l.Addr, how)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tSTATUS")
+	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tQUEUE\tRSS\tSTATUS")
 	for _, ws := range st.Workers {
 		pid, up := fmt.Sprint(ws.PID), since(ws.Since)
 		if ws.State == workers.Backoff {
 			pid, up = "-", "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\n", ws.Slot, pid, ws.Generation, ws.State, up, ws.Restarts, ws.Status)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, pid, ws.Generation, ws.State, up, ws.Restarts, queueText(ws.Queue), sizeText(ws.RSS), ws.Status)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -179,4 +186,35 @@ func request(ctx context.Context, ctlFlag string, req control.Request) (control.
 		return resp, errors.New(req.Cmd + ": " + resp.Error)
 	}
 	return resp, nil
+}
+
+// queueText shows a worker's accept queues: one number, or name=n for
+// several steered listeners; "-" without any.
+func queueText(q map[string]int) string {
+	switch len(q) {
+	case 0:
+		return "-"
+	case 1:
+		for _, n := range q {
+			return strconv.Itoa(n)
+		}
+	}
+	names := make([]string, 0, len(q))
+	for name := range q {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = fmt.Sprintf("%s=%d", name, q[name])
+	}
+	return strings.Join(parts, ",")
+}
+
+// sizeText shows a byte count in MiB; "-" when not sampled.
+func sizeText(b int64) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20))
 }
