@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,6 +37,14 @@ var bin struct {
 }
 
 func TestMain(m *testing.M) {
+	// The end-to-end tests run real masters through hundreds of reloads
+	// and take several minutes on 2 cores, more on a busy machine: go
+	// test's default 10-minute limit would cut them short. A limit given
+	// explicitly (-timeout, other than the default) is kept.
+	flag.Parse()
+	if f := flag.Lookup("test.timeout"); f != nil && f.Value.String() == (10*time.Minute).String() {
+		f.Value.Set((40 * time.Minute).String())
+	}
 	dir, err := os.MkdirTemp("", "handoff-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -53,7 +53,9 @@ func TestReloadZeroDowntimeUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	install(t, bin.hello1, app)
-	m := startMaster(t, []string{"--workers", "2", "--log-level", "info"}, app)
+	// A short probation: 20 reloads, each waiting it out, is what the
+	// test is not about.
+	m := startMaster(t, []string{"--workers", "2", "--log-level", "info", "--min-uptime", "100ms"}, app)
 	m.waitServing(1, 2)
 	l := startLoad(m.addr(), 2)
 	defer l.stop()
