@@ -171,9 +171,14 @@ func buildInfo(path string) (*debug.BuildInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	// go version -m prints "path: go1.x" first, then tab-indented lines.
+	// go version -m prints "path: go1.x" first, then tab-indented lines,
+	// which debug.ParseBuildInfo wants without the indent.
 	_, rest, _ := strings.Cut(string(out), "\n")
-	return debug.ParseBuildInfo("go\tgo1\n" + rest)
+	var lines []string
+	for _, l := range strings.Split(rest, "\n") {
+		lines = append(lines, strings.TrimPrefix(l, "\t"))
+	}
+	return debug.ParseBuildInfo("go\tgo1\n" + strings.Join(lines, "\n"))
 }
 
 func TestBuildVersion(t *testing.T) {
