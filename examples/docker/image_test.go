@@ -245,14 +245,6 @@ func runImage(t *testing.T, img *image) {
 			t.Errorf("GET / = %q, want %s", body, want)
 		}
 	}
-	if admin {
-		for _, p := range []string{"/readyz", "/healthz", "/metrics"} {
-			if code, b := c.get("http://127.0.0.1:9100" + p); code != http.StatusOK {
-				t.Errorf("GET :9100%s = %d %q, want 200", p, code, b)
-			}
-		}
-	}
-
 	// A worker answers before the whole generation is ready: wait for
 	// the generation to serve.
 	var st workers.Status
@@ -268,6 +260,13 @@ func runImage(t *testing.T, img *image) {
 	}
 	if st.PID != 1 || st.Generation != 1 {
 		t.Errorf("handoff status: pid %d, generation %d; want pid 1 (handoff is the container's init), generation 1", st.PID, st.Generation)
+	}
+	if admin {
+		for _, p := range []string{"/readyz", "/healthz", "/metrics"} {
+			if code, b := c.get("http://127.0.0.1:9100" + p); code != http.StatusOK {
+				t.Errorf("GET :9100%s = %d %q, want 200", p, code, b)
+			}
+		}
 	}
 	// By name, through the image's PATH, as the README's 'docker exec
 	// hello handoff reload --wait' does.
