@@ -1,0 +1,223 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/workers"
+)
+
+// Operating handoff, end to end: memory recycling, config reloads,
+// privileges, worker output.
+
+// A worker that allocates past --max-memory is replaced, its replacement
+// ready before it is retired, with no failed request.
+func TestMaxMemoryRecyclesUnderLoad(t *testing.T) {
+	trigger := filepath.Join(t.TempDir(), "alloc")
+	m := startMaster(t, []string{"--workers", "2", "--max-memory", "100MiB"}, bin.testapp, "-mode", "alloc", "-alloc", "200MiB", "-gate", trigger)
+	before := m.waitServing(1, 2)
+	l := startStrictNew(m.addr(), 2)
+	defer l.stop()
+	if !l.waitRequests(100, 20*time.Second) {
+		t.Fatal("load is not getting answers")
+	}
+	if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := m.waitStatus(60*time.Second, "a worker replaced for its memory", func(st workers.Status) bool {
+		return st.Counters.Restarts["memory"] == 1 && countState(st, 1, workers.Ready) == 2 && len(st.Workers) == 2
+	})
+	replaced := 0
+	for i, w := range st.Workers {
+		if w.PID != before.Workers[i].PID {
+			replaced++
+		}
+	}
+	if replaced != 1 {
+		t.Errorf("%d workers replaced, want 1: %+v", replaced, st.Workers)
+	}
+	m.log.waitLine(t, time.Second, "worker replaced: its memory was above the limit")
+	if !l.waitRequests(100, 20*time.Second) {
+		t.Fatal("load stalled")
+	}
+	if fails := l.stop(); len(fails) > 0 {
+		t.Fatalf("%d of %d requests failed:\n%s", len(fails), l.total.Load(), summarize(fails))
+	}
+}
+
+// replaceConfig puts a new config file in place, by rename.
+func replaceConfig(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path+".new", []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A reload re-reads the config file: a new worker count and new
+// arguments take effect with no failed request; a broken file is
+// rejected with its diagnostic while the running generation serves on.
+func TestConfigReload(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "app.hcl")
+	conf := func(workers int, mode string) string {
+		return fmt.Sprintf(`command = [%q, "-mode", %q]
+workers = %d
+listen "http" { address = "tcp://127.0.0.1:0" }
+min_uptime = "100ms"
+`, bin.testapp, mode, workers)
+	}
+	replaceConfig(t, cfg, conf(2, "serve"))
+	m := startMaster(t, []string{"--config", cfg})
+	m.waitServing(1, 2)
+	addr := m.addr()
+	l := startStrictNew(addr, 4)
+	defer l.stop()
+	if !l.waitRequests(100, 20*time.Second) {
+		t.Fatal("load is not getting answers")
+	}
+
+	replaceConfig(t, cfg, conf(3, "mixed"))
+	if stdout, stderr, code := m.cli("reload", "--wait"); code != 0 {
+		t.Fatalf("reload: exit %d %s%s", code, stdout, stderr)
+	}
+	m.waitServing(2, 3)
+	modes := map[string]bool{}
+	for i := 0; i < 30; i++ {
+		body, err := get(addr, "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes[field(body, "mode")] = true
+		if g := field(body, "generation"); g != "2" {
+			t.Fatalf("answer from generation %s after the reload", g)
+		}
+	}
+	if !modes["cstyle"] || !modes["serve"] {
+		t.Errorf("modes answering after the reload: %v, want both of -mode mixed's", modes)
+	}
+
+	// A broken file: rejected, with where and why.
+	replaceConfig(t, cfg, conf(3, "serve")+"workers = \"many\"\n")
+	_, stderr, code := m.cli("reload", "--wait")
+	if code != 1 || !strings.Contains(stderr, "app.hcl:") {
+		t.Fatalf("reload of a broken file: exit %d, stderr %q; want 1 naming the file and position", code, stderr)
+	}
+	replaceConfig(t, cfg, conf(0, "serve"))
+	_, stderr, code = m.cli("reload", "--wait")
+	if code != 1 || !strings.Contains(stderr, "app.hcl:2") || !strings.Contains(stderr, "workers") {
+		t.Fatalf("reload with workers = 0: exit %d, stderr %q", code, stderr)
+	}
+	st := m.waitServing(2, 3)
+	if st.LastReload == nil || !st.LastReload.OK || st.LastReload.Generation != 2 {
+		t.Errorf("a rejected file touched the running generation: last reload %+v", st.LastReload)
+	}
+	if !l.waitRequests(100, 20*time.Second) {
+		t.Fatal("load stalled")
+	}
+	if fails := l.stop(); len(fails) > 0 {
+		t.Fatalf("%d of %d requests failed:\n%s", len(fails), l.total.Load(), summarize(fails))
+	}
+}
+
+// lowPort finds a free TCP port below 1024 on 127.0.0.1.
+func lowPort(t *testing.T) string {
+	t.Helper()
+	for p := 1000; p > 600; p-- {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			ln.Close()
+			return ln.Addr().String()
+		}
+	}
+	t.Skip("no free port below 1024")
+	return ""
+}
+
+// A master started as root holds a port below 1024 and runs its workers
+// as nobody.
+func TestWorkersAsNobodyOnLowPort(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	// nobody must be able to execute the worker's binary.
+	dir, err := os.MkdirTemp("", "nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	app := filepath.Join(dir, "testapp")
+	b, err := os.ReadFile(bin.testapp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(app, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := lowPort(t)
+	m := startMaster(t, []string{"--listen", "http=tcp://" + addr, "--workers", "2", "--user", "nobody"}, app, "-mode", "serve")
+	st := m.waitServing(1, 2)
+	for _, w := range st.Workers {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(status), "\nUid:\t65534\t65534\t65534\t65534") {
+			t.Errorf("worker %d does not run as nobody:\n%s", w.PID, status)
+		}
+	}
+	if body, err := get(addr, "/"); err != nil || field(body, "pid") == "" {
+		t.Fatalf("GET %s: %q %v", addr, body, err)
+	}
+	if _, stderr, code := m.cli("reload", "--wait"); code != 0 {
+		t.Fatalf("reload as nobody: %s", stderr)
+	}
+}
+
+// Worker output: prefixed lines, JSON lines (so that the master's stderr
+// is all JSON under --log-format json), or the master's own stdout and
+// stderr.
+func TestWorkerOutputModes(t *testing.T) {
+	dir := t.TempDir()
+	app := script(t, dir, "app", `echo "hello from $HANDOFF_WORKER"; echo "oops from $HANDOFF_WORKER" >&2; exec `+bin.testapp+` -mode serve`)
+	for _, mode := range []string{"prefix", "json", "inherit"} {
+		t.Run(mode, func(t *testing.T) {
+			flags := []string{"--workers", "2", "--worker-output", mode}
+			if mode == "json" {
+				flags = append(flags, "--log-format", "json")
+			}
+			m := startMaster(t, flags, app)
+			m.waitServing(1, 2)
+			switch mode {
+			case "prefix":
+				m.log.waitLine(t, 20*time.Second, "[slot 1 gen 1] hello from 1")
+				m.log.waitLine(t, 20*time.Second, "[slot 0 gen 1] oops from 0")
+			case "inherit":
+				m.log.waitLine(t, 20*time.Second, "hello from 1")
+				if n := m.log.count("[slot "); n > 0 {
+					t.Errorf("%d prefixed lines with inherit", n)
+				}
+			case "json":
+				m.log.waitLine(t, 20*time.Second, `"@message":"oops from 1"`, `"stream":"stderr"`, `"slot":1`)
+				for _, line := range strings.Split(strings.TrimSpace(m.log.String()), "\n") {
+					var v map[string]any
+					if err := json.Unmarshal([]byte(line), &v); err != nil {
+						t.Errorf("not a JSON line: %q", line)
+					}
+				}
+			}
+		})
+	}
+}
