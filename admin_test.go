@@ -320,6 +320,7 @@ func listeningInode(t *testing.T, addr string) string {
 // worker, and on SIGTERM /readyz answers 503 before any worker gets its
 // stop signal (each worker asks /readyz first thing on SIGTERM).
 func TestAdminEndpoint(t *testing.T) {
+	t.Parallel()
 	skipWithoutAdmin(t)
 	start := time.Now()
 	addr := freePort(t)
@@ -404,6 +405,7 @@ func TestAdminEndpoint(t *testing.T) {
 // endpoint never refuses a connection nor says "not ready", and ends up
 // answering for the new master.
 func TestAdminMasterUpgrade(t *testing.T) {
+	t.Parallel()
 	skipWithoutAdmin(t)
 	addr := freePort(t)
 	dir := t.TempDir()

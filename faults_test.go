@@ -149,6 +149,7 @@ func processAlive(pid int) bool {
 // answers, and ignores SIGTERM) leaves nothing behind after a reload
 // (only the new version answers) and after stop (the port is free).
 func TestFaultHelperProcessTree(t *testing.T) {
+	t.Parallel()
 	t.Run("reload", func(t *testing.T) {
 		dir := t.TempDir()
 		pids := filepath.Join(dir, "helpers")

@@ -50,6 +50,7 @@ func script(t *testing.T, dir, name, body string) string {
 // rename: no request fails, not even for a client that never retries, and
 // once 'reload --wait' returns every answer comes from the new version.
 func TestReloadZeroDowntimeUnderLoad(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	install(t, bin.hello1, app)
@@ -102,6 +103,7 @@ func TestReloadZeroDowntimeUnderLoad(t *testing.T) {
 // back: the old generation serves on untouched, reload --wait exits 1
 // naming the cause, and the next good release goes through.
 func TestReloadRollback(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	install(t, bin.hello1, app)
@@ -364,6 +366,7 @@ func TestControlSocketBadRequests(t *testing.T) {
 // N+1 workers, no failed request; a failure part-way restores the old
 // generation's retired slots.
 func TestReloadRollingStrategy(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	install(t, bin.hello1, app)

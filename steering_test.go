@@ -50,6 +50,7 @@ func needEBPF(t *testing.T, flags []string) {
 // The classic BPF variants run 5 reloads (the mechanism differs, not the
 // drain); the others 20.
 func TestSteerPlainShutdownLosesNothing(t *testing.T) {
+	t.Parallel()
 	results := map[string]string{}
 	for _, b := range balances {
 		reloads := 20

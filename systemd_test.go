@@ -338,6 +338,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 // Under constant load, a new handoff binary and a reload: a new master
 // pid serves, the old master is gone, no request fails.
 func TestSystemdMasterUpgradeUnderLoad(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "handoff")
 	install(t, bin.handoff, exe)

@@ -58,7 +58,7 @@ import (
 )
 
 // parts are the measurements, in order.
-var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky"}
+var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky", "output"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -282,6 +282,7 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		{"scale", b.scale},
 		{"steer", b.steerThroughput},
 		{"sticky", b.sticky},
+		{"output", b.output},
 	}
 	sections := make([]section, len(runs))
 	if cfg.smoke {
