@@ -293,6 +293,7 @@ type lineWatcher struct {
 	mu      sync.Mutex
 	partial []byte
 	lines   []string
+	seen    int           // lines seen since the start, never trimmed
 	changed chan struct{} // closed and replaced on every new line
 	closed  bool
 }
@@ -313,6 +314,7 @@ func (l *lineWatcher) Write(b []byte) (int, error) {
 		}
 		l.lines = append(l.lines, string(l.partial[:i]))
 		l.partial = l.partial[i+1:]
+		l.seen++
 		added = true
 	}
 	if len(l.lines) > 10000 { // keep memory bounded
@@ -340,6 +342,14 @@ func (l *lineWatcher) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.lines)
+}
+
+// total returns how many lines have been seen since the start; unlike
+// count it is not reduced when old lines are trimmed.
+func (l *lineWatcher) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen
 }
 
 // waitFor waits until a line after the first `from` lines contains one of
