@@ -92,7 +92,7 @@ func Keys() []Key {
 		{Name: KeyGroup, Flag: "group", Arg: "NAME|GID", Restart: true,
 			Usage: "run workers with this group (needs root)"},
 		{Name: KeyWorkerOutput, Flag: "worker-output", Arg: "inherit|prefix|json", Default: "auto", Choices: []string{"auto", "inherit", "prefix", "json"},
-			Usage: "workers' stdout and stderr: inherit (the master's, as is), prefix (each line prefixed with its slot and pid) or json (one JSON object a line); auto is inherit when stderr is the journal, else prefix"},
+			Usage: "workers' stdout and stderr: inherit (the master's, as is), prefix (each line after [slot N gen G]) or json (one JSON object a line); auto is inherit when stderr is the journal, else prefix"},
 		{Name: KeyMaxMemory, Flag: "max-memory", Arg: "SIZE", Default: "0",
 			Usage: "replace a worker gracefully once its memory exceeds SIZE (512MiB, 1GiB, 800MB; K, M, G are 1024-based as in systemd); 0 is off"},
 		{Name: KeyAdmin, Flag: "admin", Arg: "HOST:PORT", Restart: true,
@@ -160,7 +160,7 @@ type WorkerOutput string
 const (
 	// OutputInherit passes the master's stdout and stderr on as they are.
 	OutputInherit WorkerOutput = "inherit"
-	// OutputPrefix prefixes each line with the worker's slot and pid.
+	// OutputPrefix prefixes each line with the worker's slot and generation.
 	OutputPrefix WorkerOutput = "prefix"
 	// OutputJSON writes each line as a JSON object with slot, pid,
 	// generation and stream.

@@ -90,8 +90,9 @@ user  = "www-data"
 group = "www-data"
 
 # The workers' stdout and stderr: "inherit" (the master's, as is), "prefix"
-# (each line prefixed with the worker's slot and pid) or "json" (one JSON
-# object a line). Unset: inherit when stderr is the journal, else prefix.
+# (each line after its worker's slot and generation: "[slot 1 gen 4] ") or
+# "json" (one JSON object a line). Unset: inherit when stderr is the
+# journal, else prefix.
 worker_output = "prefix"
 
 # Replace a worker gracefully once its memory use exceeds this: 512MiB,
