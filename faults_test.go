@@ -108,7 +108,8 @@ func TestFaultKillStorm(t *testing.T) {
 		}
 	}
 	st := m.waitServing(1, 4)
-	if after := time.Since(last); after > 2*time.Second {
+	after := time.Since(last)
+	if after > 2*time.Second {
 		t.Errorf("all slots ready %v after the last kill, want within 2s", after.Round(time.Millisecond))
 	}
 	restarts := 0
@@ -122,7 +123,8 @@ func TestFaultKillStorm(t *testing.T) {
 			refused++
 		}
 	}
-	t.Logf("%d kills, %d restarts, %d requests, %d failed (requests in flight on a killed worker), %d refused", kills, restarts, l.total.Load(), len(fails), refused)
+	t.Logf("%d kills, %d restarts, %d requests, %d failed (requests in flight on a killed worker), %d refused; all slots ready %v after the last kill",
+		kills, restarts, l.total.Load(), len(fails), refused, after.Round(time.Millisecond))
 	if refused > 0 {
 		t.Fatalf("%d connections refused:\n%s", refused, summarize(fails))
 	}
