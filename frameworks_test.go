@@ -33,7 +33,7 @@ import (
 // examples/install-runtimes.sh installs the runtimes; a test whose runtime
 // is missing skips and names the package.
 //
-// For measuring the failure counts of examples/SERVERS.md,
+// For measuring the failure counts of the README's "Servers, tested",
 // HANDOFF_FRAMEWORK_RELOADS=N runs N reloads instead of 5, and
 // HANDOFF_FRAMEWORK_PACE=0 lets the clients send as fast as they can:
 //
