@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -466,23 +465,6 @@ func parseCounts(s string) ([]int, error) {
 		return nil, errors.New("no worker count")
 	}
 	return out, nil
-}
-
-// quantile is the q-quantile of xs (0 ≤ q ≤ 1), interpolated between the
-// two nearest samples; NaN without samples. Unlike median, it keeps
-// zeros and negative values: they are real samples here.
-func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	pos := q * float64(len(s)-1)
-	i := int(pos)
-	if i >= len(s)-1 {
-		return s[len(s)-1]
-	}
-	return s[i] + (pos-float64(i))*(s[i+1]-s[i])
 }
 
 // growth is how much from grew into to: the ratio of the medians, and

@@ -42,10 +42,12 @@ func maxMin(sorted []int) float64 {
 	return float64(sorted[0]) / float64(last)
 }
 
-// quantileInf is quantile for samples that may be +Inf (a max/min with
-// an idle worker): interpolation stops at an infinite neighbour instead
-// of making NaN of it.
-func quantileInf(xs []float64, q float64) float64 {
+// quantile is the q-quantile of xs (0 ≤ q ≤ 1), interpolated between the
+// two nearest samples; NaN without samples. Unlike median, it keeps zeros
+// and negative values: they are real samples. A sample may be +Inf (a
+// max/min with an idle worker): interpolation stops at an infinite
+// neighbour instead of making NaN of it.
+func quantile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
 		return math.NaN()
 	}
@@ -163,7 +165,7 @@ func chanceMaxMin(conns, workers, trials int) float64 {
 			ratios[t] = float64(hi) / float64(lo)
 		}
 	}
-	return quantileInf(ratios, 0.5)
+	return quantile(ratios, 0.5)
 }
 
 // stickyShare is, over client addresses, the share of each address's

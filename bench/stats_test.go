@@ -44,12 +44,12 @@ func TestQuantileInf(t *testing.T) {
 		{[]float64{inf, 1, 2}, 1, inf},
 		{[]float64{inf, inf}, 0.5, inf},
 	} {
-		if got := quantileInf(c.xs, c.q); got != c.want {
-			t.Errorf("quantileInf(%v, %v) = %v, want %v", c.xs, c.q, got, c.want)
+		if got := quantile(c.xs, c.q); got != c.want {
+			t.Errorf("quantile(%v, %v) = %v, want %v", c.xs, c.q, got, c.want)
 		}
 	}
-	if !math.IsNaN(quantileInf(nil, 0.5)) {
-		t.Error("quantileInf of nothing is not NaN")
+	if !math.IsNaN(quantile(nil, 0.5)) {
+		t.Error("quantile of nothing is not NaN")
 	}
 }
 

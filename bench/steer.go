@@ -191,7 +191,7 @@ func (b *bench) balance(ctx context.Context) section {
 			rows = append(rows, []string{bs.s.name, how, "did not run", "", "", others})
 		} else {
 			goal := "–"
-			med := quantileInf(res.ratios, 0.5)
+			med := quantile(res.ratios, 0.5)
 			switch {
 			case res.exact:
 				mark := "✗"
@@ -204,7 +204,7 @@ func (b *bench) balance(ctx context.Context) section {
 			}
 			rows = append(rows, []string{
 				bs.s.name, how,
-				fmt.Sprintf("%s (%s–%s)", fmtMaxMin(med), fmtMaxMin(quantileInf(res.ratios, 0)), fmtMaxMin(quantileInf(res.ratios, 1))),
+				fmt.Sprintf("%s (%s–%s)", fmtMaxMin(med), fmtMaxMin(quantile(res.ratios, 0)), fmtMaxMin(quantile(res.ratios, 1))),
 				fmtCounts(res.worst), goal, others,
 			})
 		}
