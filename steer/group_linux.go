@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/internal/sockaddr"
 	"github.com/handoff-dev/handoff/upgrade"
 )
 
@@ -652,70 +653,17 @@ func (g *Group) String() string {
 // resolve works out family, socket type and address from the spec, and
 // binds the first socket.
 func (g *Group) resolve() (int, error) {
-	spec := g.spec
-	switch spec.Network {
-	case "tcp", "tcp4", "tcp6":
-		g.sotype = unix.SOCK_STREAM
-	case "udp":
-		g.sotype = unix.SOCK_DGRAM
-	default:
-		return -1, fmt.Errorf("network %q (want tcp, tcp4, tcp6 or udp)", spec.Network)
-	}
-	host, portStr, err := net.SplitHostPort(spec.Address)
+	a, err := sockaddr.Resolve(g.spec.Network, g.spec.Address)
 	if err != nil {
 		return -1, err
 	}
-	lookup := "tcp"
-	if g.sotype == unix.SOCK_DGRAM {
-		lookup = "udp"
-	}
-	port, err := net.LookupPort(lookup, portStr)
-	if err != nil {
-		return -1, err
-	}
-	var ip net.IP
-	if host != "" {
-		if ip = net.ParseIP(host); ip == nil {
-			ips, err := net.LookupIP(host)
-			if err != nil || len(ips) == 0 {
-				return -1, fmt.Errorf("resolve %q: %v", host, err)
-			}
-			for _, c := range ips {
-				if (c.To4() != nil) == (spec.Network != "tcp6") {
-					ip = c
-					break
-				}
-			}
-			if ip == nil && (spec.Network == "tcp" || spec.Network == "udp") {
-				ip = ips[0]
-			}
-			if ip == nil {
-				return -1, fmt.Errorf("resolve %q: no %s address", host, spec.Network)
-			}
-		}
-	}
-	if ip != nil && ip.To4() != nil && spec.Network != "tcp6" {
-		a := &unix.SockaddrInet4{Port: port}
-		copy(a.Addr[:], ip.To4())
-		g.family, g.sa = unix.AF_INET, a
-	} else if ip == nil && spec.Network == "tcp4" {
-		g.family, g.sa = unix.AF_INET, &unix.SockaddrInet4{Port: port}
-	} else {
-		a := &unix.SockaddrInet6{Port: port}
-		if ip != nil {
-			copy(a.Addr[:], ip.To16())
-		}
-		g.family, g.sa = unix.AF_INET6, a
-		if spec.Network == "tcp6" {
-			g.v6only = 1
-		}
-	}
-	fd, err := newSocket(g.family, g.sotype, g.v6only, g.sa)
-	if err != nil && errors.Is(err, unix.EAFNOSUPPORT) && ip == nil && spec.Network != "tcp6" {
+	fd, err := newSocket(a.Family, a.Type, a.V6Only, a.Sockaddr)
+	if err != nil && errors.Is(err, unix.EAFNOSUPPORT) && a.DualStack {
 		// A wildcard on a host without IPv6.
-		g.family, g.sa, g.v6only = unix.AF_INET, &unix.SockaddrInet4{Port: port}, 0
-		fd, err = newSocket(g.family, g.sotype, g.v6only, g.sa)
+		a = a.IPv4()
+		fd, err = newSocket(a.Family, a.Type, a.V6Only, a.Sockaddr)
 	}
+	g.family, g.sotype, g.v6only, g.sa = a.Family, a.Type, a.V6Only, a.Sockaddr
 	return fd, err
 }
 

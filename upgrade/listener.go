@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/sockaddr"
 )
 
 // Listener is a socket the master holds for its whole life and passes to
@@ -166,46 +168,14 @@ func localAddr(fd int, spec Spec) string {
 }
 
 func bindIP(spec Spec) (int, error) {
-	sotype := unix.SOCK_STREAM
-	network := spec.Network
-	if network == "udp" {
-		sotype = unix.SOCK_DGRAM
-		network = "udp"
-	}
-	host, portStr, err := net.SplitHostPort(spec.Address)
+	a, err := sockaddr.Resolve(spec.Network, spec.Address)
 	if err != nil {
 		return -1, err
 	}
-	port, err := net.LookupPort(network, portStr)
-	if err != nil {
-		return -1, err
-	}
-	var ip net.IP
-	if host != "" {
-		if ip = net.ParseIP(host); ip == nil {
-			ips, err := net.LookupIP(host)
-			if err != nil || len(ips) == 0 {
-				return -1, fmt.Errorf("resolve %q: %w", host, err)
-			}
-			ip = pickIP(ips, spec.Network)
-			if ip == nil {
-				return -1, fmt.Errorf("resolve %q: no %s address", host, spec.Network)
-			}
-		}
-	}
-	family := unix.AF_INET
-	switch {
-	case spec.Network == "tcp6":
-		family = unix.AF_INET6
-	case ip == nil && spec.Network != "tcp4":
-		family = unix.AF_INET6 // dual stack wildcard, as Go's net.Listen does
-	case ip != nil && ip.To4() == nil:
-		family = unix.AF_INET6
-	}
-	fd, err := socket(family, sotype)
-	if err != nil && family == unix.AF_INET6 && ip == nil && spec.Network != "tcp6" {
-		family = unix.AF_INET // no IPv6 on this host
-		fd, err = socket(family, sotype)
+	fd, err := socket(a.Family, a.Type)
+	if err != nil && a.DualStack {
+		a = a.IPv4() // no IPv6 on this host
+		fd, err = socket(a.Family, a.Type)
 	}
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
@@ -214,58 +184,28 @@ func bindIP(spec Spec) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("%s: %w", what, err)
 	}
-	if sotype == unix.SOCK_STREAM {
+	if a.Type == unix.SOCK_STREAM {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			return fail("setsockopt SO_REUSEADDR", err)
 		}
 	}
-	var sa unix.Sockaddr
-	if family == unix.AF_INET6 {
-		v6only := 0
-		if spec.Network == "tcp6" {
-			v6only = 1
-		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
+	if a.Family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, a.V6Only); err != nil {
 			return fail("setsockopt IPV6_V6ONLY", err)
 		}
-		a := &unix.SockaddrInet6{Port: port}
-		copy(a.Addr[:], ip.To16())
-		sa = a
-	} else {
-		a := &unix.SockaddrInet4{Port: port}
-		if ip != nil {
-			copy(a.Addr[:], ip.To4())
-		}
-		sa = a
 	}
-	if err := unix.Bind(fd, sa); err != nil {
+	if err := unix.Bind(fd, a.Sockaddr); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fail("bind", fmt.Errorf("address %s is already in use", spec.Address))
 		}
 		return fail("bind", err)
 	}
-	if sotype == unix.SOCK_STREAM {
+	if a.Type == unix.SOCK_STREAM {
 		if err := unix.Listen(fd, backlog()); err != nil {
 			return fail("listen", err)
 		}
 	}
 	return fd, nil
-}
-
-func pickIP(ips []net.IP, network string) net.IP {
-	for _, ip := range ips {
-		is4 := ip.To4() != nil
-		switch {
-		case network == "tcp6" && !is4:
-			return ip
-		case network != "tcp6" && is4:
-			return ip
-		}
-	}
-	if network == "tcp" || network == "udp" {
-		return ips[0]
-	}
-	return nil
 }
 
 func bindUnix(path string) (int, error) {
