@@ -89,6 +89,26 @@ type logBuf struct {
 
 func newLogBuf() *logBuf { return &logBuf{cond: make(chan struct{})} }
 
+// startLogged starts cmd with its output in a logBuf. When the test ends
+// it is asked to stop (SIGTERM) and waited for, and its output is logged
+// if the test failed.
+func startLogged(t *testing.T, cmd *exec.Cmd) *logBuf {
+	t.Helper()
+	logs := newLogBuf()
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	return logs
+}
+
 func (l *logBuf) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

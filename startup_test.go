@@ -154,18 +154,7 @@ func TestNoListenWarning(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	cmd := exec.Command(bin.handoff, "run", "--control", filepath.Join(dir, "c.sock"), "--workers", "1", "--ready", "delay=100ms", "--", "sleep", "1000")
-	logs := newLogBuf()
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("log:\n%s", logs.String())
-		}
-	}()
+	logs := startLogged(t, cmd)
 	logs.waitLine(t, 60*time.Second, "generation serving")
 	if n := logs.count("workers get no sockets"); n != 1 {
 		t.Errorf("%d lines say workers get no sockets, want 1", n)

@@ -303,18 +303,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	}
 
 	cmd := activate("http", "--listen", "http=tcp://"+unused, "--workers", "2", "--", bin.hello1)
-	logs := newLogBuf()
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("log:\n%s", logs.String())
-		}
-	}()
+	logs := startLogged(t, cmd)
 	logs.waitLine(t, 30*time.Second, "generation serving")
 	logs.waitLine(t, time.Second, "listening", "name=http", "from systemd socket activation", "addr="+addr)
 	for i := 0; i < 20; i++ {

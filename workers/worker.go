@@ -155,15 +155,8 @@ func (w *worker) run() {
 			}
 			probing = true
 			go func() {
-				ctx, cancel := context.WithCancel(context.Background())
+				ctx, cancel := abortable(abort, 0)
 				defer cancel()
-				go func() {
-					select {
-					case <-abort:
-						cancel()
-					case <-ctx.Done():
-					}
-				}()
 				probed <- w.prober.probe(ctx)
 			}()
 
@@ -202,15 +195,8 @@ func (w *worker) run() {
 			c := make(chan error, 1)
 			drained = c
 			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), w.opts.drainTimeout)
+				ctx, cancel := abortable(abort, w.opts.drainTimeout)
 				defer cancel()
-				go func() {
-					select {
-					case <-abort:
-						cancel()
-					case <-ctx.Done():
-					}
-				}()
 				c <- waitDrained(ctx, w.drains, w.retireSince)
 			}()
 
@@ -451,4 +437,22 @@ func (w *worker) readyTime() time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.readyAt
+}
+
+// abortable is a context that ends when abort is closed (the worker's run
+// is over), after timeout if it is not 0, or when cancelled.
+func abortable(abort <-chan struct{}, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	ctx, cancelAbort := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-abort:
+			cancelAbort()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancelAbort(); cancel() }
 }
