@@ -44,6 +44,10 @@ type scaleBlock struct {
 	// the reload's start), the bench's request → reply, and the
 	// master's CPU time.
 	serving, gone, reply, cpu []float64
+	// Per reload: the same number of apps started by the bench at once,
+	// from the first exec to the last READY=1 (ms), and the master's
+	// share: serving minus that.
+	alone, share []float64
 	// The master's CPU over all measured reloads, from its CPU clock and
 	// from /proc/PID/stat (10 ms ticks), as a cross-check.
 	clockTotal, statTotal time.Duration
@@ -73,12 +77,14 @@ func (b *bench) scale(ctx context.Context) section {
 			if reason == "" {
 				reason = "did not run"
 			}
-			rows = append(rows, []string{strconv.Itoa(k.n), reason, "", "", "", "", ""})
+			rows = append(rows, []string{strconv.Itoa(k.n), reason, "", "", "", "", "", "", ""})
 			continue
 		}
 		rows = append(rows, []string{
 			strconv.Itoa(k.n),
 			fmtSpread(k.serving, fmtMS),
+			fmtSpread(k.alone, fmtMS),
+			fmtSpread(k.share, fmtMS),
 			fmtSpread(k.gone, fmtMS),
 			fmtSpread(k.reply, fmtMS),
 			fmtSpread(k.cpu, fmtMS),
@@ -97,6 +103,8 @@ func (b *bench) scale(ctx context.Context) section {
 		rows = append(rows, []string{
 			fmt.Sprintf("growth %d → %d (%.0f×; goal ≤ %.1f×)", a.n, z.n, factor, goal),
 			fmtGrowth(a.serving, z.serving, goal),
+			fmtGrowth(a.alone, z.alone, goal),
+			fmtGrowth(a.share, z.share, goal),
 			fmtGrowth(a.gone, z.gone, goal),
 			fmtGrowth(a.reply, z.reply, goal),
 			fmtGrowth(a.cpu, z.cpu, goal),
@@ -121,9 +129,9 @@ func (b *bench) scale(ctx context.Context) section {
 	reloads := table{
 		Intro: []string{
 			fmt.Sprintf("handoff + examples/hello with a %s drain window, no load. %d reloads per worker count (after one unmeasured warm-up when there are more than 2), each asked for with a `reload` request with wait on the control socket, one at a time. Each cell: median (first–third quartile).", scaleWindow, b.cfg.scaleReloads),
-			"\"New generation serving\" and \"old generation gone\" are the master's own serving_ms and duration_ms (from the reload's start; workers retire one at a time); \"request → reply\" is the bench's, until the reply that the reload is over. \"Master CPU\" is utime+stime of the master process alone (not its children, so not the workers nor the shim each worker's exec goes through), read from its CPU clock (ns; the same sum /proc/PID/stat fields 14 and 15 give in 10 ms ticks) before and after each reload. A growth cell is the ratio of the medians (in brackets: first quartile over third, third over first).",
+			"\"New generation serving\" and \"old generation gone\" are the master's own serving_ms and duration_ms (from the reload's start; workers retire one at a time). After each reload the bench starts as many instances of the same app itself, at once, each with a NOTIFY_SOCKET of its own, and times the first exec to the last READY=1: how long the apps take to start on these cores without handoff; the master's share is serving minus that, round by round, which is the part of a reload's time the master is answerable for (starting 64 Go programs at once on 2 cores takes more than 8 times as long as 8, with or without a master). \"request → reply\" is the bench's, until the reply that the reload is over. \"Master CPU\" is utime+stime of the master process alone (not its children, so not the workers nor the shim each worker's exec goes through), read from its CPU clock (ns; the same sum /proc/PID/stat fields 14 and 15 give in 10 ms ticks) before and after each reload. A growth cell is the ratio of the medians (in brackets: first quartile over third, third over first).",
 		},
-		Header: []string{"workers", "→ new generation serving", "→ old generation gone", "request → reply", "master CPU per reload", "master CPU per worker", "others' CPU"},
+		Header: []string{"workers", "→ new generation serving", "the apps alone → all READY=1", "master's share of serving", "→ old generation gone", "request → reply", "master CPU per reload", "master CPU per worker", "others' CPU"},
 		Rows:   rows,
 		Notes:  notes,
 	}
@@ -189,6 +197,12 @@ func (b *bench) scaleReloads(ctx context.Context, h *handoffServer, k *scaleBloc
 		k.gone = append(k.gone, float64(res.Duration.Microseconds())/1000)
 		k.reply = append(k.reply, ms(reply))
 		k.cpu = append(k.cpu, ms(c1-c0))
+		alone, err := b.aloneReady(ctx, k.n)
+		if err != nil {
+			return fmt.Errorf("after reload %d: %w", r+1, err)
+		}
+		k.alone = append(k.alone, ms(alone))
+		k.share = append(k.share, k.serving[len(k.serving)-1]-ms(alone))
 	}
 	stat1, err1 := cpuTime(master)
 	clock1, err2 := processCPU(master)
@@ -248,7 +262,7 @@ func (b *bench) readyToReady(ctx context.Context) table {
 			if k == 0 {
 				th, err = b.handoffReady(ctx)
 			} else {
-				ta, err = b.aloneReady(ctx)
+				ta, err = b.aloneReady(ctx, readyWorkers)
 			}
 		}
 		if err != nil {
@@ -317,12 +331,12 @@ func (b *bench) handoffReady(ctx context.Context) (time.Duration, error) {
 	return at.Sub(t0), nil
 }
 
-// aloneReady starts readyWorkers instances of examples/hello on their own
+// aloneReady starts n instances of examples/hello on their own
 // and times them from the first exec to the last READY=1.
-func (b *bench) aloneReady(ctx context.Context) (time.Duration, error) {
+func (b *bench) aloneReady(ctx context.Context, n int) (time.Duration, error) {
 	e := b.e
-	nls := make([]*notifyListener, readyWorkers)
-	names := make([]string, readyWorkers)
+	nls := make([]*notifyListener, n)
+	names := make([]string, n)
 	for i := range nls {
 		names[i] = e.name("ready-alone")
 		nl, err := listenNotify(filepath.Join(e.dir, names[i]+".notify"))
@@ -333,7 +347,7 @@ func (b *bench) aloneReady(ctx context.Context) (time.Duration, error) {
 		nls[i] = nl
 	}
 	t0 := time.Now()
-	procs := make([]*process, readyWorkers)
+	procs := make([]*process, n)
 	for i := range procs {
 		argv := []string{e.hello[0], "-addr", "127.0.0.1:0", "-close-window", scaleWindow.String()}
 		p, err := e.reg.start(names[i], argv, []string{"NOTIFY_SOCKET=" + nls[i].path})
