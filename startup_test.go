@@ -16,16 +16,6 @@ import (
 	"time"
 )
 
-// needsRunGo skips a test that waits for a change to run.go (the lead's
-// part), unless HANDOFF_TEST_RUNGO=1 asks to run it anyway. Remove the
-// call once run.go has the change.
-func needsRunGo(t *testing.T, change string) {
-	t.Helper()
-	if os.Getenv("HANDOFF_TEST_RUNGO") != "1" {
-		t.Skip("needs run.go change: " + change)
-	}
-}
-
 // runMasterToEnd runs 'handoff run' to its end (at most a minute) with a
 // TMPDIR of its own, and returns its stderr and exit code.
 func runMasterToEnd(t *testing.T, tmp string, args ...string) (string, int) {
@@ -52,7 +42,6 @@ func runMasterToEnd(t *testing.T, tmp string, args ...string) (string, int) {
 // A control socket in use by a live master is a startup error like the
 // others: one line, exit 1, no worker started, nothing left behind.
 func TestControlSocketInUse(t *testing.T) {
-	needsRunGo(t, "open the control socket before anything else (main has it since 84f4cf7): when ControlListener fails after workers.New, the deferred closeListeners calls r.handedOver(), whose Status() waits forever for a supervision loop that never started, and the master hangs")
 	dir, err := os.MkdirTemp("", "hc-")
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +71,6 @@ func TestControlSocketInUse(t *testing.T) {
 
 // The pid file goes once the master stops for good.
 func TestPidFileRemovedOnStop(t *testing.T) {
-	needsRunGo(t, "remove --pid-file on a clean stop, not after a hand-over (main has it since 84f4cf7)")
 	pidFile := filepath.Join(t.TempDir(), "master.pid")
 	m := startMaster(t, []string{"--workers", "1", "--pid-file", pidFile}, bin.hello1)
 	m.waitServing(1, 1)
@@ -119,7 +107,6 @@ func notifyDir(t *testing.T, pid int) string {
 // A master killed with SIGKILL cannot remove its runtime directory; the
 // next master does.
 func TestKilledMasterRuntimeDir(t *testing.T) {
-	needsRunGo(t, "remove the runtime directories of dead masters (main has it since 84f4cf7, workers/runtimedir_linux.go)")
 	tmp, err := os.MkdirTemp("", "hk-")
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +134,6 @@ func TestKilledMasterRuntimeDir(t *testing.T) {
 // 'handoff run' without a listener runs, and says once that workers get
 // no sockets.
 func TestNoListenWarning(t *testing.T) {
-	needsRunGo(t, "log each of o.warnings with log.Warn once the logger is set up")
 	dir, err := os.MkdirTemp("", "hn-")
 	if err != nil {
 		t.Fatal(err)

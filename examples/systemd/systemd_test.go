@@ -429,8 +429,17 @@ func (s *service) checkNoKills(t *testing.T) {
 // socket is not there yet (a master starting, or being replaced).
 func (s *service) status(t *testing.T, what string, pred func(handoffStatus) bool) handoffStatus {
 	t.Helper()
+	st, err := s.pollStatus(10*time.Second, pred)
+	if err != nil {
+		t.Errorf("handoff status --json: want %s: %v", what, err)
+	}
+	return st
+}
+
+// pollStatus asks for the status until pred holds or timeout passes.
+func (s *service) pollStatus(timeout time.Duration, pred func(handoffStatus) bool) (handoffStatus, error) {
 	var st handoffStatus
-	err := s.m.poll(10*time.Second, func() (bool, string) {
+	err := s.m.poll(timeout, func() (bool, string) {
 		var err error
 		st, err = s.m.handoffStatus(s.unit)
 		if err != nil {
@@ -438,10 +447,7 @@ func (s *service) status(t *testing.T, what string, pred func(handoffStatus) boo
 		}
 		return pred(st), fmt.Sprintf("%+v", st)
 	})
-	if err != nil {
-		t.Errorf("handoff status --json: want %s: %v", what, err)
-	}
-	return st
+	return st, err
 }
 
 func allWorkers(st handoffStatus, gen int) bool {
@@ -563,15 +569,7 @@ func runReloads(t *testing.T, s *service) {
 		t.Errorf("after the master upgrade: %v", err)
 	}
 
-	ok, fails := traffic.stop()
-	t.Logf("traffic during the reloads: %d requests answered, %d failed", ok, len(fails))
-	for i, f := range fails {
-		if i == 10 {
-			t.Errorf("… and %d more", len(fails)-i)
-			break
-		}
-		t.Errorf("request failed during the reloads: %s", f)
-	}
+	traffic.check(t)
 
 	// Stop: the master drains its workers and exits 0.
 	p, _ = s.m.show(s.unit, unitProps...)
@@ -834,6 +832,21 @@ func (tr *traffic) stop() (int, []string) {
 	return tr.ok, tr.fails
 }
 
+// check stops the traffic, logs how many requests were answered, and
+// fails the test for each that failed (the first ten, and a count).
+func (tr *traffic) check(t *testing.T) {
+	t.Helper()
+	ok, fails := tr.stop()
+	t.Logf("traffic during the reloads: %d requests answered, %d failed", ok, len(fails))
+	for i, f := range fails {
+		if i == 10 {
+			t.Errorf("… and %d more", len(fails)-i)
+			break
+		}
+		t.Errorf("request failed during the reloads: %s", f)
+	}
+}
+
 // runReloadWait checks the unit whose ExecReload= is 'handoff reload
 // --wait': systemctl reload fails on a rolled-back release, with the unit
 // active and the previous generation serving, and succeeds on a good one,
@@ -888,15 +901,7 @@ func runReloadWait(t *testing.T, s *service) {
 	if _, err := s.waitAnswers(3, "v2"); err != nil {
 		t.Errorf("after reload to v2: %v", err)
 	}
-	ok, fails := traffic.stop()
-	t.Logf("traffic during the reloads: %d requests answered, %d failed", ok, len(fails))
-	for i, f := range fails {
-		if i == 10 {
-			t.Errorf("… and %d more", len(fails)-i)
-			break
-		}
-		t.Errorf("request failed during the reloads: %s", f)
-	}
+	traffic.check(t)
 	s.checkNotifiers(t)
 	s.checkNoKills(t)
 }
@@ -1020,15 +1025,7 @@ func enableController(t *testing.T, dir, name string) error {
 // statusWithin is status with a timeout of its own.
 func (s *service) statusWithin(t *testing.T, timeout time.Duration, what string, pred func(handoffStatus) bool) handoffStatus {
 	t.Helper()
-	var st handoffStatus
-	err := s.m.poll(timeout, func() (bool, string) {
-		var err error
-		st, err = s.m.handoffStatus(s.unit)
-		if err != nil {
-			return false, err.Error()
-		}
-		return pred(st), fmt.Sprintf("%+v", st)
-	})
+	st, err := s.pollStatus(timeout, pred)
 	if err != nil {
 		t.Fatalf("handoff status --json: want %s: %v", what, err)
 	}
