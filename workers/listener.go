@@ -26,16 +26,6 @@ func (l *Listener) fd(bank, slot int) int {
 	return l.Fd
 }
 
-// steered reports whether any listener is a steered group.
-func steered(ls []Listener) bool {
-	for _, l := range ls {
-		if l.Group != nil {
-			return true
-		}
-	}
-	return false
-}
-
 // status describes the listener.
 func (l *Listener) status() ListenerStatus {
 	st := ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr, Balance: "shared"}

@@ -454,7 +454,8 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	}
 	if u := s.cfg.User; u != nil {
 		// Only the worker's user may write to it.
-		if err := os.Chown(path, int(u.UID), int(u.GID)); err == nil {
+		err := os.Chown(path, int(u.UID), int(u.GID))
+		if err == nil {
 			err = os.Chmod(path, 0o600)
 		}
 		if err != nil {
