@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 
 	"github.com/handoff-dev/handoff/workers"
+
+	"github.com/handoff-dev/handoff/internal/testutil"
 )
 
 // root is the system as root sees it, whoever runs the tests, on a
@@ -96,7 +98,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestEveryFlag(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "a.sock")
+	sock := filepath.Join(testutil.ShortDir(t), "a.sock")
 	o, err := load("", flags([]string{"sh"},
 		KeyListen, "http=tcp://127.0.0.1:0",
 		KeyListen, "api=unix://"+sock+"?mode=0640&owner=nobody&group=nogroup",
@@ -162,16 +164,6 @@ func TestEveryFlag(t *testing.T) {
 			t.Errorf("%s: got %#v, want %#v", c.name, c.got, c.want)
 		}
 	}
-}
-
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "hcfg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // Every flag mistake is one problem naming the flag and its value.
@@ -388,7 +380,7 @@ log_level       = "warn"
 }
 
 func TestFile(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "api.sock")
+	sock := filepath.Join(testutil.ShortDir(t), "api.sock")
 	path := writeFile(t, "app.hcl", fullFile(sock))
 	o, err := load(path, Flags{}, root)
 	if err != nil {
@@ -536,7 +528,7 @@ func TestFlagOverFileProblem(t *testing.T) {
 }
 
 func TestReload(t *testing.T) {
-	sock := filepath.Join(shortDir(t), "api.sock")
+	sock := filepath.Join(testutil.ShortDir(t), "api.sock")
 	path := writeFile(t, "app.hcl", fullFile(sock))
 	running, err := load(path, flags(nil, KeyLogLevel, "debug", KeyRetireParallel, "3"), root)
 	if err != nil {

@@ -15,19 +15,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-)
 
-// shortDir returns a fresh directory with a path short enough for unix
-// sockets (t.TempDir paths can exceed sun_path's 108 bytes).
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "hc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+	"github.com/handoff-dev/handoff/internal/testutil"
+)
 
 type testServer struct {
 	path string
@@ -38,7 +28,7 @@ type testServer struct {
 // allowed, if set, replaces the peer check.
 func startServer(t *testing.T, h Handler, allowed func(uint32) bool) *testServer {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "ctl.sock")
+	path := filepath.Join(testutil.ShortDir(t), "ctl.sock")
 	ln, err := ListenUnix(path)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +206,7 @@ func TestPeerCheck(t *testing.T) {
 
 func TestDefaultPeerCheck(t *testing.T) {
 	t.Parallel()
-	ln, err := ListenUnix(filepath.Join(shortDir(t), "c.sock"))
+	ln, err := ListenUnix(filepath.Join(testutil.ShortDir(t), "c.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +256,7 @@ func TestDo(t *testing.T) {
 
 func TestDoNoMaster(t *testing.T) {
 	t.Parallel()
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	stale := filepath.Join(dir, "stale.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
 	if err != nil {
@@ -286,7 +276,7 @@ func TestDoNoMaster(t *testing.T) {
 // line and does what reply says with the connection.
 func fakeMaster(t *testing.T, reply func(c net.Conn)) string {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "f.sock")
+	path := filepath.Join(testutil.ShortDir(t), "f.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +408,7 @@ func TestHalfClose(t *testing.T) {
 // requests in progress have been answered.
 func TestServeStop(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(shortDir(t), "ctl.sock")
+	path := filepath.Join(testutil.ShortDir(t), "ctl.sock")
 	ln, err := ListenUnix(path)
 	if err != nil {
 		t.Fatal(err)
@@ -474,7 +464,7 @@ func TestServeStop(t *testing.T) {
 
 func TestListenUnix(t *testing.T) {
 	t.Parallel()
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	path := filepath.Join(dir, "sub", "ctl.sock")
 	ln, err := ListenUnix(path)
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/handoff-dev/handoff/internal/testutil"
 )
 
 // Idle clients that connect and send nothing hold at most MaxConns
@@ -126,35 +128,17 @@ func TestCapQueues(t *testing.T) {
 	}
 }
 
-// syncBuf is a log destination several goroutines write.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A flood of bad requests gets at most a line a second in the log, and
 // the next line says how many were held back.
 func TestBadRequestLogBounded(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(shortDir(t), "ctl.sock")
+	path := filepath.Join(testutil.ShortDir(t), "ctl.sock")
 	ln, err := ListenUnix(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	var logs syncBuf
+	var logs testutil.Buffer
 	s := FromListener(ln, func(ctx context.Context, req Request) Response { return Response{OK: true} },
 		hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug}))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -261,7 +245,7 @@ func TestCheckPath(t *testing.T) {
 		t.Error("a path with NUL accepted")
 	}
 	// ListenUnix says the same, and creates nothing.
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	long := filepath.Join(dir, "sub", strings.Repeat("c", 120))
 	if ln, err := ListenUnix(long); err == nil {
 		ln.Close()
@@ -276,7 +260,7 @@ func TestCheckPath(t *testing.T) {
 
 func TestMkdirAll(t *testing.T) {
 	t.Parallel()
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	created, err := mkdirAll(filepath.Join(dir, "a", "b", "c"), 0o700)
 	want := []string{filepath.Join(dir, "a"), filepath.Join(dir, "a", "b"), filepath.Join(dir, "a", "b", "c")}
 	if err != nil || strings.Join(created, " ") != strings.Join(want, " ") {

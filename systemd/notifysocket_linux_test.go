@@ -12,23 +12,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// shortDir returns a fresh directory with a path short enough for unix
-// sockets (t.TempDir paths can exceed sun_path's 108 bytes).
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "hs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+	"github.com/handoff-dev/handoff/internal/testutil"
+)
 
 func listenNotify(t *testing.T) *NotifySocket {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "n.sock")
+	path := filepath.Join(testutil.ShortDir(t), "n.sock")
 	s, err := ListenNotify(path)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +205,7 @@ func TestNotifySocketDrainIdle(t *testing.T) {
 func TestNotifySocketDrainAtOnce(t *testing.T) {
 	// Drain before the reader ran at all.
 	for i := 0; i < 20; i++ {
-		s, err := ListenNotify(filepath.Join(shortDir(t), "n.sock"))
+		s, err := ListenNotify(filepath.Join(testutil.ShortDir(t), "n.sock"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,7 +215,7 @@ func TestNotifySocketDrainAtOnce(t *testing.T) {
 }
 
 func TestListenNotifyExistingPath(t *testing.T) {
-	path := filepath.Join(shortDir(t), "n.sock")
+	path := filepath.Join(testutil.ShortDir(t), "n.sock")
 	if err := os.WriteFile(path, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +306,7 @@ func TestNotifierSends(t *testing.T) {
 // TestNotifierWireFormat reads the raw datagrams, for the fields
 // parseMessage ignores.
 func TestNotifierWireFormat(t *testing.T) {
-	path := filepath.Join(shortDir(t), "raw.sock")
+	path := filepath.Join(testutil.ShortDir(t), "raw.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)

@@ -12,19 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// shortDir returns a fresh directory with a path short enough for unix
-// sockets (t.TempDir paths can exceed sun_path's 108 bytes).
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "hu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+	"github.com/handoff-dev/handoff/internal/testutil"
+)
 
 func haveIPv6(t *testing.T) bool {
 	t.Helper()
@@ -333,7 +323,7 @@ func TestBindAddressInUse(t *testing.T) {
 }
 
 func TestBindUnix(t *testing.T) {
-	path := filepath.Join(shortDir(t), "s.sock")
+	path := filepath.Join(testutil.ShortDir(t), "s.sock")
 	spec := Spec{Name: "s", Network: "unix", Address: path}
 
 	l, err := Bind(spec)
@@ -378,7 +368,7 @@ func TestBindUnix(t *testing.T) {
 }
 
 func TestBindUnixStaleFromOtherProcess(t *testing.T) {
-	path := filepath.Join(shortDir(t), "s.sock")
+	path := filepath.Join(testutil.ShortDir(t), "s.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +387,7 @@ func TestBindUnixStaleFromOtherProcess(t *testing.T) {
 }
 
 func TestBindUnixLive(t *testing.T) {
-	path := filepath.Join(shortDir(t), "s.sock")
+	path := filepath.Join(testutil.ShortDir(t), "s.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -431,7 +421,7 @@ func TestBindUnixLive(t *testing.T) {
 }
 
 func TestBindUnixNotASocket(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	for _, mk := range []struct {
 		name string
 		make func(path string) error
@@ -466,7 +456,7 @@ func TestBindUnixNotASocket(t *testing.T) {
 }
 
 func TestBindUnixRejectsNUL(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	spec, err := ParseSpec("s=unix://" + dir + "/a%00b")
 	if err != nil {
 		return // rejected up front: fine too
@@ -555,7 +545,7 @@ func checkAdopted(t *testing.T, l *Listener, network, addr string, nonblock bool
 }
 
 func TestFromFdNetwork(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	tests := []struct {
 		name    string
 		family  int

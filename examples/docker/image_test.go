@@ -25,7 +25,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +32,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/workers"
+
+	"github.com/handoff-dev/handoff/internal/testutil"
 )
 
 const testVersion = "v0.0.0-imagetest"
@@ -209,7 +210,7 @@ type container struct {
 	pid     int // handoff, pid 1 inside, as this host sees it
 	env     []string
 	client  *http.Client
-	output  *syncBuffer
+	output  *testutil.Buffer
 }
 
 // runImage runs the image as a container runtime would: fresh pid, mount
@@ -321,7 +322,7 @@ exec "$@"`
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &container{t: t, img: img, output: &syncBuffer{}}
+	c := &container{t: t, img: img, output: &testutil.Buffer{}}
 	c.env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=imagetest", "HOME=/"}
 	for k, v := range img.env {
 		c.env = append(c.env, k+"="+v)
@@ -527,23 +528,4 @@ func loopbackUp() error {
 		return fmt.Errorf("SIOCSIFFLAGS: %w", err)
 	}
 	return nil
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's stdout and stderr
-// and the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
