@@ -453,7 +453,7 @@ listen "http" {
 }
 ready_timeout = "30s"
 `)
-	m := startMaster(t, []string{"--config", path})
+	m := startMaster(t, []string{"--config", path, "--listen", "http=tcp://127.0.0.1:0"})
 	m.waitServing(1, 2)
 	body, err := get(m.addr(), "/")
 	if err != nil || field(body, "version") != "v1" {

@@ -195,7 +195,7 @@ func startMasterWith(t *testing.T, exe string, env []string, flags []string, com
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	m := &master{t: t, ctl: filepath.Join(dir, "ctl.sock"), log: newLogBuf(), done: make(chan struct{})}
 	args := []string{"run", "--control", m.ctl, "--log-level", "debug"}
-	if !hasFlag(flags, "--listen") {
+	if !hasFlag(flags, "--listen") && !hasFlag(flags, "--config") {
 		args = append(args, "--listen", "http=tcp://127.0.0.1:0")
 	}
 	args = append(append(args, flags...), "--")

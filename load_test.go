@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,6 +208,13 @@ func (l *load) fail(client string, err error) {
 	l.mu.Lock()
 	l.fails = append(l.fails, time.Now().Format("15:04:05.000000")+" "+client+": "+err.Error())
 	l.mu.Unlock()
+}
+
+// failures returns the failures so far.
+func (l *load) failures() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.fails)
 }
 
 // stop ends the load and returns its failures.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,5 +220,113 @@ func TestWorkerOutputModes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// What the master keeps follows a reload's outcome, not its client: a
+// configuration reload that adds a listener, awaited by a client that
+// gives up before probation ends, still commits the new listener when
+// the generation serves (before, the master closed it as the client
+// left, while generation 2 used it: "cannot steer connections: group
+// closed"). Then a new worker is killed and the service reloaded again,
+// all under strict load on both listeners.
+func TestConfigReloadOutcomeOwnsListeners(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "app.hcl")
+	httpAddr, apiAddr := freePort(t), freePort(t)
+	conf := func(listeners ...string) string {
+		s := fmt.Sprintf("command = [%q]\nworkers = 2\n", bin.hello1) // serves every listener
+		for _, l := range listeners {
+			s += l + "\n"
+		}
+		return s
+	}
+	httpL := fmt.Sprintf(`listen "http" { address = "tcp://%s" }`, httpAddr)
+	apiL := fmt.Sprintf(`listen "api" { address = "tcp://%s" }`, apiAddr)
+	replaceConfig(t, cfg, conf(httpL))
+	m := startMaster(t, []string{"--config", cfg})
+	m.waitServing(1, 2)
+	l := startStrictNew(httpAddr, 4)
+	defer l.stop()
+	if !l.waitRequests(100, 20*time.Second) {
+		t.Fatal("load is not getting answers")
+	}
+
+	replaceConfig(t, cfg, conf(httpL, apiL))
+	if _, _, code := m.cli("reload", "--wait", "--timeout", "300ms"); code == 0 {
+		t.Fatal("reload --wait --timeout 300ms succeeded before the 1s probation could end")
+	}
+	st := m.waitStatus(30*time.Second, "generation 2 serving after the client gave up", func(st workers.Status) bool {
+		return st.LastReload != nil && st.LastReload.Generation == 2 && countState(st, 2, workers.Ready) == 2 && countState(st, 1, workers.Ready) == 0
+	})
+	if !st.LastReload.OK {
+		t.Fatalf("reload failed: %+v", st.LastReload)
+	}
+	if n := len(st.Listeners); n != 2 {
+		t.Fatalf("status lists %d listeners after the reload, want 2: %+v", n, st.Listeners)
+	}
+	for _, ls := range st.Listeners {
+		if ls.Balance != "steer" {
+			t.Errorf("listener %s: balance %q, want steer", ls.Name, ls.Balance)
+		}
+	}
+	api := startStrictNew(apiAddr, 2)
+	defer api.stop()
+	if !api.waitRequests(100, 20*time.Second) {
+		t.Fatal("the new listener is not getting answers")
+	}
+
+	// A new worker killed, then another reload: both listeners steered
+	// to the replacement, then to generation 3. Only requests in flight
+	// on the killed worker may fail (at most one per client), and none
+	// before the kill or after the replacement is ready.
+	for name, ld := range map[string]*load{"http": l, "api": api} {
+		if fails := ld.failures(); len(fails) > 0 {
+			t.Fatalf("%s: %d requests failed before the kill:\n%s", name, len(fails), summarize(fails))
+		}
+	}
+	var victim int
+	for _, w := range st.Workers {
+		if w.Generation == 2 && w.State == workers.Ready {
+			victim = w.PID
+			break
+		}
+	}
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	m.waitStatus(20*time.Second, "the killed worker replaced", func(st workers.Status) bool {
+		if countState(st, 2, workers.Ready) != 2 {
+			return false
+		}
+		for _, w := range st.Workers {
+			if w.PID == victim {
+				return false
+			}
+		}
+		return true
+	})
+	atKill := map[*load]int{}
+	for ld, clients := range map[*load]int{l: 4, api: 2} {
+		n := len(ld.failures())
+		if n > clients {
+			t.Errorf("%d requests failed at the kill, more than the %d clients could have had in flight on the killed worker:\n%s", n, clients, summarize(ld.failures()))
+		}
+		atKill[ld] = n
+	}
+	if stdout, stderr, code := m.cli("reload", "--wait"); code != 0 {
+		t.Fatalf("second reload: exit %d %s%s", code, stdout, stderr)
+	}
+	m.waitServing(3, 2)
+	if !l.waitRequests(100, 20*time.Second) || !api.waitRequests(100, 20*time.Second) {
+		t.Fatal("load stalled after the second reload")
+	}
+	for name, ld := range map[string]*load{"http": l, "api": api} {
+		if fails := ld.stop(); len(fails) > atKill[ld] {
+			t.Errorf("%s: %d of %d requests failed after the replacement was ready:\n%s", name, len(fails)-atKill[ld], ld.total.Load(), summarize(fails[atKill[ld]:]))
+		}
+	}
+	if n := m.log.count("cannot steer"); n > 0 {
+		t.Errorf("the master logged %d steering errors", n)
 	}
 }

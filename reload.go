@@ -60,16 +60,29 @@ func (r *runner) workerConfig(o *runOptions, ls []listener) (workers.Config, err
 // listeners it names (new ones bound now, kept ones as they are), and
 // the supervisor's configuration for the new generation. A file that
 // does not load rejects the reload with its diagnostics, the running
-// generation untouched. Once the reload is over, the listeners no longer
-// named (after success) or newly bound (after failure) are closed.
+// generation untouched.
+//
+// What the master keeps follows the reload's outcome, never the caller:
+// the supervisor calls the request's Outcome on its goroutine when the
+// reload ends, and that commits the new options and listeners (closing
+// those no longer named) or closes the ones opened for it. A caller that
+// stops waiting (a client's --timeout, systemd's TimeoutSec) changes
+// nothing. Configuration reloads run one at a time (each reads the file
+// against the listeners the previous one left): the turn is released by
+// the outcome too.
 func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.ReloadResult {
-	r.configMu.Lock()
-	defer r.configMu.Unlock()
+	select {
+	case r.configTurn <- struct{}{}:
+	case <-ctx.Done():
+		return workers.ReloadResult{Error: "gave up waiting: " + ctx.Err().Error()}
+	}
+	release := func() { <-r.configTurn }
 	r.reloadMu.Lock()
 	cur, curLs := r.o, r.listeners
 	r.reloadMu.Unlock()
 	next, warnings, err := reloadRunOptions(cur)
 	if err != nil {
+		release()
 		msg := "configuration " + cur.configPath + ": " + strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 		r.log.Error("reload rejected: the configuration does not load; the running generation serves on", "error", msg)
 		return workers.ReloadResult{Error: msg}
@@ -79,33 +92,37 @@ func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.Rel
 	}
 	ls, opened, err := r.relisten(curLs, next)
 	if err != nil {
+		release()
 		r.log.Error("reload rejected: cannot open the listeners of the new configuration", "error", err)
 		return workers.ReloadResult{Error: err.Error()}
 	}
 	cfg, err := r.workerConfig(next, ls)
 	if err != nil {
+		release()
 		closeListeners(opened, false)
 		return workers.ReloadResult{Error: err.Error()}
 	}
 	if next.workers == cur.workers {
 		cfg.Workers = 0 // the file did not change it: keep a count scaled since
 	}
-	res := r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg})
-	if !res.OK {
-		closeListeners(opened, false)
-		return res
-	}
-	var gone []listener
-	for _, l := range curLs {
-		if !slices.ContainsFunc(ls, func(x listener) bool { return x.Group == l.Group && x.shared == l.shared }) {
-			gone = append(gone, l)
+	outcome := func(res workers.ReloadResult) {
+		defer release()
+		if !res.OK {
+			closeListeners(opened, false)
+			return
 		}
+		var gone []listener
+		for _, l := range curLs {
+			if !slices.ContainsFunc(ls, func(x listener) bool { return x.Group == l.Group && x.shared == l.shared }) {
+				gone = append(gone, l)
+			}
+		}
+		r.reloadMu.Lock()
+		r.o, r.listeners = next, ls
+		r.reloadMu.Unlock()
+		closeListeners(gone, false)
 	}
-	r.reloadMu.Lock()
-	r.o, r.listeners = next, ls
-	r.reloadMu.Unlock()
-	closeListeners(gone, false)
-	return res
+	return r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg, Outcome: outcome})
 }
 
 // relisten returns the listeners of next: those of the running

@@ -108,7 +108,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return fail(err)
 	}
 	undo = append(undo, func() { closeListeners(listeners, false) })
-	r := &runner{o: o, log: log, logMu: logMu, stderr: stderr, master: master, listeners: listeners, notifier: systemd.NewNotifier(), configPath: o.configPath}
+	r := &runner{o: o, log: log, logMu: logMu, stderr: stderr, master: master, listeners: listeners, notifier: systemd.NewNotifier(), configPath: o.configPath, configTurn: make(chan struct{}, 1)}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -224,12 +224,12 @@ type runner struct {
 	ctx         context.Context // cancelled once the master stops
 	logMu       sync.Locker     // the logger's lock, taken by the workers' output too
 	stderr      io.Writer
-	// reloadMu guards o and listeners, which a configuration reload
-	// replaces; configMu makes configuration reloads one at a time (each
-	// reads the file and opens listeners), and is held while one waits
-	// for the supervisor, reloadMu never is.
+	// reloadMu guards o and listeners, which a configuration reload's
+	// outcome replaces; configTurn (capacity 1) makes configuration
+	// reloads one at a time (each reads the file and opens listeners):
+	// taken before the file is read, given back by the reload's outcome.
 	reloadMu   sync.Mutex
-	configMu   sync.Mutex
+	configTurn chan struct{}
 	configPath string // --config, fixed for the master's life
 }
 

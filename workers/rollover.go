@@ -43,7 +43,7 @@ type op struct {
 	master  bool
 	cfg     *Config   // the configuration of the newest request it serves
 	at      time.Time // the earliest request it serves
-	waiters []chan ReloadResult
+	waiters []waiter
 	scale   *scaleOp
 	recycle *recycleOp
 }
@@ -60,7 +60,7 @@ type rollover struct {
 	started   time.Time
 	serving   time.Duration
 	err       error
-	waiters   []chan ReloadResult
+	waiters   []waiter
 	timerSeq  int
 	cancel    context.CancelFunc // master upgrade
 	cfg       *Config            // the new generation's
@@ -81,13 +81,16 @@ func (r *rollover) transition(to RolloverPhase, why string) {
 // enqueue adds a reload request; a worker reload joins the one already
 // waiting.
 func (s *Supervisor) enqueue(req ReloadRequest, c chan ReloadResult) {
+	wt := waiter{c: c, outcome: req.Outcome}
 	if s.phase == MasterStopping || s.phase == MasterHandedOver {
-		c <- ReloadResult{Error: "master is no longer running workers (" + string(s.phase) + ")", Master: req.Master}
+		wt.answer(ReloadResult{Error: "master is no longer running workers (" + string(s.phase) + ")", Master: req.Master})
 		return
 	}
-	if n := len(s.queue); !req.Master && n > 0 && s.queue[n-1].isReload() {
+	// Requests coalesce into the reload waiting for its turn, unless both
+	// bring a configuration: each configuration's outcome is its own.
+	if n := len(s.queue); !req.Master && n > 0 && s.queue[n-1].isReload() && (req.Config == nil || s.queue[n-1].cfg == nil) {
 		last := s.queue[n-1]
-		last.waiters = append(last.waiters, c)
+		last.waiters = append(last.waiters, wt)
 		if req.At.Before(last.at) {
 			last.at = req.At
 		}
@@ -95,10 +98,26 @@ func (s *Supervisor) enqueue(req ReloadRequest, c chan ReloadResult) {
 			last.cfg = req.Config
 		}
 	} else {
-		s.queue = append(s.queue, &op{master: req.Master, cfg: req.Config, at: req.At, waiters: []chan ReloadResult{c}})
+		s.queue = append(s.queue, &op{master: req.Master, cfg: req.Config, at: req.At, waiters: []waiter{wt}})
 	}
 	s.dirty = true
 	s.nextOp()
+}
+
+// waiter is one reload request waiting for its outcome.
+type waiter struct {
+	c       chan ReloadResult  // buffered: never blocks the loop
+	outcome func(ReloadResult) // ReloadRequest.Outcome, if set
+}
+
+// answer delivers res: first to the request's Outcome, which commits or
+// releases what the caller prepared for it, then to whoever waits. It is
+// called exactly once per request, whether or not anyone still waits.
+func (wt waiter) answer(res ReloadResult) {
+	if wt.outcome != nil {
+		wt.outcome(res)
+	}
+	wt.c <- res
 }
 
 // isReload reports whether o is a worker reload.
@@ -400,8 +419,8 @@ func (s *Supervisor) endRollover(err error) {
 	}
 	s.reloads[key]++
 	s.emit(Event{Kind: EventReloaded, Generation: r.num, Reload: &res})
-	for _, c := range r.waiters {
-		c <- res
+	for _, wt := range r.waiters {
+		wt.answer(res)
 	}
 	s.nextOp()
 }
@@ -409,8 +428,8 @@ func (s *Supervisor) endRollover(err error) {
 // failQueue answers every waiting request with an error.
 func (s *Supervisor) failQueue(why string) {
 	for _, o := range s.queue {
-		for _, c := range o.waiters {
-			c <- ReloadResult{Error: why, Master: o.master}
+		for _, wt := range o.waiters {
+			wt.answer(ReloadResult{Error: why, Master: o.master})
 		}
 		if o.scale != nil {
 			o.scale.reply <- ScaleResult{Workers: s.cfg.Workers, Error: why}

@@ -50,6 +50,16 @@ type ReloadRequest struct {
 	// supervisor's configuration stays. It becomes the supervisor's once
 	// the reload succeeds.
 	Config *Config
+	// Outcome, if set, is called once with the reload's result, on the
+	// supervisor's goroutine, before the result reaches the channel
+	// Reload returned, and whether or not anyone still reads it (or on
+	// the caller's goroutine if the supervisor no longer runs). It is
+	// where the caller commits what the reload makes current (the
+	// listeners and options of a new configuration) or releases what a
+	// failure leaves unused: what the master keeps follows the outcome,
+	// never whether a client stopped waiting. It must be quick and must
+	// not call back into the Supervisor.
+	Outcome func(ReloadResult)
 }
 
 // ReloadResult is the outcome of one reload.

@@ -257,7 +257,7 @@ func (s *Supervisor) Reload(req ReloadRequest) <-chan ReloadResult {
 		req.At = time.Now()
 	}
 	if !s.post(func() { s.enqueue(req, c) }) {
-		c <- ReloadResult{Error: "master is no longer running workers", Master: req.Master}
+		waiter{c: c, outcome: req.Outcome}.answer(ReloadResult{Error: "master is no longer running workers", Master: req.Master})
 	}
 	return c
 }
