@@ -44,6 +44,7 @@ type generation struct {
 	phase GenPhase
 	slots []*slot
 	log   hclog.Logger
+	s     *Supervisor
 
 	// Counts kept as workers come and go, so that no event costs a walk
 	// over every slot: a reload stays linear in the number of workers.
@@ -52,10 +53,22 @@ type generation struct {
 	workers int // workers whose tree is not gone
 }
 
+// genMoves are a generation's allowed transitions.
+var genMoves = transitions[GenPhase]{
+	GenStarting:  {GenServing, GenRetiring},
+	GenProbation: {GenServing, GenRetiring},
+	GenServing:   {GenRetiring},
+	GenRetiring:  {GenGone},
+}
+
 // transition moves the generation to phase to and logs why.
 func (g *generation) transition(to GenPhase, why string) {
 	from := g.phase
 	if from == to {
+		return
+	}
+	if !genMoves.allows(from, to) {
+		g.s.refuse("generation", from, to, why)
 		return
 	}
 	g.phase = to

@@ -16,12 +16,25 @@ type Listener struct {
 	// banks (generations alternate banks), and the supervisor steers new
 	// connections to the sockets of ready workers.
 	Group *steer.Group
+	// sim stands in for Group under the simulator.
+	sim steerGroup
+}
+
+// group is the listener's steered group, or nil.
+func (l *Listener) group() steerGroup {
+	if l.sim != nil {
+		return l.sim
+	}
+	if l.Group != nil {
+		return l.Group
+	}
+	return nil
 }
 
 // fd is the descriptor a worker of slot in bank gets.
 func (l *Listener) fd(bank, slot int) int {
-	if l.Group != nil {
-		return l.Group.Fd(bank, slot)
+	if g := l.group(); g != nil {
+		return g.Fd(bank, slot)
 	}
 	return l.Fd
 }
@@ -29,7 +42,7 @@ func (l *Listener) fd(bank, slot int) int {
 // status describes the listener.
 func (l *Listener) status() ListenerStatus {
 	st := ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr, Balance: "shared"}
-	if g := l.Group; g != nil {
+	if g := l.group(); g != nil {
 		st.Balance = string(g.Mode())
 		st.Mechanism = string(g.Mechanism())
 		st.Selection = g.Selection()

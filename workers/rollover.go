@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -61,16 +62,31 @@ type rollover struct {
 	serving   time.Duration
 	err       error
 	waiters   []waiter
-	timerSeq  int
+	probation timer              // ends the minimum uptime of the new workers
 	cancel    context.CancelFunc // master upgrade
 	cfg       *Config            // the new generation's
 	s         *Supervisor
+}
+
+// rollMoves are a reload's allowed transitions ("" is a reload that
+// has not begun: it may end at once, refused).
+var rollMoves = transitions[RolloverPhase]{
+	"":              {RollStarting, RollUpgrading, RollDone},
+	RollStarting:    {RollProbation, RollRetiring, RollRollingBack, RollDone},
+	RollProbation:   {RollRetiring, RollRollingBack, RollDone},
+	RollRetiring:    {RollStarting, RollRollingBack, RollDone},
+	RollRollingBack: {RollDone},
+	RollUpgrading:   {RollDone},
 }
 
 // transition moves the rollover to phase to and logs why.
 func (r *rollover) transition(to RolloverPhase, why string) {
 	from := r.phase
 	if from == to {
+		return
+	}
+	if !rollMoves.allows(from, to) {
+		r.s.refuse("reload", from, to, why)
 		return
 	}
 	r.phase = to
@@ -193,11 +209,11 @@ func (s *Supervisor) beginUpgrade(r *rollover) {
 	for _, sl := range s.serving.slots {
 		h.Banks = append(h.Banks, sl.bank)
 	}
-	go func() {
-		err := s.cfg.UpgradeMaster(ctx, h)
+	var err error
+	s.env.async(func() {
+		err = s.cfg.UpgradeMaster(ctx, h)
 		cancel()
-		s.post(func() { s.upgradeDone(r, err) })
-	}()
+	}, func() { s.upgradeDone(r, err) })
 }
 
 func (s *Supervisor) upgradeDone(r *rollover, err error) {
@@ -218,12 +234,12 @@ func (s *Supervisor) upgradeDone(r *rollover, err error) {
 		s.endRollover(fmt.Errorf("master upgrade failed: %w", err))
 		return
 	}
-	r.serving = time.Since(r.started)
+	r.serving = s.env.now().Sub(r.started)
 	s.log.Info("new master serving; retiring this master's workers")
 	s.setPhase(MasterHandedOver, "the new master serves")
 	// The new master steers connections to its own workers now: ours
 	// stop getting any from here on.
-	now := time.Now()
+	now := s.env.now()
 	for w := range s.routed {
 		w.unroutedAt = now
 	}
@@ -282,16 +298,12 @@ func (s *Supervisor) advanceProbation(r *rollover) {
 	if r.strategy == Surge && !r.g.allReady() || r.strategy == Rolling && !r.g.slots[r.step].ready() {
 		return
 	}
-	if wait := time.Until(r.lastReady.Add(s.cfg.MinUptime)); wait > 0 {
+	if wait := r.lastReady.Add(s.cfg.MinUptime).Sub(s.env.now()); wait > 0 {
 		r.transition(RollProbation, "new workers ready")
-		r.timerSeq++
-		seq := r.timerSeq
-		time.AfterFunc(wait, func() {
-			s.post(func() {
-				if s.roll == r && r.timerSeq == seq {
-					s.advance()
-				}
-			})
+		r.probation.set(s.env, wait, func() {
+			if s.roll == r {
+				s.advance()
+			}
 		})
 		return
 	}
@@ -358,7 +370,7 @@ func (s *Supervisor) reloadConfig(next *Config) (*Config, error) {
 
 // commit makes the new generation the serving one.
 func (s *Supervisor) commit(r *rollover) {
-	r.serving = time.Since(r.started)
+	r.serving = s.env.now().Sub(r.started)
 	s.cfg = *r.cfg
 	r.g.transition(GenServing, "passed probation")
 	r.old.transition(GenRetiring, fmt.Sprintf("generation %d serves", r.g.num))
@@ -385,6 +397,15 @@ func (s *Supervisor) failRollover(err error) {
 			if sl.retired && r.old.replaces() {
 				sl.setRetired(false)
 				sl.failures = 0
+				s.retireQueue = slices.DeleteFunc(s.retireQueue, func(x *slot) bool { return x == sl })
+				s.retireDraining = slices.DeleteFunc(s.retireDraining, func(x *slot) bool { return x == sl })
+				if w := sl.reclaim(); w != nil {
+					// Its worker was waiting for its queues to empty,
+					// not yet signalled: it serves on.
+					s.log.Info("keeping a worker of the previous generation", "generation", r.old.num, "slot", sl.index, "pid", w.proc.pid())
+					s.steerDirty = true
+					continue
+				}
 				s.log.Info("restarting a slot of the previous generation", "generation", r.old.num, "slot", sl.index)
 				s.startWorker(sl)
 			}
@@ -401,8 +422,9 @@ func (s *Supervisor) failRollover(err error) {
 func (s *Supervisor) endRollover(err error) {
 	r := s.roll
 	r.transition(RollDone, "over")
+	r.probation.clear()
 	s.roll = nil
-	res := ReloadResult{Generation: r.num, Master: r.master, Started: r.started, Serving: r.serving, Duration: time.Since(r.started)}
+	res := ReloadResult{Generation: r.num, Master: r.master, Started: r.started, Serving: r.serving, Duration: s.env.now().Sub(r.started)}
 	if err != nil {
 		res.Error = err.Error()
 		if !r.master {

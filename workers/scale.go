@@ -63,8 +63,8 @@ func (s *Supervisor) beginScale(o *scaleOp) {
 		return
 	}
 	for _, l := range s.cfg.Listeners {
-		if l.Group != nil {
-			if err := l.Group.Grow(o.to); err != nil {
+		if g := l.group(); g != nil {
+			if err := g.Grow(o.to); err != nil {
 				o.reply <- ScaleResult{Workers: o.from, Error: fmt.Sprintf("listener %s: %v", l.Name, err)}
 				s.nextOp()
 				return
@@ -255,16 +255,15 @@ func (s *Supervisor) sampleMemory() {
 		}
 	}
 	s.sampling = true
-	go func() {
+	s.env.async(func() {
 		for i := range todo {
 			todo[i].rss, todo[i].cpu = s.usage(todo[i].w.proc)
 		}
-		s.post(func() {
-			s.sampling = false
-			for _, x := range todo {
-				x.w.setUsage(x.rss, x.cpu)
-				s.overMemory(x.sl, x.w, x.rss)
-			}
-		})
-	}()
+	}, func() {
+		s.sampling = false
+		for _, x := range todo {
+			x.w.rss, x.w.cpu = x.rss, x.cpu
+			s.overMemory(x.sl, x.w, x.rss)
+		}
+	})
 }

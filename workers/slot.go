@@ -88,8 +88,7 @@ type slot struct {
 	retired  bool      // the slot runs no more workers
 	passed   bool      // rolling: the slot's new worker passed probation and serves
 	wake     time.Time // a restart is scheduled then (zero: none)
-	timer    *time.Timer
-	timerSeq int // invalidates a timer that fired after being replaced
+	timer    timer     // the restart after a backoff
 }
 
 // ready reports whether the slot's worker is ready.
@@ -128,11 +127,7 @@ func (sl *slot) live() bool { return sl.cur != nil || sl.next != nil || len(sl.e
 
 // cancelRestart forgets a scheduled restart.
 func (sl *slot) cancelRestart() {
-	if sl.timer != nil {
-		sl.timer.Stop()
-		sl.timer = nil
-	}
-	sl.timerSeq++
+	sl.timer.clear()
 	sl.wake = time.Time{}
 }
 
@@ -149,6 +144,26 @@ func (sl *slot) detach() *worker {
 		}
 	}
 	return w
+}
+
+// reclaim takes back, as the slot's worker, the one it still has (queued
+// for retirement) or the one it retires that was not signalled yet, and
+// returns it; nil if there is none.
+func (sl *slot) reclaim() *worker {
+	if sl.cur != nil {
+		return sl.cur
+	}
+	for i, w := range sl.exiting {
+		if w.cancelRetire() {
+			sl.exiting = append(sl.exiting[:i:i], sl.exiting[i+1:]...)
+			sl.cur = w
+			if w.state == Ready {
+				sl.markReady()
+			}
+			return w
+		}
+	}
+	return nil
 }
 
 // forget removes a worker whose tree is gone.

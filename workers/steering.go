@@ -57,11 +57,11 @@ func (s *Supervisor) resteer() {
 	if s.phase == MasterStopping || s.phase == MasterHandedOver {
 		return
 	}
-	var groups []*steer.Group
+	var groups []steerGroup
 	for _, g := range s.gens {
 		for _, l := range g.cfg.Listeners {
-			if l.Group != nil && !slices.Contains(groups, l.Group) {
-				groups = append(groups, l.Group)
+			if grp := l.group(); grp != nil && !slices.Contains(groups, grp) {
+				groups = append(groups, grp)
 			}
 		}
 	}
@@ -81,7 +81,7 @@ func (s *Supervisor) resteer() {
 			routed[w] = true
 		}
 	}
-	now := time.Now()
+	now := s.env.now()
 	for w := range s.routed {
 		if !routed[w] {
 			w.unroutedAt = now
@@ -92,7 +92,7 @@ func (s *Supervisor) resteer() {
 
 // targetsFor picks, for each slot, the newest generation listening on grp
 // with a routable worker there.
-func (s *Supervisor) targetsFor(grp *steer.Group) ([]steer.Target, []*worker) {
+func (s *Supervisor) targetsFor(grp steerGroup) ([]steer.Target, []*worker) {
 	var targets []steer.Target
 	var ws []*worker
 	n := 0
@@ -112,9 +112,9 @@ func (s *Supervisor) targetsFor(grp *steer.Group) ([]steer.Target, []*worker) {
 	return targets, ws
 }
 
-func listensOn(g *generation, grp *steer.Group) bool {
+func listensOn(g *generation, grp steerGroup) bool {
 	for _, l := range g.cfg.Listeners {
-		if l.Group == grp {
+		if l.group() == grp {
 			return true
 		}
 	}
@@ -137,8 +137,8 @@ func (s *Supervisor) unrouted(w *worker) time.Time {
 func drainTargets(ls []Listener, slot, bank int) []drainTarget {
 	var out []drainTarget
 	for _, l := range ls {
-		if l.Group != nil {
-			out = append(out, drainTarget{group: l.Group, name: l.Name, bank: bank, slot: slot})
+		if g := l.group(); g != nil {
+			out = append(out, drainTarget{group: g, name: l.Name, bank: bank, slot: slot})
 		}
 	}
 	return out
@@ -146,7 +146,7 @@ func drainTargets(ls []Listener, slot, bank int) []drainTarget {
 
 // drainTarget is one steered socket of a worker.
 type drainTarget struct {
-	group *steer.Group
+	group steerGroup
 	name  string
 	bank  int
 	slot  int

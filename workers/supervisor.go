@@ -50,10 +50,16 @@ type Supervisor struct {
 	ownDir  bool
 	starter starter
 	mkStart func() starter // the seam: real processes, or tests' simulated ones
+	env     env            // the seam to time and to blocking work
 	usage   func(process) (rss int64, cpu float64)
 	events  chan func()
-	done    chan struct{} // closed when Run has returned
-	final   atomic.Pointer[Status]
+	facts   []func() // recorded by workers' handlers, handled by settle
+	refused int      // transitions refused (loop.go)
+	// onRefused, if set, hears of each refused transition (the
+	// simulator fails on one).
+	onRefused func(string)
+	done      chan struct{} // closed when Run has returned
+	final     atomic.Pointer[Status]
 
 	// Owned by Run's goroutine.
 	phase          MasterPhase
@@ -69,13 +75,13 @@ type Supervisor struct {
 	retireDraining []*slot // slots whose workers are being retired
 	upgrading      bool    // Config.UpgradeMaster is running
 	killed         bool
-	seq            int                             // names workers' notify sockets and cgroups
-	dirty          bool                            // workers changed: EventChanged is due
-	changePending  bool                            // an EventChanged is scheduled
-	steerDirty     bool                            // routable workers may have changed: resteer is due
-	steered        map[*steer.Group][]steer.Target // what each group was last told
-	routedBy       map[*steer.Group][]*worker      // the workers of those targets
-	routed         map[*worker]bool                // workers getting new connections
+	seq            int                           // names workers' notify sockets and cgroups
+	dirty          bool                          // workers changed: EventChanged is due
+	changePending  bool                          // an EventChanged is scheduled
+	steerDirty     bool                          // routable workers may have changed: resteer is due
+	steered        map[steerGroup][]steer.Target // what each group was last told
+	routedBy       map[steerGroup][]*worker      // the workers of those targets
+	routed         map[*worker]bool              // workers getting new connections
 	restarts       map[string]int
 	reloads        map[string]int
 	scaling        *scaleOp   // the change of the number of workers under way
@@ -108,10 +114,11 @@ func New(cfg Config) (*Supervisor, error) {
 		restarts: map[string]int{},
 		reloads:  map[string]int{},
 		usage:    treeUsage,
-		steered:  map[*steer.Group][]steer.Target{},
-		routedBy: map[*steer.Group][]*worker{},
+		steered:  map[steerGroup][]steer.Target{},
+		routedBy: map[steerGroup][]*worker{},
 		routed:   map[*worker]bool{},
 	}
+	s.env = realEnv{s}
 	s.mkStart = func() starter {
 		var orphans func(int, exitInfo)
 		if cfg.ReapOrphans {
@@ -160,7 +167,6 @@ func (s *Supervisor) cleanupDir() {
 // see Kill) and returns. After a master upgrade it returns once every
 // worker has been retired.
 func (s *Supervisor) Run(ctx context.Context) error {
-	s.started = time.Now()
 	s.starter = s.mkStart()
 	defer func() {
 		st := s.status(false)
@@ -170,6 +176,27 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		unix.Close(s.devnull)
 		s.cleanupDir()
 	}()
+	if err := s.begin(); err != nil {
+		return err
+	}
+	stop := ctx.Done()
+	for !s.finished() {
+		select {
+		case fn := <-s.events:
+			fn()
+		case <-stop:
+			stop = nil
+			s.beginStop()
+		}
+		s.settle()
+	}
+	s.log.Info("all workers stopped")
+	return nil
+}
+
+// begin starts the first generation.
+func (s *Supervisor) begin() error {
+	s.started = s.env.now()
 	g, err := s.newGeneration(s.cfg.FirstGeneration, GenStarting)
 	if err != nil {
 		return err
@@ -181,41 +208,50 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	for _, sl := range g.slots {
 		s.startWorker(sl)
 	}
-	stop := ctx.Done()
-	var memory <-chan time.Time
 	if s.cfg.MaxMemory > 0 {
-		t := time.NewTicker(memoryEvery)
-		defer t.Stop()
-		memory = t.C
+		s.scheduleMemory()
 	}
-	for !s.finished() {
-		select {
-		case fn := <-s.events:
-			fn()
-		case <-memory:
-			s.sampleMemory()
-		case <-stop:
-			stop = nil
-			s.beginStop()
-		}
-		if s.steerDirty {
-			s.resteer()
-		}
-		if s.dirty && !s.changePending {
-			// At most one EventChanged per changeEvery: building a
-			// status costs O(workers), and a reload makes O(workers)
-			// changes.
-			s.changePending = true
-			time.AfterFunc(changeEvery, func() {
-				s.post(func() {
-					s.changePending, s.dirty = false, false
-					s.emit(Event{Kind: EventChanged})
-				})
-			})
-		}
-	}
-	s.log.Info("all workers stopped")
+	s.settle()
 	return nil
+}
+
+// scheduleMemory samples the workers' memory every memoryEvery.
+func (s *Supervisor) scheduleMemory() {
+	s.env.after(memoryEvery, func() {
+		if s.finished() {
+			return
+		}
+		s.sampleMemory()
+		s.scheduleMemory()
+	})
+}
+
+// fact records something that happened, to be handled once the handler
+// that saw it has returned.
+func (s *Supervisor) fact(fn func()) { s.facts = append(s.facts, fn) }
+
+// settle runs after every event the loop handles: the facts it recorded,
+// in order (each may record more), then what follows from all of them at
+// once: steering, and the coalesced EventChanged.
+func (s *Supervisor) settle() {
+	for len(s.facts) > 0 {
+		fn := s.facts[0]
+		s.facts = s.facts[1:]
+		fn()
+	}
+	s.facts = s.facts[:0]
+	if s.steerDirty {
+		s.resteer()
+	}
+	if s.dirty && !s.changePending {
+		// At most one EventChanged per changeEvery: building a status
+		// costs O(workers), and a reload makes O(workers) changes.
+		s.changePending = true
+		s.env.after(changeEvery, func() {
+			s.changePending, s.dirty = false, false
+			s.emit(Event{Kind: EventChanged})
+		})
+	}
 }
 
 // finished reports whether Run may return: the master stops or handed
@@ -254,7 +290,7 @@ func (s *Supervisor) post(fn func()) bool {
 func (s *Supervisor) Reload(req ReloadRequest) <-chan ReloadResult {
 	c := make(chan ReloadResult, 1)
 	if req.At.IsZero() {
-		req.At = time.Now()
+		req.At = s.env.now()
 	}
 	if !s.post(func() { s.enqueue(req, c) }) {
 		waiter{c: c, outcome: req.Outcome}.answer(ReloadResult{Error: "master is no longer running workers", Master: req.Master})
@@ -317,10 +353,22 @@ func (s *Supervisor) killAll() {
 	}
 }
 
+// masterMoves are the master's allowed transitions.
+var masterMoves = transitions[MasterPhase]{
+	MasterStarting:   {MasterServing, MasterUpgrading, MasterStopping},
+	MasterServing:    {MasterUpgrading, MasterStopping},
+	MasterUpgrading:  {MasterServing, MasterStarting, MasterHandedOver, MasterStopping},
+	MasterHandedOver: {MasterStopping},
+}
+
 // setPhase moves the master to phase to and logs why.
 func (s *Supervisor) setPhase(to MasterPhase, why string) {
 	from := s.phase
 	if from == to {
+		return
+	}
+	if !masterMoves.allows(from, to) {
+		s.refuse("master", from, to, why)
 		return
 	}
 	s.phase = to
@@ -344,15 +392,32 @@ func (s *Supervisor) beginStop() {
 	// Before any worker is stopped: systemd, and load balancers through
 	// the admin endpoint, learn first.
 	s.emit(Event{Kind: EventStopping})
+	s.failQueue("master stopped before the reload ran")
 	if r := s.roll; r != nil {
-		if r.master {
+		switch {
+		case r.master:
 			r.cancel()
+			s.endRollover(fmt.Errorf("master stopping"))
+		case s.serving == r.g:
+			// Committed: the new generation serves, and the stop only
+			// cuts its predecessor's retirement short. The reload ends
+			// once that is gone, as any does: its outcome may close
+			// listeners only the old workers hold.
+		default:
+			// It ends, failed, once its generation is gone, for the same
+			// reason.
+			r.err = fmt.Errorf("master stopping")
+			r.transition(RollRollingBack, "master stopping")
 		}
-		r.err = fmt.Errorf("master stopping")
-		s.failQueue("master stopped before the reload ran")
-		s.endRollover(r.err)
 	}
 	s.failQueue("master stopped before the reload ran")
+	if o := s.scaling; o != nil {
+		// Its waiter hears now: the new workers will not get ready, nor
+		// the removed ones be waited for.
+		o.reply <- ScaleResult{Workers: s.cfg.Workers, Error: "master stopping"}
+		s.scaling = nil
+	}
+	s.recycling = nil
 	s.retireQueue, s.retireDraining = nil, nil
 	for _, g := range s.gens {
 		g.transition(GenRetiring, "master stopping")
@@ -378,7 +443,7 @@ func (s *Supervisor) newGenerationWith(num int, phase GenPhase, cfg *Config) (*g
 	if err != nil {
 		return nil, err
 	}
-	g := &generation{num: num, cfg: cfg, env: userEnv(cleanEnv(cfg.Environ), cfg.User), path: path, argv: cfg.Command, phase: phase, log: s.log.With("generation", num)}
+	g := &generation{num: num, cfg: cfg, env: userEnv(cleanEnv(cfg.Environ), cfg.User), path: path, argv: cfg.Command, phase: phase, log: s.log.With("generation", num), s: s}
 	g.slots = make([]*slot, cfg.Workers)
 	for i := range g.slots {
 		g.slots[i] = &slot{gen: g, index: i, bank: s.freeBank(i)}
@@ -448,20 +513,18 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d-%x.sock", s.seq, rnd))
-	ns, err := systemd.ListenNotify(path)
+	ns, err := s.env.notifySocket(path)
 	if err != nil {
 		return nil, err
 	}
-	if u := s.cfg.User; u != nil {
+	if u := s.cfg.User; u != nil && ns != nil {
 		// Only the worker's user may write to it.
 		err := os.Chown(path, int(u.UID), int(u.GID))
 		if err == nil {
 			err = os.Chmod(path, 0o600)
 		}
 		if err != nil {
-			ns.Drain()
-			for range ns.Datagrams() {
-			}
+			closeNotify(ns)
 			return nil, fmt.Errorf("notify socket: %w", err)
 		}
 	}
@@ -472,7 +535,7 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 			r, w, err := pipe()
 			if err != nil {
 				closeFiles(streams[:])
-				ns.Drain()
+				closeNotify(ns)
 				return nil, err
 			}
 			streams[i], files[1+i] = r, w
@@ -506,9 +569,7 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	})
 	if err != nil {
 		closeFiles(streams[:])
-		ns.Drain()
-		for range ns.Datagrams() {
-		}
+		closeNotify(ns)
 		return nil, err
 	}
 	var outDone chan struct{}
@@ -529,13 +590,14 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		}()
 	}
 	w := &worker{
+		s:       s,
 		slot:    sl.index,
 		bank:    bank,
 		gen:     g.num,
 		proc:    p,
 		notify:  ns,
 		log:     s.log.With("generation", g.num, "slot", sl.index, "pid", p.pid()),
-		started: time.Now(),
+		started: s.env.now(),
 		opts: workerOpts{
 			readyDelay:   g.cfg.ReadyDelay,
 			readyTimeout: g.cfg.ReadyTimeout,
@@ -543,29 +605,32 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 			stopSignal:   g.cfg.StopSignal,
 		},
 		ev: workerEvents{
-			post:   func(fn func()) { s.post(fn) },
 			ready:  func(w *worker) { s.workerReady(sl, w) },
 			exited: func(w *worker) { s.workerExited(sl, w) },
 			gone:   func(w *worker) { s.workerGone(sl, w) },
-			change: func() { s.dirty = true },
 		},
-		lim:     s.lim,
-		usage:   s.usage,
 		drains:  drainTargets(g.cfg.Listeners, sl.index, bank),
-		retirec: make(chan struct{}),
 		outDone: outDone,
 		streams: streams,
-		stopc:   make(chan struct{}),
-		killc:   make(chan struct{}),
 		state:   Starting,
 	}
 	if p := g.cfg.Probe; p != nil {
 		l := g.cfg.Listeners[p.Listener]
 		w.prober = &prober{group: l.Group, bank: bank, slot: sl.index, path: p.HTTP, host: l.Addr}
 	}
-	w.lim.log(w.log, hclog.Info, "worker starting")
-	go w.run()
+	s.lim.log(w.log, hclog.Info, "worker starting")
+	w.begin()
 	return w, nil
+}
+
+// closeNotify closes the notify socket of a worker that did not start.
+func closeNotify(ns *systemd.NotifySocket) {
+	if ns == nil {
+		return
+	}
+	ns.Drain()
+	for range ns.Datagrams() {
+	}
 }
 
 // workerReady: a worker of sl became ready.
@@ -582,8 +647,8 @@ func (s *Supervisor) workerReady(sl *slot, w *worker) {
 	s.steerDirty = true
 	g := sl.gen
 	if r := s.roll; r != nil && r.g == g {
-		if at := w.readyTime(); at.After(r.lastReady) {
-			r.lastReady = at
+		if w.readyAt.After(r.lastReady) {
+			r.lastReady = w.readyAt
 		}
 	}
 	if s.scaling != nil {
@@ -613,14 +678,12 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 	if next := sl.next; next != nil {
 		// It was being replaced (memory): the replacement takes over.
 		sl.next, sl.cur, sl.bank = nil, next, next.bank
-		if next.State() == Ready {
+		if next.state == Ready {
 			sl.markReady()
 		}
 		return
 	}
-	w.mu.Lock()
 	v := judge(w.readyAt, w.exitedAt, w.exit, w.failure, s.cfg.MinUptime)
-	w.mu.Unlock()
 	if sl.gen.phase == GenProbation && s.roll != nil && s.roll.g == sl.gen {
 		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
 		return
@@ -633,10 +696,15 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 func (s *Supervisor) judged(sl *slot, v verdict) {
 	g := sl.gen
 	switch {
-	case sl.retired || !g.replaces() || s.phase == MasterStopping || s.phase == MasterHandedOver:
+	case sl.retired || s.phase == MasterStopping || s.phase == MasterHandedOver:
 		return
 	case g.phase == GenProbation:
+		// Before the replaces() case, which excludes probation: a
+		// worker of a reload that could not even start fails it (the
+		// simulator found such reloads waiting forever).
 		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
+		return
+	case !g.replaces():
 		return
 	}
 	sl.restarts++
@@ -651,15 +719,11 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 	d := backoffFor(sl.failures)
 	s.lim.log(s.log, hclog.Warn, "worker failed, restarting after backoff", "generation", g.num, "slot", sl.index, "reason", v.reason, "backoff", d.String())
 	sl.cancelRestart()
-	sl.wake = time.Now().Add(d)
-	seq := sl.timerSeq
-	sl.timer = time.AfterFunc(d, func() {
-		s.post(func() {
-			if sl.timerSeq == seq && sl.cur == nil && !sl.retired && g.replaces() {
-				sl.timer = nil
-				s.startWorker(sl)
-			}
-		})
+	sl.wake = s.env.now().Add(d)
+	sl.timer.set(s.env, d, func() {
+		if sl.cur == nil && !sl.retired && g.replaces() {
+			s.startWorker(sl)
+		}
 	})
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -14,17 +13,21 @@ import (
 	"github.com/handoff-dev/handoff/systemd"
 )
 
-// State is where a worker is in its life. Every transition happens in
-// worker.run, through worker.transition.
+// State is where a worker is in its life. Every change goes through
+// worker.transition, on the supervision loop, and workerMoves says which
+// are allowed.
 type State string
 
-// A worker moves starting → ready → draining → exited; it may skip ready
-// (it died or was stopped first) or draining (it died on its own).
+// A worker moves starting → ready → draining → exited → gone; it may
+// skip ready (it died or was stopped first) or draining (it died on its
+// own). Gone (no process of its tree is left) is never shown: the
+// supervisor forgets the worker then.
 const (
 	Starting State = "starting"
 	Ready    State = "ready"
 	Draining State = "draining"
 	Exited   State = "exited"
+	Gone     State = "gone"
 	// Backoff is not a worker state but a slot's: its last worker
 	// failed and the next one waits before starting.
 	Backoff State = "backoff"
@@ -46,292 +49,347 @@ type workerOpts struct {
 	stopSignal   syscall.Signal
 }
 
-// workerEvents is how a worker reports to the supervisor's goroutine.
+// workerMoves are a worker's allowed transitions.
+var workerMoves = transitions[State]{
+	Starting: {Ready, Draining, Exited},
+	Ready:    {Draining, Exited},
+	Draining: {Exited},
+	Exited:   {Gone},
+}
+
+// workerEvents is how a worker reports to the supervisor: each call
+// records a fact, handled once the worker's own handler has returned.
 type workerEvents struct {
-	post   func(func()) // runs a function on the supervisor's goroutine
 	ready  func(*worker)
 	exited func(*worker)
 	gone   func(*worker)
-	change func()
 }
 
 // worker is one process of a generation, from fork until no process of
-// its tree is left.
+// its tree is left. Its state is the supervision loop's: the loop calls
+// its handlers (onDatagram, onExit, its timers, stop, retire, kill), and
+// it reports to the supervisor through ev. It holds no lock.
 type worker struct {
-	slot, gen int
-	bank      int
-	proc      process
-	notify    *systemd.NotifySocket
-	log       hclog.Logger
-	started   time.Time
-	opts      workerOpts
-	ev        workerEvents
-	lim       *logLimiter
+	s       *Supervisor
+	slot    int
+	gen     int
+	bank    int
+	proc    process
+	notify  *systemd.NotifySocket // nil under the simulator
+	log     hclog.Logger
+	started time.Time
+	opts    workerOpts
+	ev      workerEvents
 
 	drains      []drainTarget // its steered sockets
 	prober      *prober       // if set, readiness is a probe's, not READY=1's
-	unroutedAt  time.Time     // supervisor's: when it stopped getting new connections
-	overSamples int           // supervisor's: memory samples in a row above the limit
-	usage       func(process) (int64, float64)
-	retirec     chan struct{} // closed to retire it: empty its queues, then stop
-	retireOnce  sync.Once
-	retireSince time.Time     // set before retirec is closed
+	unroutedAt  time.Time     // when it stopped getting new connections
+	overSamples int           // memory samples in a row above the limit
 	outDone     chan struct{} // closed once its output is forwarded to the end (nil: inherited)
 	streams     [2]*os.File   // the read ends of its output pipes
 
-	stopc    chan struct{} // closed to ask the worker to drain
-	stopOnce sync.Once
-	killc    chan struct{} // closed to have the worker's tree killed
-	killOnce sync.Once
-
-	mu       sync.Mutex
 	state    State
 	readyAt  time.Time
 	exitedAt time.Time
 	status   string // last STATUS= text
 	exit     exitInfo
-	failure  string // why it never became ready, if it did not
-	gone     bool
+	failure  string  // why it never became ready, if it did not
 	rss      int64   // last sample: resident memory of the tree, bytes
 	cpu      float64 // last sample: CPU time of the tree, seconds
+
+	// What the loop has asked of it, and its timers.
+	ctx           context.Context // ends its async work (probe, drain wait) when its main process exits
+	abort         context.CancelFunc
+	retiring      bool      // retire was asked: a drain wait or the stop signal follows
+	retireSeq     int       // a drain wait that ends after a cancelRetire does nothing
+	killed        bool      // kill was asked
+	drainDeadline time.Time // the stop signal was sent: SIGKILL is due then
+	probing       bool
+	lastProbe     error
+	readyTimer    timer
+	delayTimer    timer
+	probeTimer    timer
+	drainTimer    timer
+	treeTimer     timer
+	treeDeadline  time.Time // cleaning up: when the current wait for the tree ends
+	treeDone      func(empty bool)
+	treeKilled    bool // cleaning up: what was left got SIGKILL
 
 	garbage dropLog
 }
 
-// run drives the worker through its states until its tree is gone. It is
-// the only place a worker's state changes, and the only goroutine that
-// signals its processes, so no signal can follow the release of its
-// pidfd.
-func (w *worker) run() {
-	readyTimer := time.NewTimer(w.opts.readyTimeout)
-	defer readyTimer.Stop()
-	var delay, drain <-chan time.Time
+// begin arms the worker's timers and starts watching its process: the
+// loop calls it once, right after the fork.
+func (w *worker) begin() {
+	w.ctx, w.abort = context.WithCancel(context.Background())
+	w.readyTimer.set(w.s.env, w.opts.readyTimeout, w.onReadyTimeout)
 	if w.opts.readyDelay > 0 {
-		t := time.NewTimer(w.opts.readyDelay)
-		defer t.Stop()
-		delay = t.C
-	}
-	datagrams := w.notify.Datagrams()
-	stopc, killc, retirec := w.stopc, w.killc, w.retirec
-	var probeTick <-chan time.Time
-	var probed chan error
-	var lastProbe error
-	if w.prober != nil {
-		t := time.NewTicker(probeEvery)
-		defer t.Stop()
-		probeTick = t.C
-		probed = make(chan error, 1)
-	}
-	probing := false
-	var drainDeadline time.Time
-	var drained <-chan error
-	abort := make(chan struct{}) // closed to end a wait for empty queues
-	defer close(abort)
-	stop := func(how string) {
-		stopc, retirec, drained = nil, nil, nil
-		w.transition(Draining, how)
-		w.signal(w.opts.stopSignal)
-		drainDeadline = time.Now().Add(w.opts.drainTimeout)
-		t := time.NewTimer(w.opts.drainTimeout)
-		drain = t.C
-	}
-	for {
-		select {
-		case d, ok := <-datagrams:
-			if !ok {
-				datagrams = nil
-				continue
-			}
-			w.handle(d)
-
-		case <-delay:
-			if w.State() == Starting {
+		w.delayTimer.set(w.s.env, w.opts.readyDelay, func() {
+			if w.state == Starting {
 				w.transition(Ready, fmt.Sprintf("alive after %s", w.opts.readyDelay))
 			}
+		})
+	}
+	if w.prober != nil {
+		w.probeTimer.set(w.s.env, probeEvery, w.probe)
+	}
+	w.s.env.watch(w)
+}
 
-		case <-probeTick:
-			if probing || w.State() != Starting {
-				continue
-			}
-			probing = true
-			go func() {
-				ctx, cancel := abortable(abort, 0)
-				defer cancel()
-				probed <- w.prober.probe(ctx)
-			}()
+func (w *worker) onReadyTimeout() {
+	if w.state != Starting {
+		return
+	}
+	why := fmt.Sprintf("not ready within %s", w.opts.readyTimeout)
+	if w.lastProbe != nil {
+		why += fmt.Sprintf(" (last probe: %v)", w.lastProbe)
+	}
+	w.failure = why
+	w.log.Error("worker not ready in time, killing it", "ready_timeout", w.opts.readyTimeout.String())
+	w.signal(unix.SIGKILL)
+}
 
-		case err := <-probed:
-			probing = false
-			lastProbe = err
-			if err == nil && w.State() == Starting {
-				probeTick = nil
-				w.transition(Ready, w.prober.describe())
-			}
-
-		case <-readyTimer.C:
-			if w.State() == Starting {
-				why := fmt.Sprintf("not ready within %s", w.opts.readyTimeout)
-				if lastProbe != nil {
-					why += fmt.Sprintf(" (last probe: %v)", lastProbe)
-				}
-				w.setFailure(why)
-				w.log.Error("worker not ready in time, killing it", "ready_timeout", w.opts.readyTimeout.String())
-				w.signal(unix.SIGKILL)
-			}
-
-		case <-stopc:
-			stop(fmt.Sprintf("sent %s", unix.SignalName(w.opts.stopSignal)))
-
-		case <-retirec:
-			retirec = nil
-			if len(w.drains) == 0 || w.retireSince.IsZero() {
-				stop(fmt.Sprintf("sent %s", unix.SignalName(w.opts.stopSignal)))
-				continue
-			}
-			// Steered away already: stop it once its queues have been
-			// empty for a quiet period, so it holds no connection it
-			// accepted but has not read.
-			w.lim.log(w.log, hclog.Debug, "worker retiring: waiting until its sockets' queues are empty")
-			c := make(chan error, 1)
-			drained = c
-			go func() {
-				ctx, cancel := abortable(abort, w.opts.drainTimeout)
-				defer cancel()
-				c <- waitDrained(ctx, w.drains, w.retireSince)
-			}()
-
-		case err := <-drained:
-			how := fmt.Sprintf("queues empty for %s; sent %s", steerQuiet, unix.SignalName(w.opts.stopSignal))
-			if err != nil {
-				how = fmt.Sprintf("queues not empty after %s (%v); sent %s", w.opts.drainTimeout, err, unix.SignalName(w.opts.stopSignal))
-			}
-			stop(how)
-
-		case <-drain:
-			drain = nil
-			w.log.Warn("worker did not exit in time, killing it", "drain_timeout", w.opts.drainTimeout.String())
-			w.signal(unix.SIGKILL)
-
-		case <-killc:
-			killc = nil
-			w.log.Warn("killing worker")
-			w.signal(unix.SIGKILL)
-
-		case e := <-w.proc.exited():
-			// Whatever the worker (or a helper it ran) sent before it
-			// died is still queued: read it before judging the exit.
-			w.notify.Drain()
-			if datagrams != nil {
-				for d := range datagrams {
-					w.handle(d)
-				}
-			}
-			w.mu.Lock()
-			w.exit, w.exitedAt = e, time.Now()
-			w.mu.Unlock()
-			w.transition(Exited, e.String())
-			w.cleanUp(drainDeadline, killc)
+// probe checks a starting worker through its own socket, every
+// probeEvery until it answers.
+func (w *worker) probe() {
+	if w.probing || w.state != Starting {
+		return
+	}
+	w.probing = true
+	var err error
+	ctx := w.ctx
+	w.s.env.async(func() { err = w.prober.probe(ctx) }, func() {
+		w.probing = false
+		w.lastProbe = err
+		if w.state != Starting {
 			return
 		}
-	}
-}
-
-// cleanUp stops what is left of the worker's tree once its main process
-// has exited (a helper it started, a child it forked): the stop signal,
-// then SIGKILL after a grace period (what remains of the drain timeout if
-// the worker was being stopped), then it reports the worker gone.
-func (w *worker) cleanUp(drainDeadline time.Time, killc <-chan struct{}) {
-	defer func() {
-		w.proc.release()
-		w.flushOutput()
-		w.mu.Lock()
-		w.gone = true
-		w.mu.Unlock()
-		w.ev.post(func() { w.ev.gone(w) })
-	}()
-	if w.proc.treeEmpty() {
-		return
-	}
-	grace := min(leftoverGrace, w.opts.drainTimeout)
-	if !drainDeadline.IsZero() {
-		grace = max(time.Until(drainDeadline), 0)
-	} else {
-		w.lim.log(w.log, hclog.Warn, "worker's main process exited; stopping the rest of its process tree", "grace", grace.String())
-		w.signal(w.opts.stopSignal)
-	}
-	if pollTree(w.proc, grace, killc) {
-		return
-	}
-	w.lim.log(w.log, hclog.Warn, "killing what is left of the worker's process tree")
-	w.signal(unix.SIGKILL)
-	if !pollTree(w.proc, killWait, nil) {
-		w.lim.log(w.log, hclog.Error, "processes of the worker's tree survive SIGKILL; giving up on them")
-	}
-}
-
-func (w *worker) signal(sig syscall.Signal) {
-	if err := w.proc.signal(sig); err != nil {
-		w.lim.log(w.log, hclog.Warn, "cannot signal worker", "signal", unix.SignalName(sig), "error", err)
-	}
-}
-
-// transition moves the worker to state to and logs why.
-func (w *worker) transition(to State, why string) {
-	w.mu.Lock()
-	from := w.state
-	w.state = to
-	if to == Ready {
-		w.readyAt = time.Now()
-	}
-	w.mu.Unlock()
-	switch to {
-	case Ready:
-		w.lim.log(w.log, hclog.Info, "worker ready", "after", time.Since(w.started).Round(time.Millisecond).String(), "how", why)
-		w.ev.post(func() { w.ev.ready(w) })
-	case Draining:
-		w.lim.log(w.log, hclog.Info, "worker draining", "how", why)
-		w.ev.post(w.ev.change)
-	case Exited:
-		lvl := hclog.Info
-		if from != Draining {
-			lvl = hclog.Warn
+		if err == nil {
+			w.transition(Ready, w.prober.describe())
+			return
 		}
-		w.lim.log(w.log, lvl, "worker exited", "status", why, "was", string(from))
-		w.ev.post(func() { w.ev.exited(w) })
-	}
+		w.probeTimer.set(w.s.env, probeEvery, w.probe)
+	})
 }
 
-func (w *worker) handle(d systemd.Datagram) {
+// onDatagram handles one datagram from the worker's notify socket.
+func (w *worker) onDatagram(d systemd.Datagram) {
 	if d.Err != nil {
 		w.garbage.log(w.log, d.Err)
 		return
 	}
 	m := d.Msg
 	if m.HasStatus {
-		w.mu.Lock()
 		w.status = m.Status
-		w.mu.Unlock()
-		w.ev.post(w.ev.change)
+		w.s.dirty = true
 	}
 	if m.Stopping {
 		w.log.Debug("worker notified STOPPING=1")
 	}
-	if m.Ready && w.State() == Starting && w.prober == nil {
+	if m.Ready && w.state == Starting && w.prober == nil {
 		w.transition(Ready, "READY=1")
 	}
 }
 
-// State returns the worker's current state.
-func (w *worker) State() State {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.state
+// stop asks the worker to drain: the stop signal to its tree, then
+// SIGKILL after the drain timeout. Nothing happens to a worker already
+// draining or exited.
+func (w *worker) stop() {
+	w.drain(fmt.Sprintf("sent %s", unix.SignalName(w.opts.stopSignal)))
 }
 
-func (w *worker) setFailure(s string) {
-	w.mu.Lock()
-	w.failure = s
-	w.mu.Unlock()
+func (w *worker) drain(how string) {
+	if w.state != Starting && w.state != Ready {
+		return
+	}
+	w.retiring = true
+	w.transition(Draining, how)
+	w.signal(w.opts.stopSignal)
+	w.drainDeadline = w.s.env.now().Add(w.opts.drainTimeout)
+	w.drainTimer.set(w.s.env, w.opts.drainTimeout, func() {
+		w.log.Warn("worker did not exit in time, killing it", "drain_timeout", w.opts.drainTimeout.String())
+		w.signal(unix.SIGKILL)
+	})
+}
+
+// retire stops the worker once its steered sockets, steered away from
+// since (zero: never in use), have had empty queues for steerQuiet; at
+// once if it has none.
+func (w *worker) retire(since time.Time) {
+	if w.retiring || w.state != Starting && w.state != Ready {
+		return
+	}
+	w.retiring = true
+	sig := unix.SignalName(w.opts.stopSignal)
+	if len(w.drains) == 0 || since.IsZero() {
+		w.drain("sent " + sig)
+		return
+	}
+	// Steered away already: stop it once its queues have been empty for
+	// a quiet period, so it holds no connection it accepted but has not
+	// read.
+	w.s.lim.log(w.log, hclog.Debug, "worker retiring: waiting until its sockets' queues are empty")
+	seq := w.retireSeq
+	var err error
+	ctx, drains, timeout := w.ctx, w.drains, w.opts.drainTimeout
+	w.s.env.async(func() {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		err = waitDrained(ctx, drains, since)
+	}, func() {
+		if w.retireSeq != seq {
+			return
+		}
+		how := fmt.Sprintf("queues empty for %s; sent %s", steerQuiet, sig)
+		if err != nil {
+			how = fmt.Sprintf("queues not empty after %s (%v); sent %s", timeout, err, sig)
+		}
+		w.drain(how)
+	})
+}
+
+// cancelRetire takes back a retire whose stop signal was not sent yet,
+// and reports whether it could.
+func (w *worker) cancelRetire() bool {
+	if !w.retiring || w.killed || w.state != Ready && w.state != Starting {
+		return false
+	}
+	w.retiring = false
+	w.retireSeq++
+	return true
+}
+
+// kill has the worker's tree killed at once: its main process, or what
+// is left of the tree if that has exited.
+func (w *worker) kill() {
+	if w.killed || w.state == Gone {
+		return
+	}
+	w.killed = true
+	if w.state == Exited {
+		if w.treeDone != nil && !w.treeKilled {
+			w.treeDeadline = w.s.env.now() // end the grace period now
+			w.checkTree()
+		}
+		return
+	}
+	w.log.Warn("killing worker")
+	w.signal(unix.SIGKILL)
+}
+
+// onExit: the worker's main process ended (its datagrams were handled
+// first). What is left of its tree (a helper it started, a child it
+// forked) gets the stop signal, then SIGKILL after a grace period (what
+// remains of the drain timeout if the worker was being stopped); then
+// the worker is gone.
+func (w *worker) onExit(e exitInfo) {
+	if w.state == Exited || w.state == Gone {
+		w.s.refuse("worker", w.state, Exited, "a second exit")
+		return
+	}
+	w.exit, w.exitedAt = e, w.s.env.now()
+	for _, t := range []*timer{&w.readyTimer, &w.delayTimer, &w.probeTimer, &w.drainTimer} {
+		t.clear()
+	}
+	w.abort()
+	w.transition(Exited, e.String())
+	if w.proc.treeEmpty() {
+		w.finish()
+		return
+	}
+	grace := min(leftoverGrace, w.opts.drainTimeout)
+	if !w.drainDeadline.IsZero() {
+		grace = max(w.drainDeadline.Sub(w.s.env.now()), 0)
+	} else {
+		w.s.lim.log(w.log, hclog.Warn, "worker's main process exited; stopping the rest of its process tree", "grace", grace.String())
+		w.signal(w.opts.stopSignal)
+	}
+	if w.killed {
+		grace = 0
+	}
+	w.waitTree(grace, func(empty bool) {
+		if empty {
+			w.finish()
+			return
+		}
+		w.s.lim.log(w.log, hclog.Warn, "killing what is left of the worker's process tree")
+		w.treeKilled = true
+		w.signal(unix.SIGKILL)
+		w.waitTree(killWait, func(empty bool) {
+			if !empty {
+				w.s.lim.log(w.log, hclog.Error, "processes of the worker's tree survive SIGKILL; giving up on them")
+			}
+			w.finish()
+		})
+	})
+}
+
+// treePoll is how often a tree that must empty is checked.
+const treePoll = 10 * time.Millisecond
+
+// waitTree calls done once the tree is empty, or d has passed.
+func (w *worker) waitTree(d time.Duration, done func(empty bool)) {
+	w.treeDeadline, w.treeDone = w.s.env.now().Add(d), done
+	w.checkTree()
+}
+
+func (w *worker) checkTree() {
+	empty := w.proc.treeEmpty()
+	now := w.s.env.now()
+	if !empty && now.Before(w.treeDeadline) {
+		w.treeTimer.set(w.s.env, min(treePoll, w.treeDeadline.Sub(now)), w.checkTree)
+		return
+	}
+	w.treeTimer.clear()
+	done := w.treeDone
+	w.treeDone, w.treeDeadline = nil, time.Time{}
+	done(empty)
+}
+
+// finish releases the process and, once its output is forwarded to the
+// end, reports the worker gone.
+func (w *worker) finish() {
+	w.proc.release()
+	if w.outDone == nil {
+		w.transition(Gone, "no process of its tree is left")
+		return
+	}
+	w.s.env.async(w.flushOutput, func() { w.transition(Gone, "no process of its tree is left") })
+}
+
+func (w *worker) signal(sig syscall.Signal) {
+	if err := w.proc.signal(sig); err != nil {
+		w.s.lim.log(w.log, hclog.Warn, "cannot signal worker", "signal", unix.SignalName(sig), "error", err)
+	}
+}
+
+// transition moves the worker to state to and logs why; a move
+// workerMoves does not allow is refused.
+func (w *worker) transition(to State, why string) {
+	from := w.state
+	if !workerMoves.allows(from, to) {
+		w.s.refuse("worker", from, to, why)
+		return
+	}
+	w.state = to
+	switch to {
+	case Ready:
+		w.readyAt = w.s.env.now()
+		w.s.lim.log(w.log, hclog.Info, "worker ready", "after", w.readyAt.Sub(w.started).Round(time.Millisecond).String(), "how", why)
+		w.s.fact(func() { w.ev.ready(w) })
+	case Draining:
+		w.s.lim.log(w.log, hclog.Info, "worker draining", "how", why)
+		w.s.dirty = true
+	case Exited:
+		lvl := hclog.Info
+		if from != Draining {
+			lvl = hclog.Warn
+		}
+		w.s.lim.log(w.log, lvl, "worker exited", "status", why, "was", string(from))
+		w.s.fact(func() { w.ev.exited(w) })
+	case Gone:
+		w.s.fact(func() { w.ev.gone(w) })
+	}
 }
 
 // outputLinger bounds the wait for the end of a worker's output once its
@@ -354,20 +412,6 @@ func (w *worker) flushOutput() {
 	}
 }
 
-// stop asks the worker to drain: the stop signal to its tree, then
-// SIGKILL after the drain timeout. It does not wait.
-func (w *worker) stop() { w.stopOnce.Do(func() { close(w.stopc) }) }
-
-// retire stops the worker once its steered sockets, steered away from
-// since (zero: never in use), have had empty queues for steerQuiet; at
-// once if it has none. It does not wait.
-func (w *worker) retire(since time.Time) {
-	w.retireOnce.Do(func() {
-		w.retireSince = since
-		close(w.retirec)
-	})
-}
-
 // waitDrained waits until every socket in ds has had an empty queue for
 // steerQuiet, counting from since.
 func waitDrained(ctx context.Context, ds []drainTarget, since time.Time) error {
@@ -379,13 +423,8 @@ func waitDrained(ctx context.Context, ds []drainTarget, since time.Time) error {
 	return nil
 }
 
-// kill has the worker's tree killed at once. It does not wait.
-func (w *worker) kill() { w.killOnce.Do(func() { close(w.killc) }) }
-
 // snapshot describes the worker for Status.
 func (w *worker) snapshot(restarts int) WorkerStatus {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	return WorkerStatus{
 		Slot:       w.slot,
 		Bank:       w.bank,
@@ -400,16 +439,9 @@ func (w *worker) snapshot(restarts int) WorkerStatus {
 	}
 }
 
-// setUsage records a sample of the tree's memory and CPU.
-func (w *worker) setUsage(rss int64, cpu float64) {
-	w.mu.Lock()
-	w.rss, w.cpu = rss, cpu
-	w.mu.Unlock()
-}
-
 // snapshotLive samples the worker's tree and its sockets' queues first.
 func (w *worker) snapshotLive(restarts int) WorkerStatus {
-	w.setUsage(w.usage(w.proc))
+	w.rss, w.cpu = w.s.usage(w.proc)
 	st := w.snapshot(restarts)
 	st.Queue = queues(w.drains)
 	return st
@@ -430,29 +462,4 @@ func (d *dropLog) log(l hclog.Logger, err error) {
 	}
 	l.Warn("dropped notify datagram", "reason", err, "suppressed_since_last", d.suppressed)
 	d.last, d.suppressed = now, 0
-}
-
-// readyTime is when the worker became ready (zero if it has not).
-func (w *worker) readyTime() time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.readyAt
-}
-
-// abortable is a context that ends when abort is closed (the worker's run
-// is over), after timeout if it is not 0, or when cancelled.
-func abortable(abort <-chan struct{}, timeout time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-	}
-	ctx, cancelAbort := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-abort:
-			cancelAbort()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() { cancelAbort(); cancel() }
 }
