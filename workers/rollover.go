@@ -172,6 +172,16 @@ func (s *Supervisor) nextOp() {
 		s.endRollover(err)
 		return
 	}
+	for _, l := range cfg.Listeners {
+		// A listener opened for this reload has the slots of the file's
+		// count; the count kept may be larger (scaled since).
+		if grp := l.group(); grp != nil {
+			if err := grp.Grow(cfg.Workers); err != nil {
+				s.endRollover(fmt.Errorf("listener %s: %w", l.Name, err))
+				return
+			}
+		}
+	}
 	g, err := s.newGenerationWith(r.num, GenProbation, cfg)
 	if err != nil {
 		s.endRollover(err)

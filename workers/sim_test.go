@@ -394,6 +394,7 @@ func newSim(t testing.TB, seed uint64, dir string) *sim {
 		}
 		return errors.New("new master not ready in time")
 	}
+	g.Grow(cfg.Workers) // as the runner opens its listeners
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +413,10 @@ func newSim(t testing.TB, seed uint64, dir string) *sim {
 }
 
 func (m *sim) newGroup(name string) *simGroup {
-	g := &simGroup{sim: m, name: name, slots: 8, fdBase: 1000 + 1000000*len(m.fds)}
+	// One slot: the supervisor grows it to the count a generation runs
+	// (the runner sizes a new listener by the file's count, which a
+	// reload that keeps a scaled count exceeds).
+	g := &simGroup{sim: m, name: name, slots: 1, fdBase: 1000 + 1000000*len(m.fds)}
 	for b := 0; b < 2; b++ {
 		for i := 0; i < 100; i++ {
 			m.fds[g.Fd(b, i)] = g
