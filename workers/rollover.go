@@ -140,7 +140,27 @@ func (wt waiter) answer(res ReloadResult) {
 func (o *op) isReload() bool { return !o.master && o.scale == nil && o.recycle == nil }
 
 // busy reports whether an op runs.
-func (s *Supervisor) busy() bool { return s.roll != nil || s.scaling != nil || s.recycling != nil }
+func (s *Supervisor) busy() bool { return s.op != nil }
+
+// operation is what runs, one at a time: a reload or master upgrade
+// (*rollover), a change of the number of workers (*scaleOp), or the
+// replacement of a worker above the memory limit (*recycleOp).
+type operation interface{ kind() string }
+
+func (*rollover) kind() string  { return "reload" }
+func (*scaleOp) kind() string   { return "scale" }
+func (*recycleOp) kind() string { return "recycle" }
+
+// rolling is the reload under way, if that is what runs.
+func (s *Supervisor) rolling() *rollover { r, _ := s.op.(*rollover); return r }
+
+// scaling is the change of the number of workers under way, if that is
+// what runs.
+func (s *Supervisor) scaling() *scaleOp { o, _ := s.op.(*scaleOp); return o }
+
+// recycling is the replacement of a worker under way, if that is what
+// runs.
+func (s *Supervisor) recycling() *recycleOp { o, _ := s.op.(*recycleOp); return o }
 
 // nextOp starts the next queued request, if any and none runs.
 func (s *Supervisor) nextOp() {
@@ -159,7 +179,7 @@ func (s *Supervisor) nextOp() {
 	}
 	cfg, err := s.reloadConfig(o.cfg)
 	r := &rollover{master: o.master, strategy: cfg.Strategy, started: o.at, waiters: o.waiters, s: s, cfg: cfg}
-	s.roll = r
+	s.op = r
 	if o.master {
 		s.beginUpgrade(r)
 		return
@@ -214,7 +234,6 @@ func (s *Supervisor) beginUpgrade(r *rollover) {
 	s.setPhase(MasterUpgrading, "master upgrade requested")
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	s.upgrading = true
 	h := Handover{LastGeneration: s.lastGen}
 	for _, sl := range s.serving.slots {
 		h.Banks = append(h.Banks, sl.bank)
@@ -227,11 +246,11 @@ func (s *Supervisor) beginUpgrade(r *rollover) {
 }
 
 func (s *Supervisor) upgradeDone(r *rollover, err error) {
-	s.upgrading = false
 	if s.phase == MasterStopping {
 		if err == nil {
 			s.log.Warn("a new master took over while this one was stopping; it serves on")
 		}
+		s.endRollover(errors.New("master stopping"))
 		return
 	}
 	if err != nil {
@@ -275,7 +294,7 @@ func (s *Supervisor) upgradeDone(r *rollover, err error) {
 // let it: a worker ready or gone, a probation timer.
 func (s *Supervisor) advance() {
 	defer s.sweep()
-	r := s.roll
+	r := s.rolling()
 	if r == nil || r.master {
 		return
 	}
@@ -311,7 +330,7 @@ func (s *Supervisor) advanceProbation(r *rollover) {
 	if wait := r.lastReady.Add(s.cfg.MinUptime).Sub(s.env.now()); wait > 0 {
 		r.transition(RollProbation, "new workers ready")
 		r.probation.set(s.env, wait, func() {
-			if s.roll == r {
+			if s.rolling() == r {
 				s.advance()
 			}
 		})
@@ -396,7 +415,7 @@ func (s *Supervisor) commit(r *rollover) {
 // the old slots already retired start again. The reload ends once the
 // new generation is gone.
 func (s *Supervisor) failRollover(err error) {
-	r := s.roll
+	r := s.rolling()
 	if r == nil || r.master || r.phase == RollRollingBack {
 		return
 	}
@@ -430,10 +449,10 @@ func (s *Supervisor) failRollover(err error) {
 
 // endRollover reports the reload's result and starts the next request.
 func (s *Supervisor) endRollover(err error) {
-	r := s.roll
+	r := s.rolling()
 	r.transition(RollDone, "over")
 	r.probation.clear()
-	s.roll = nil
+	s.op = nil
 	res := ReloadResult{Generation: r.num, Master: r.master, Started: r.started, Serving: r.serving, Duration: s.env.now().Sub(r.started)}
 	if err != nil {
 		res.Error = err.Error()

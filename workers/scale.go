@@ -71,7 +71,7 @@ func (s *Supervisor) beginScale(o *scaleOp) {
 			}
 		}
 	}
-	s.scaling = o
+	s.op = o
 	s.cfg.Workers = o.to
 	s.log.Info("scaling", "generation", g.num, "from", o.from, "to", o.to)
 	if o.to > o.from {
@@ -96,7 +96,7 @@ func (s *Supervisor) beginScale(o *scaleOp) {
 // or its removed ones are all gone; a new worker that fails ends it with
 // the reason (the slot stays, and keeps trying with backoff).
 func (s *Supervisor) advanceScale() {
-	o := s.scaling
+	o := s.scaling()
 	if o == nil {
 		return
 	}
@@ -117,7 +117,7 @@ func (s *Supervisor) advanceScale() {
 		g := s.serving
 		g.slots = g.slots[:o.to]
 	}
-	s.scaling = nil
+	s.op = nil
 	res := ScaleResult{Workers: o.to}
 	if err != nil {
 		res.Error = err.Error()
@@ -187,14 +187,14 @@ func (s *Supervisor) beginRecycle(o *recycleOp) {
 	}
 	sl.gen.workers++
 	sl.next, o.new = w, w
-	s.recycling = o
+	s.op = o
 	s.dirty = true
 }
 
 // recycleReady: the replacement is ready: it takes the slot, and the old
 // worker is retired.
 func (s *Supervisor) recycleReady(sl *slot, w *worker) {
-	o := s.recycling
+	o := s.recycling()
 	if o == nil || o.new != w {
 		return
 	}
@@ -225,14 +225,14 @@ func (s *Supervisor) recycleExited(sl *slot, w *worker) {
 // advanceRecycle ends the recycle op once the old worker is gone (or the
 // replacement failed and is gone).
 func (s *Supervisor) advanceRecycle() {
-	o := s.recycling
+	o := s.recycling()
 	if o == nil || o.sl.next != nil {
 		return
 	}
 	if slices.Contains(o.sl.exiting, o.old) || slices.Contains(o.sl.exiting, o.new) {
 		return
 	}
-	s.recycling = nil
+	s.op = nil
 	s.nextOp()
 }
 

@@ -698,7 +698,7 @@ func (m *sim) calmDown() {
 		p.b.ignoreStop = false
 	}
 	full := func() bool {
-		if s.roll != nil || s.scaling != nil || s.recycling != nil || len(s.queue) > 0 || s.phase != MasterServing {
+		if s.rolling() != nil || s.scaling() != nil || s.recycling() != nil || len(s.queue) > 0 || s.phase != MasterServing {
 			return false
 		}
 		g := s.serving
@@ -722,7 +722,7 @@ func (m *sim) calmDown() {
 func (m *sim) describe() string {
 	s := m.s
 	var b strings.Builder
-	fmt.Fprintf(&b, "master %s, roll %v, queue %d, scaling %v, recycling %v, workers %d;", s.phase, s.roll != nil, len(s.queue), s.scaling != nil, s.recycling != nil, s.cfg.Workers)
+	fmt.Fprintf(&b, "master %s, roll %v, queue %d, scaling %v, recycling %v, workers %d;", s.phase, s.rolling() != nil, len(s.queue), s.scaling() != nil, s.recycling() != nil, s.cfg.Workers)
 	for _, g := range s.gens {
 		fmt.Fprintf(&b, " gen %d %s [", g.num, g.phase)
 		for _, sl := range g.slots {
@@ -774,7 +774,7 @@ func (m *sim) check() {
 	}
 	for k, n := range current {
 		limit := 1
-		if o := s.recycling; o != nil && o.sl.gen.num == k[0] && o.sl.index == k[1] {
+		if o := s.recycling(); o != nil && o.sl.gen.num == k[0] && o.sl.index == k[1] {
 			limit = 2
 		}
 		if n > limit {

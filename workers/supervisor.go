@@ -67,13 +67,12 @@ type Supervisor struct {
 	gens           []*generation // live generations, oldest first
 	serving        *generation   // serves (before any has: the one starting)
 	served         bool          // a generation has served
-	roll           *rollover     // the reload under way
+	op             operation     // what runs: a reload, a scale or a recycle
 	queue          []*op         // reload requests waiting for their turn
 	lastGen        int           // highest generation number used; failed ones count
 	lastReload     *ReloadResult
 	retireQueue    []*slot // slots whose workers wait to be retired
 	retireDraining []*slot // slots whose workers are being retired
-	upgrading      bool    // Config.UpgradeMaster is running
 	killed         bool
 	seq            int                           // names workers' notify sockets and cgroups
 	dirty          bool                          // workers changed: EventChanged is due
@@ -84,9 +83,7 @@ type Supervisor struct {
 	routed         map[*worker]bool              // workers getting new connections
 	restarts       map[string]int
 	reloads        map[string]int
-	scaling        *scaleOp   // the change of the number of workers under way
-	recycling      *recycleOp // the replacement of a worker above the memory limit
-	sampling       bool       // a memory sample is being taken
+	sampling       bool // a memory sample is being taken
 }
 
 // changeEvery spaces EventChanged events.
@@ -260,8 +257,8 @@ func (s *Supervisor) finished() bool {
 	if s.phase != MasterStopping && s.phase != MasterHandedOver {
 		return false
 	}
-	if s.upgrading {
-		return false
+	if s.rolling() != nil {
+		return false // a reload or master upgrade ends, and answers, first
 	}
 	for _, g := range s.gens {
 		if g.live() {
@@ -393,11 +390,10 @@ func (s *Supervisor) beginStop() {
 	// the admin endpoint, learn first.
 	s.emit(Event{Kind: EventStopping})
 	s.failQueue("master stopped before the reload ran")
-	if r := s.roll; r != nil {
+	if r := s.rolling(); r != nil {
 		switch {
 		case r.master:
-			r.cancel()
-			s.endRollover(fmt.Errorf("master stopping"))
+			r.cancel() // upgradeDone ends it
 		case s.serving == r.g:
 			// Committed: the new generation serves, and the stop only
 			// cuts its predecessor's retirement short. The reload ends
@@ -411,13 +407,15 @@ func (s *Supervisor) beginStop() {
 		}
 	}
 	s.failQueue("master stopped before the reload ran")
-	if o := s.scaling; o != nil {
+	if o := s.scaling(); o != nil {
 		// Its waiter hears now: the new workers will not get ready, nor
 		// the removed ones be waited for.
 		o.reply <- ScaleResult{Workers: s.cfg.Workers, Error: "master stopping"}
-		s.scaling = nil
+		s.op = nil
 	}
-	s.recycling = nil
+	if s.recycling() != nil {
+		s.op = nil
+	}
 	s.retireQueue, s.retireDraining = nil, nil
 	for _, g := range s.gens {
 		g.transition(GenRetiring, "master stopping")
@@ -646,12 +644,12 @@ func (s *Supervisor) workerReady(sl *slot, w *worker) {
 	sl.markReady()
 	s.steerDirty = true
 	g := sl.gen
-	if r := s.roll; r != nil && r.g == g {
+	if r := s.rolling(); r != nil && r.g == g {
 		if w.readyAt.After(r.lastReady) {
 			r.lastReady = w.readyAt
 		}
 	}
-	if s.scaling != nil {
+	if s.scaling() != nil {
 		s.advanceScale()
 	}
 	if g.phase == GenStarting && g.allReady() {
@@ -684,7 +682,7 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 		return
 	}
 	v := judge(w.readyAt, w.exitedAt, w.exit, w.failure, s.cfg.MinUptime)
-	if sl.gen.phase == GenProbation && s.roll != nil && s.roll.g == sl.gen {
+	if sl.gen.phase == GenProbation && s.rolling() != nil && s.rolling().g == sl.gen {
 		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
 		return
 	}
@@ -833,7 +831,7 @@ func (s *Supervisor) status(live bool) Status {
 	if s.serving != nil {
 		st.Generation = s.serving.num
 	}
-	if r := s.roll; r != nil {
+	if r := s.rolling(); r != nil {
 		st.Reloading = r.num
 		st.Rollover = &RolloverStatus{Generation: r.num, Master: r.master, Phase: r.phase}
 		if !r.master {
