@@ -1,28 +1,95 @@
 // Package workers runs generations of worker processes for handoff's
 // master. It is handoff's own package, not a stable library API.
 //
-// # One owner
+// # One loop
 //
-// A Supervisor's state (generations, slots, the reload under way, the
-// master's phase) belongs to one goroutine, Run's, as tableflip's run loop
-// owns its upgrader. Everything else reports to it by posting a function:
-// a worker that became ready or exited, a timer that fired, a caller's
-// Reload, Status or Kill. It alone decides restarts, backoff, a reload's
-// probation, commit, rollback and retirement, so no decision races
-// another, and every phase has one transition function that logs why:
+// A Supervisor's state (generations, slots, workers, the operation under
+// way, the master's phase) belongs to one goroutine, Run's, as
+// tableflip's run loop owns its upgrader, and the loop is built the way
+// Kubernetes controllers are: handlers record facts, one step acts on
+// them.
 //
-//   - a worker (worker.run, worker.transition): starting → ready →
-//     draining → exited; then, once no process of its tree is left, gone;
-//   - a generation (generation.transition): starting → serving (the
-//     first one) or probation → serving (a reload's), then retiring →
-//     gone; probation → retiring when its reload fails;
-//   - a reload (rollover.transition): starting → probation → retiring →
-//     done, once per slot with the rolling strategy; rolling back → done
-//     on failure; upgrading master → done for a master self-upgrade;
-//   - the master (Supervisor.setPhase): starting → serving → stopping, or
-//     through upgrading back to serving, or to handed over.
+//	          facts                        actions
+//	notify datagram ─┐                 ┌─ start a worker (starter)
+//	process exited  ─┤   ┌──────────┐  ├─ signal, kill a tree
+//	timer fired     ─┼──▶│ handlers │  ├─ steer a group's sockets
+//	probe / drain   ─┤   └────┬─────┘  ├─ answer a waiter (Outcome)
+//	request, client ─┘        │ facts  └─ emit an event (systemd, admin)
+//	                     ┌────▼─────┐
+//	                     │  settle  │──▶ advance the operation, restart
+//	                     └──────────┘    or back off slots, resteer once
 //
-// # Rules
+// Everything outside reaches the loop through env (loop.go): datagrams
+// and exits are posted by a watcher goroutine per worker, timers and
+// blocking work (probes, drain waits, memory samples, a master upgrade)
+// come back as posted functions. The loop never sleeps, never blocks and
+// reads no clock but env's, so the simulator (sim_test.go) runs the same
+// code on one goroutine under a seeded clock, and every schedule replays
+// exactly from its seed.
+//
+// # States and transitions
+//
+// Every state machine has one transition function, which logs why, and a
+// table of the moves it allows; any other move is refused (logged at
+// error level, counted, and a failure under the simulator), as
+// containerd's shim refuses what a state does not allow.
+//
+//	machine     from           allowed to
+//	worker      starting       ready, draining, exited
+//	            ready          draining, exited
+//	            draining       exited
+//	            exited         gone (no process of its tree is left)
+//	generation  starting       serving, retiring            (the first one)
+//	            probation      serving, retiring            (a reload's)
+//	            serving        retiring
+//	            retiring       gone
+//	reload      (new)          starting, upgrading master, done
+//	            starting       probation, retiring, rolling back, done
+//	            probation      retiring, rolling back, done
+//	            retiring       starting (rolling: next slot), rolling back, done
+//	            rolling back   done
+//	            upgrading      done
+//	master      starting       serving, upgrading, stopping
+//	            serving        upgrading, stopping
+//	            upgrading      serving, starting, handed over, stopping
+//	            handed over    stopping
+//
+// One operation runs at a time (Supervisor.op): a reload or master
+// upgrade (rollover.go), a change of the worker count (scale.go) or the
+// replacement of a worker above the memory limit; requests wait in a
+// queue, and worker reloads waiting together coalesce into one (unless
+// both bring a configuration: each configuration's outcome is its own).
+//
+// # Invariants
+//
+// The simulator checks these after every step of every schedule:
+//
+//  1. The steering targets of every steered listener are exactly the
+//     sockets of the workers that may take connections: ready, not
+//     retired, of the serving generation (or of a rolling reload's slot
+//     that passed probation), the newest generation's in each slot. With
+//     none such, the kernel keeps the previous choice.
+//  2. A generation on probation gets no connection (but a rolling
+//     reload's passed slots).
+//  3. No slot runs two workers that were not told to stop, but while one
+//     replaces the other (memory recycling).
+//  4. Every listener a live worker holds is open in the master: what the
+//     master keeps changes only through a reload's outcome
+//     (ReloadRequest.Outcome), never because a client stopped waiting.
+//  5. Every reload request gets exactly one answer, and it matches what
+//     the supervisor did: ok means its generation serves (or the new
+//     master does), failed means it does not.
+//  6. No process the supervisor started is forgotten: every live one is
+//     some slot's current, replacement or exiting worker.
+//  7. Once faults stop, the service comes back to its full count, one
+//     generation serving, nothing pending, whatever happened before
+//     (after backoff): a failed reload leaves the previous generation
+//     serving at full strength.
+//  8. After SIGTERM or a hand-over, every process is gone, every waiter
+//     answered, and Run returns.
+//  9. No state machine is asked for a move its table refuses.
+//
+// // # Rules
 //
 // Ready is not healthy: a reload's new generation stays on probation,
 // with the old one serving, until every new worker has stayed up
@@ -54,7 +121,24 @@
 // reaping is linear in the number of workers. As pid 1 the master reaps
 // orphans too.
 //
-// The operating system is behind the starter interface (starter.go):
-// tests run the supervisor on simulated processes, in-process and fast,
-// besides the end-to-end tests that run real ones.
+// The operating system is behind the starter interface (starter.go) and
+// env (loop.go): tests run the supervisor on simulated processes,
+// in-process and fast, besides the end-to-end tests that run real ones.
+//
+// # The simulator
+//
+// sim_test.go runs the real supervisor (only the starter, the clock and
+// the steered groups are simulated) through seeded schedules that inject
+// faults in random orders: crashes before and after READY, hangs on the
+// stop signal, leftover helpers, kill -9 and kill storms, fork failures,
+// broken releases, configuration reloads that add and remove listeners and
+// change the count, master upgrades that succeed, fail or hand over,
+// scaling, memory recycling, clients that stop waiting, and SIGTERM in
+// the middle of any of it. A failing seed prints one line that replays it
+// with its trace:
+//
+//	go test ./workers -run 'TestSimulate$' -sim.seed N -sim.steps K -v
+//
+// go test runs 10,000 schedules (2,000 with -short, a quarter under the
+// race detector); HANDOFF_SIM_SOAK=N runs N.
 package workers
