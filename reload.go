@@ -102,9 +102,7 @@ func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.Rel
 		closeListeners(opened, false)
 		return workers.ReloadResult{Error: err.Error()}
 	}
-	if next.workers == cur.workers {
-		cfg.Workers = 0 // the file did not change it: keep a count scaled since
-	}
+
 	outcome := func(res workers.ReloadResult) {
 		defer release()
 		if !res.OK {
@@ -122,7 +120,7 @@ func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.Rel
 		r.reloadMu.Unlock()
 		closeListeners(gone, false)
 	}
-	return r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg, Outcome: outcome})
+	return r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg, KeepWorkers: next.workers == cur.workers, Outcome: outcome})
 }
 
 // relisten returns the listeners of next: those of the running

@@ -180,6 +180,7 @@ func (p *fakeProc) run() {
 			ready = time.After(0)
 		case <-ready:
 			ready = nil
+			p.f.record("ready g%d s%d", p.gen, p.slot) // before the supervisor can know
 			p.send("READY=1")
 			if b.exitAt > 0 && b.afterReady {
 				own = time.After(b.exitAt)

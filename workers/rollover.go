@@ -43,6 +43,7 @@ const (
 type op struct {
 	master  bool
 	cfg     *Config   // the configuration of the newest request it serves
+	keep    bool      // with cfg: keep the running number of workers
 	at      time.Time // the earliest request it serves
 	waiters []waiter
 	scale   *scaleOp
@@ -111,10 +112,10 @@ func (s *Supervisor) enqueue(req ReloadRequest, c chan ReloadResult) {
 			last.at = req.At
 		}
 		if req.Config != nil {
-			last.cfg = req.Config
+			last.cfg, last.keep = req.Config, req.KeepWorkers
 		}
 	} else {
-		s.queue = append(s.queue, &op{master: req.Master, cfg: req.Config, at: req.At, waiters: []waiter{wt}})
+		s.queue = append(s.queue, &op{master: req.Master, cfg: req.Config, keep: req.KeepWorkers, at: req.At, waiters: []waiter{wt}})
 	}
 	s.dirty = true
 	s.nextOp()
@@ -177,7 +178,7 @@ func (s *Supervisor) nextOp() {
 		s.beginRecycle(o.recycle)
 		return
 	}
-	cfg, err := s.reloadConfig(o.cfg)
+	cfg, err := s.reloadConfig(o.cfg, o.keep)
 	r := &rollover{master: o.master, strategy: cfg.Strategy, started: o.at, waiters: o.waiters, s: s, cfg: cfg}
 	s.op = r
 	if o.master {
@@ -376,13 +377,13 @@ func (s *Supervisor) nextRollingStep(r *rollover) {
 
 // reloadConfig is the configuration a reload's generation runs with: the
 // current one, with what the request changes.
-func (s *Supervisor) reloadConfig(next *Config) (*Config, error) {
+func (s *Supervisor) reloadConfig(next *Config, keepWorkers bool) (*Config, error) {
 	c := s.cfg
 	if next == nil {
 		return &c, nil
 	}
 	c.Command, c.Environ, c.Listeners = next.Command, next.Environ, next.Listeners
-	if next.Workers > 0 { // zero keeps the count, which scaling may have changed
+	if !keepWorkers {
 		c.Workers = next.Workers
 	}
 	c.ReadyDelay, c.Probe, c.ReadyTimeout, c.DrainTimeout = next.ReadyDelay, next.Probe, next.ReadyTimeout, next.DrainTimeout

@@ -618,9 +618,9 @@ func (m *sim) configReload(listeners bool, release string) {
 	q.next = next
 	c := m.s.cfg
 	c.Command = []string{"/bin/true", release}
-	c.Workers = 0
+	keep := true
 	if listeners && r.IntN(2) == 0 {
-		c.Workers = 1 + r.IntN(6)
+		c.Workers, keep = 1+r.IntN(6), false
 	}
 	c.Listeners = nil
 	for _, g := range next {
@@ -628,7 +628,7 @@ func (m *sim) configReload(listeners bool, release string) {
 	}
 	m.turn = q
 	m.trace("config reload %d listeners=%d workers=%d release=%s", q.id, len(next), c.Workers, release)
-	m.s.enqueue(ReloadRequest{At: m.now, Config: &c, Outcome: m.outcome(q)}, q.c)
+	m.s.enqueue(ReloadRequest{At: m.now, Config: &c, KeepWorkers: keep, Outcome: m.outcome(q)}, q.c)
 }
 
 // outcome is the request's Outcome: it checks that the answer is the

@@ -46,10 +46,13 @@ type ReloadRequest struct {
 	// with (a configuration file read again): its command and
 	// environment, number of workers, listeners, readiness, timeouts,
 	// stop signal, minimum uptime, strategy, retire-parallel and memory
-	// limit (Workers zero keeps the running count). The rest of the
-	// supervisor's configuration stays. It becomes the supervisor's once
-	// the reload succeeds.
+	// limit. The rest of the supervisor's configuration stays. It
+	// becomes the supervisor's once the reload succeeds.
 	Config *Config
+	// KeepWorkers, with Config, keeps the running number of workers
+	// (which scaling may have changed since) rather than Config's: the
+	// file did not change its count.
+	KeepWorkers bool
 	// Outcome, if set, is called once with the reload's result, on the
 	// supervisor's goroutine, before the result reaches the channel
 	// Reload returned, and whether or not anyone still reads it (or on

@@ -629,10 +629,11 @@ func TestScaleUpAndDown(t *testing.T) {
 		t.Fatal(r.Error)
 	}
 	ts.waitServing(2, 3)
-	for _, bad := range []int{0, 1025} {
-		if r := <-ts.s.Scale(bad, 0); r.Error == "" && bad != 0 {
-			t.Errorf("scale to %d: %+v, want an error", bad, r)
-		}
+	if r := <-ts.s.Scale(MaxWorkers+1, 0); r.Error == "" {
+		t.Errorf("scale to %d: %+v, want an error", MaxWorkers+1, r)
+	}
+	if r := <-ts.s.Scale(0, 0); r.Error != "" || r.Workers != 3 {
+		t.Errorf("scale by 0: %+v, want 3 workers and no error", r)
 	}
 	if r := <-ts.s.Scale(0, -3); r.Error == "" {
 		t.Errorf("scale to 0: %+v, want an error", r)
@@ -688,14 +689,16 @@ func TestMemoryRecycling(t *testing.T) {
 	if i, j := indexOf(ev, "start g1 s1"), indexOf(ev, "signal g1 s1 SIGTERM"); i < 0 || j < 0 {
 		t.Fatalf("events:\n%s", strings.Join(ev, "\n"))
 	}
-	// The replacement started before the old worker was signalled.
-	starts := 0
+	// The replacement was ready before the old worker was signalled (the
+	// fake records "ready" before it sends READY=1, so the supervisor
+	// cannot have seen it earlier).
+	readies := 0
 	for _, e := range ev {
-		if e == "start g1 s1" {
-			starts++
+		if e == "ready g1 s1" {
+			readies++
 		}
-		if strings.HasPrefix(e, "signal g1 s1 SIGTERM") && starts < 2 {
-			t.Errorf("old worker stopped before its replacement started:\n%s", strings.Join(ev, "\n"))
+		if strings.HasPrefix(e, "signal g1 s1 SIGTERM") && readies < 2 {
+			t.Errorf("old worker stopped before its replacement was ready:\n%s", strings.Join(ev, "\n"))
 		}
 	}
 }
