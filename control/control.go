@@ -2,7 +2,7 @@ package control
 
 import (
 	"bufio"
-	"bytes"
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,9 +28,10 @@ const MaxRequest = 64 << 10
 // readTimeout bounds how long a client may take to send its request.
 const readTimeout = 5 * time.Second
 
-// MaxConns is how many connections the server handles at once. Others
-// wait in the socket's listen backlog (the kernel's, costing the master
-// nothing) until one is done.
+// MaxConns is how many connections the server holds at once. At the
+// cap, a new connection takes the place of the oldest idle one (one that
+// has not sent a complete request yet), which gets an error reply; if
+// none is idle, the new one gets a "busy" reply at once.
 const MaxConns = 64
 
 // MaxWorkers bounds a scale request's Workers (workers.MaxWorkers).
@@ -60,6 +61,16 @@ type Response struct {
 // stops serving the control socket.
 type Handler func(ctx context.Context, req Request) Response
 
+// Options are a server's settings beyond its handler.
+type Options struct {
+	// Refuse, if set, is called with the pid of each peer (from
+	// SO_PEERCRED) whose uid may control the master. A non-nil error
+	// refuses the connection: the reply is "permission denied: " and the
+	// error's text, and the request is not read. It lets the master turn
+	// away its own workers when they run with its uid.
+	Refuse func(pid int32) error
+}
+
 // Server serves the control socket.
 type Server struct {
 	ln      *net.UnixListener
@@ -67,8 +78,25 @@ type Server struct {
 	log     hclog.Logger
 	lim     *logLimit
 	wg      sync.WaitGroup
-	sem     chan struct{} // a token per connection in hand: MaxConns
 	allowed func(uid uint32) bool
+	refuse  func(pid int32) error
+	// slots holds a token per connection goroutine: 2*MaxConns, room
+	// for MaxConns connections held and as many evicted ones winding
+	// down (each writes one short reply and closes).
+	slots chan struct{}
+
+	mu   sync.Mutex
+	held int        // connections counted against MaxConns
+	idle *list.List // *conn without a complete request, oldest first
+	stop bool       // Serve's context is done
+}
+
+// conn is one accepted connection.
+type conn struct {
+	c       *net.UnixConn
+	elem    *list.Element // in Server.idle while idle; s.mu
+	evicted bool          // closed for a newer connection; s.mu
+	busy    bool          // accepted at the cap with none idle: refused
 }
 
 // ListenUnix creates the control socket at path with mode 0600, replacing
@@ -173,37 +201,55 @@ func DefaultPath(getenv func(string) string, euid int, tmpdir string) string {
 }
 
 // FromListener makes a server for ln (from ListenUnix, or handed over by
-// a previous master).
+// a previous master) with no Options.
 func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
+	return NewServer(ln, h, log, Options{})
+}
+
+// NewServer makes a server for ln (from ListenUnix, or handed over by a
+// previous master) with opts.
+func NewServer(ln *net.UnixListener, h Handler, log hclog.Logger, opts Options) *Server {
 	own := uint32(os.Getuid())
 	return &Server{
 		ln:      ln,
 		handle:  h,
 		log:     log,
 		lim:     newLogLimit(time.Second),
-		sem:     make(chan struct{}, MaxConns),
 		allowed: func(uid uint32) bool { return uid == 0 || uid == own },
+		refuse:  opts.Refuse,
+		slots:   make(chan struct{}, 2*MaxConns),
+		idle:    list.New(),
 	}
 }
 
 // Serve accepts clients until ctx is done. Each connection carries one
-// request and one response. At most MaxConns are in hand at once: the
-// next connection is accepted only once one of them is done, so idle
-// clients cost the master a bounded number of goroutines and buffers.
+// request and one response. The server holds at most MaxConns
+// connections: at the cap, a new one evicts the oldest idle connection
+// (the oldest that has not sent a complete request), so that clients
+// that connect and send nothing cannot lock the owner out; with none
+// idle, the new one is answered "busy". Goroutines and buffers stay
+// bounded either way. Serve returns once the requests in hand are
+// answered; idle clients are answered at once.
 func (s *Server) Serve(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
 		s.ln.SetDeadline(time.Now())
+		s.mu.Lock()
+		s.stop = true
+		for e := s.idle.Front(); e != nil; e = e.Next() {
+			e.Value.(*conn).c.SetReadDeadline(time.Now())
+		}
+		s.mu.Unlock()
 	}()
 	for ctx.Err() == nil {
 		select {
-		case s.sem <- struct{}{}:
+		case s.slots <- struct{}{}:
 		case <-ctx.Done():
 			continue
 		}
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
-			<-s.sem
+			<-s.slots
 			if ctx.Err() != nil {
 				break
 			}
@@ -215,31 +261,115 @@ func (s *Server) Serve(ctx context.Context) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		cn := s.admit(c)
 		s.wg.Add(1)
 		go func() {
 			defer func() {
-				<-s.sem
+				s.release(cn)
+				<-s.slots
 				s.wg.Done()
 			}()
-			s.serveConn(ctx, c)
+			s.serveConn(ctx, cn)
 		}()
 	}
 	s.wg.Wait()
 }
 
-func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
+// admit counts a new connection against MaxConns, evicting the oldest
+// idle one at the cap.
+func (s *Server) admit(c *net.UnixConn) *conn {
+	cn := &conn{c: c}
+	// The deadline is set here, under s.mu, so that an eviction's
+	// cannot be overwritten by it.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.SetReadDeadline(time.Now().Add(readTimeout))
+	if s.held >= MaxConns {
+		e := s.idle.Front()
+		if e == nil {
+			cn.busy = true
+			return cn
+		}
+		old := e.Value.(*conn)
+		s.idle.Remove(e)
+		old.elem = nil
+		old.evicted = true
+		s.held--
+		old.c.SetReadDeadline(time.Now())
+		s.lim.log(s.log, hclog.Warn, "control socket: at its connection cap: closed the oldest idle one", "cap", MaxConns)
+	}
+	s.held++
+	cn.elem = s.idle.PushBack(cn)
+	if s.stop {
+		c.SetReadDeadline(time.Now())
+	}
+	return cn
+}
+
+// markBusy takes cn off the idle list: it sent its request. It reports
+// whether cn was evicted first (its request is served all the same: it
+// is complete, and the slots bound the goroutines).
+func (s *Server) markBusy(cn *conn) (evicted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cn.elem != nil {
+		s.idle.Remove(cn.elem)
+		cn.elem = nil
+	}
+	return cn.evicted
+}
+
+// release forgets cn once its goroutine is done.
+func (s *Server) release(cn *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cn.elem != nil {
+		s.idle.Remove(cn.elem)
+		cn.elem = nil
+	}
+	if !cn.busy && !cn.evicted {
+		s.held--
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, cn *conn) {
+	c := cn.c
 	defer c.Close()
-	if uid, err := peerUID(c); err != nil || !s.allowed(uid) {
+	if cn.busy {
+		s.lim.log(s.log, hclog.Warn, "control socket: busy: every connection has a request in hand", "cap", MaxConns)
+		writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: %d requests in hand; try again", MaxConns)})
+		return
+	}
+	uid, pid, err := peerCred(c)
+	if err != nil || !s.allowed(uid) {
 		s.lim.log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "error", err)
 		writeResponse(c, Response{Error: "permission denied: only root or the master's user may control it"})
 		return
 	}
+	if s.refuse != nil {
+		if err := s.refuse(pid); err != nil {
+			s.lim.log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "pid", pid, "error", err)
+			writeResponse(c, Response{Error: "permission denied: " + err.Error()})
+			return
+		}
+	}
 	req, err := readRequest(c)
 	if err != nil {
+		s.mu.Lock()
+		evicted := cn.evicted
+		s.mu.Unlock()
+		if evicted && errors.Is(err, os.ErrDeadlineExceeded) {
+			writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: closed for a newer connection after %d idle ones (send the request at once)", MaxConns)})
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("no complete request within %s", readTimeout)
+		}
 		s.lim.log(s.log, hclog.Warn, "control socket: bad request", "error", err)
 		writeResponse(c, Response{Error: err.Error()})
 		return
 	}
+	s.markBusy(cn)
 	// Cancel the handler if the client goes away.
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -281,46 +411,24 @@ func watchPeer(ctx context.Context, c *net.UnixConn, gone context.CancelFunc) {
 	}
 }
 
+// readRequest reads and parses one request line. The read deadline is
+// the caller's; an expired one is returned as os.ErrDeadlineExceeded.
 func readRequest(c *net.UnixConn) (Request, error) {
-	var req Request
-	c.SetReadDeadline(time.Now().Add(readTimeout))
 	// A small buffer that grows with the request: an idle client costs
 	// little.
 	line, err := bufio.NewReaderSize(io.LimitReader(c, MaxRequest), 512).ReadBytes('\n')
 	if err != nil {
 		switch {
 		case errors.Is(err, io.EOF) && len(line) >= MaxRequest:
-			return req, fmt.Errorf("request larger than %d bytes", MaxRequest)
+			return Request{}, fmt.Errorf("request larger than %d bytes", MaxRequest)
 		case errors.Is(err, io.EOF):
-			return req, errors.New("truncated request: no newline before end of input")
+			return Request{}, errors.New("truncated request: no newline before end of input")
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return req, fmt.Errorf("no complete request within %s", readTimeout)
+			return Request{}, os.ErrDeadlineExceeded
 		}
-		return req, fmt.Errorf("read request: %w", err)
+		return Request{}, fmt.Errorf("read request: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, fmt.Errorf("malformed request: %w", err)
-	}
-	if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.TrimSpace(rest)) > 0 {
-		return req, errors.New("malformed request: data after the JSON object")
-	}
-	switch req.Cmd {
-	case "status", "reload", "stop":
-		if req.Workers != 0 {
-			return req, fmt.Errorf(`malformed request: "workers" is for scale, not %s`, req.Cmd)
-		}
-	case "scale":
-		if req.Workers < 1 || req.Workers > MaxWorkers {
-			return req, fmt.Errorf(`scale: "workers" must be a number from 1 to %d`, MaxWorkers)
-		}
-	case "":
-		return req, errors.New(`malformed request: missing "cmd"`)
-	default:
-		return req, fmt.Errorf("unknown command %q (want status, reload, stop or scale)", req.Cmd)
-	}
-	return req, nil
+	return ParseRequest(line)
 }
 
 func writeResponse(c net.Conn, r Response) {
@@ -332,19 +440,17 @@ func writeResponse(c net.Conn, r Response) {
 	c.Write(append(b, '\n'))
 }
 
-func peerUID(c *net.UnixConn) (uint32, error) {
+// peerCred is the uid and pid of c's peer.
+func peerCred(c *net.UnixConn) (uid uint32, pid int32, err error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var (
-		uid  uint32
-		cerr error
-	)
-	if err := rc.Control(func(fd uintptr) { uid, cerr = socketPeerUID(int(fd)) }); err != nil {
-		return 0, err
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { uid, pid, cerr = socketPeer(int(fd)) }); err != nil {
+		return 0, 0, err
 	}
-	return uid, cerr
+	return uid, pid, cerr
 }
 
 // Do sends req to the control socket at path and returns the reply. ctx

@@ -22,6 +22,7 @@ import (
 type testServer struct {
 	path string
 	reqs chan Request // every request the handler got
+	srv  *Server
 }
 
 // startServer serves h on a fresh control socket until the test ends.
@@ -47,6 +48,7 @@ func startServer(t *testing.T, h Handler, allowed func(uint32) bool) *testServer
 	if allowed != nil {
 		s.allowed = allowed
 	}
+	ts.srv = s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -131,6 +133,15 @@ func TestRequests(t *testing.T) {
 		{name: "JSON split by newline", in: "{\"cmd\":\n\"status\"}\n", wantErr: "malformed request"},
 		{name: "trailing garbage", in: `{"cmd":"status"} junk` + "\n", wantErr: "malformed request"},
 		{name: "two requests on a line", in: `{"cmd":"status"}{"cmd":"stop"}` + "\n", wantErr: "malformed request"},
+		{name: "duplicate cmd", in: `{"cmd":"status","cmd":"stop"}` + "\n", wantErr: `malformed request: duplicate key "cmd"`},
+		{name: "duplicate wait", in: `{"cmd":"reload","wait":false,"wait":true}` + "\n", wantErr: `duplicate key "wait"`},
+		{name: "duplicate same value", in: `{"cmd":"stop","cmd":"stop"}` + "\n", wantErr: `duplicate key "cmd"`},
+		{name: "duplicate in another case", in: `{"cmd":"status","CMD":"stop"}` + "\n", wantErr: `unknown field "CMD"`},
+		{name: "key in another case", in: `{"Cmd":"status"}` + "\n", wantErr: `unknown field "Cmd"`},
+		{name: "key folded by unicode", in: "{\"cmd\":\"scale\",\"wor\u212aers\":3}\n", wantErr: "unknown field"},
+		{name: "escaped duplicate", in: `{"cmd":"status","\u0063md":"stop"}` + "\n", wantErr: `duplicate key "cmd"`},
+		{name: "nested duplicate", in: `{"cmd":{"a":1,"a":2}}` + "\n", wantErr: `duplicate key "a"`},
+		{name: "nested in array", in: `{"cmd":[{"x":1},{"x":1,"x":2}]}` + "\n", wantErr: `duplicate key "x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
