@@ -34,6 +34,10 @@ const readTimeout = 5 * time.Second
 // none is idle, the new one gets a "busy" reply at once.
 const MaxConns = 64
 
+// MaxReply is the longest reply Do reads, newline included: a status
+// with MaxWorkers workers is well under it.
+const MaxReply = 4 << 20
+
 // MaxWorkers bounds a scale request's Workers (workers.MaxWorkers).
 const MaxWorkers = 1024
 
@@ -104,7 +108,9 @@ type conn struct {
 // the listener does not remove the path (a new master may serve on it).
 //
 // The directories it creates for path (mode 0700) are removed again if it
-// fails.
+// fails. When path is in the default directory under $TMPDIR
+// ($TMPDIR/handoff-EUID), which another user could have made first, that
+// directory must pass CheckDir, whoever made it.
 func ListenUnix(path string) (ln *net.UnixListener, err error) {
 	if err := CheckPath(path); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
@@ -119,6 +125,9 @@ func ListenUnix(path string) (ln *net.UnixListener, err error) {
 	}()
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := checkTmpDir(path); err != nil {
+		return nil, err
 	}
 	if err := upgrade.RemoveStaleSocket(path); err != nil {
 		if errors.Is(err, upgrade.ErrSocketInUse) {
@@ -207,8 +216,11 @@ func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
 }
 
 // NewServer makes a server for ln (from ListenUnix, or handed over by a
-// previous master) with opts.
+// previous master) with opts. A nil log discards its lines.
 func NewServer(ln *net.UnixListener, h Handler, log hclog.Logger, opts Options) *Server {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
 	own := uint32(os.Getuid())
 	return &Server{
 		ln:      ln,
@@ -256,6 +268,11 @@ func (s *Server) Serve(ctx context.Context) {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				// It will not accept again: do not spin.
+				s.log.Error("control socket closed while serving", "error", err)
+				break
 			}
 			s.lim.log(s.log, hclog.Error, "control socket accept failed", "error", err)
 			time.Sleep(100 * time.Millisecond)
@@ -454,8 +471,16 @@ func peerCred(c *net.UnixConn) (uid uint32, pid int32, err error) {
 }
 
 // Do sends req to the control socket at path and returns the reply. ctx
-// bounds the whole exchange.
+// bounds the whole exchange. A socket in the default directory under
+// $TMPDIR is trusted only if that directory passes CheckDir, and a reply
+// longer than MaxReply is an error.
 func Do(ctx context.Context, path string, req Request) (Response, error) {
+	if err := checkTmpDir(path); err != nil {
+		if isNotExist(err) {
+			return Response{}, fmt.Errorf("no handoff master at %s (is it running? use --control to name its socket)", path)
+		}
+		return Response{}, err
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -474,7 +499,10 @@ func Do(ctx context.Context, path string, req Request) (Response, error) {
 	_, werr := c.Write(append(b, '\n'))
 	// Read the reply even if the write failed: a master that refuses
 	// the peer replies and closes without reading.
-	line, err := bufio.NewReader(c).ReadBytes('\n')
+	line, err := bufio.NewReader(io.LimitReader(c, MaxReply)).ReadBytes('\n')
+	if errors.Is(err, io.EOF) && len(line) >= MaxReply {
+		return Response{}, fmt.Errorf("reply from %s: more than %d bytes without a newline", path, MaxReply)
+	}
 	if err != nil && werr != nil {
 		return Response{}, fmt.Errorf("send request to %s: %w", path, werr)
 	}

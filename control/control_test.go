@@ -521,3 +521,29 @@ func TestListenUnix(t *testing.T) {
 		t.Errorf("the file was changed: %q", b)
 	}
 }
+
+// A listener closed under Serve ends it (one log line), rather than a
+// loop of failed accepts.
+func TestServeListenerClosed(t *testing.T) {
+	t.Parallel()
+	ln, err := ListenUnix(filepath.Join(testutil.ShortDir(t), "c.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.Buffer
+	s := FromListener(ln, nil, hclog.New(&hclog.LoggerOptions{Output: &logs}))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Serve(context.Background())
+	}()
+	ln.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve went on after its listener was closed")
+	}
+	if n := strings.Count(logs.String(), "\n"); n != 1 || !strings.Contains(logs.String(), "control socket closed while serving") {
+		t.Errorf("log: %q", logs.String())
+	}
+}
