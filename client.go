@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/handoff-dev/handoff/control"
 	"github.com/handoff-dev/handoff/workers"
@@ -51,7 +53,7 @@ func printStatus(w io.Writer, st workers.Status) {
 		if l.Mechanism != "" {
 			how += ", " + l.Mechanism + ", " + l.Selection
 		}
-		fmt.Fprintf(w, "listener %s %s://%s (%s)\n", l.Name, l.Network, l.Addr, how)
+		fmt.Fprintf(w, "listener %s %s://%s (%s)\n", termSafe(l.Name), termSafe(l.Network), termSafe(l.Addr), termSafe(how))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -61,14 +63,14 @@ func printStatus(w io.Writer, st workers.Status) {
 		if ws.State == workers.Backoff {
 			pid, up = "-", "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, pid, ws.Generation, ws.State, up, ws.Restarts, queueText(ws.Queue), sizeText(ws.RSS), ws.Status)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, pid, ws.Generation, ws.State, up, ws.Restarts, termSafe(queueText(ws.Queue)), sizeText(ws.RSS), termSafe(ws.Status))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	if r := st.LastReload; r != nil {
 		result := "ok"
 		if !r.OK {
-			result = "FAILED: " + r.Error
+			result = "FAILED: " + termSafe(r.Error)
 		}
 		fmt.Fprintf(w, "last reload: generation %d, %s, took %s\n", r.Generation, result, r.Duration.Round(time.Millisecond))
 	} else {
@@ -183,9 +185,74 @@ func request(ctx context.Context, ctlFlag string, req control.Request) (control.
 		if resp.Error == "" {
 			resp.Error = "failed"
 		}
-		return resp, errors.New(req.Cmd + ": " + resp.Error)
+		return resp, errors.New(req.Cmd + ": " + termSafeLines(resp.Error))
 	}
 	return resp, nil
+}
+
+// termSafe is s fit for a terminal: control characters (escape
+// sequences, carriage returns, tabs that would break the table), C1
+// controls, Unicode's bidirectional overrides and invalid UTF-8 show as
+// Go escapes (\x1b, \u202e); the rest, backslashes included, as is.
+// Workers set their STATUS= text, and the master's replies carry it: a
+// worker must not be able to drive the terminal of whoever runs
+// 'handoff status'.
+func termSafe(s string) string {
+	if !needsEscape(s, false) {
+		return s
+	}
+	return escape(s, false)
+}
+
+// termSafeLines is termSafe, except that newlines are kept: an error of
+// several lines is printed as several lines.
+func termSafeLines(s string) string {
+	if !needsEscape(s, true) {
+		return s
+	}
+	return escape(s, true)
+}
+
+func needsEscape(s string, keepNewline bool) bool {
+	for _, r := range s {
+		if unsafeRune(r, keepNewline) {
+			return true
+		}
+	}
+	return false
+}
+
+// unsafeRune reports whether r must be escaped. utf8.RuneError stands
+// for an invalid byte (or U+FFFD itself, escaped too: harmless).
+func unsafeRune(r rune, keepNewline bool) bool {
+	switch {
+	case r == '\n':
+		return !keepNewline
+	case r == utf8.RuneError, unicode.IsControl(r):
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c:
+		return true // bidirectional controls: they reorder what follows
+	}
+	return false
+}
+
+func escape(s string, keepNewline bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case !unsafeRune(r, keepNewline):
+			b.WriteString(s[i : i+n])
+		case r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // queueText shows a worker's accept queues: one number, or name=n for
