@@ -18,6 +18,44 @@ import (
 	"github.com/handoff-dev/handoff/workers"
 )
 
+// Exit statuses of the client commands beyond main's 0 (success), 1
+// (failure: the master cannot be reached, refused the request, or a
+// reload was rolled back) and 2 (usage).
+const (
+	// exitNotServing is status's answer for a master that answers but
+	// does not serve (starting, stopping, or no generation serving),
+	// as 'systemctl is-active' exits 3 for a unit that is not active.
+	exitNotServing = 3
+	// exitStillRunning is for 'reload --wait --timeout D' and 'stop
+	// --wait --timeout D' that gave up waiting while the master goes on
+	// (as timeout(1) exits 124).
+	exitStillRunning = 124
+)
+
+// exitError is an error with its own exit status. An empty message
+// prints nothing (what there was to say went to stdout).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+// ExitCode is the exit status for e.
+func (e exitError) ExitCode() int { return e.code }
+
+// cmdStatus prints the master's status. Its exit status says whether the
+// service is up, as 'systemctl is-active' does, so that scripts and
+// health checks need not parse the table:
+//
+//	0  the master answers and serves (a generation serving, the master
+//	   neither starting nor stopping)
+//	1  the master cannot be reached (no socket, nobody listening, no
+//	   answer within 10s, an untrusted control directory) or refused
+//	3  the master answers but does not serve: starting, stopping, or no
+//	   generation serving
+//
+// With --json too: the JSON is printed first.
 func cmdStatus(ctl string, asJSON bool, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -27,14 +65,28 @@ func cmdStatus(ctl string, asJSON bool, stdout io.Writer) error {
 	}
 	if asJSON {
 		fmt.Fprintln(stdout, string(resp.Result))
-		return nil
 	}
 	var st workers.Status
 	if err := json.Unmarshal(resp.Result, &st); err != nil {
 		return fmt.Errorf("status: malformed reply: %w", err)
 	}
-	printStatus(stdout, st)
+	if !asJSON {
+		printStatus(stdout, st)
+	}
+	if code := statusExit(st); code != 0 {
+		return exitError{code: code}
+	}
 	return nil
+}
+
+// statusExit is status's exit status for a master that answered with st
+// (see cmdStatus): 0 if it serves, exitNotServing if not.
+func statusExit(st workers.Status) int {
+	switch {
+	case !st.Serving, st.Phase == workers.MasterStarting, st.Phase == workers.MasterStopping:
+		return exitNotServing
+	}
+	return 0
 }
 
 func printStatus(w io.Writer, st workers.Status) {
@@ -95,6 +147,12 @@ func cmdReload(o reloadOptions, stdout io.Writer) error {
 		defer cancel()
 	}
 	resp, err := request(ctx, *o.control, control.Request{Cmd: "reload", Wait: o.wait, Master: o.master})
+	if err != nil && o.wait && o.timeout > 0 && errors.Is(err, context.DeadlineExceeded) {
+		// The request went out and no answer came in time: the
+		// master goes on with the reload (or has yet to take the
+		// request). Not a rollback: say so, with its own status.
+		return exitError{code: exitStillRunning, msg: fmt.Sprintf("reload: still running after %s: gave up waiting; the master goes on with it ('handoff status' shows how far it is)", o.timeout)}
+	}
 	if err != nil {
 		return err
 	}
@@ -145,7 +203,7 @@ func cmdStop(o stopOptions, stdout io.Writer) error {
 	}
 	if err := control.WaitExit(wctx, r.PID); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("stop: master %d still running after %s", r.PID, o.timeout)
+			return exitError{code: exitStillRunning, msg: fmt.Sprintf("stop: master %d still running after %s", r.PID, o.timeout)}
 		}
 		return fmt.Errorf("stop: %w", err)
 	}

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -82,6 +85,100 @@ func TestPrintStatusEscapes(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestStatusExit(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		serving bool
+		phase   workers.MasterPhase
+		want    int
+	}{
+		{true, workers.MasterServing, 0},
+		{true, workers.MasterUpgrading, 0},
+		{true, workers.MasterHandedOver, 0},
+		{false, workers.MasterStarting, 3},
+		{true, workers.MasterStarting, 3},
+		{true, workers.MasterStopping, 3},
+		{false, workers.MasterServing, 3},
+	} {
+		if got := statusExit(workers.Status{Serving: c.serving, Phase: c.phase}); got != c.want {
+			t.Errorf("serving %v, phase %s: exit %d, want %d", c.serving, c.phase, got, c.want)
+		}
+	}
+}
+
+// exitCode is the status Main gives err once reportError asks an error
+// for its ExitCode (see exitError): 1 for the other runtime errors.
+func exitCode(err error) int {
+	var xc interface{ ExitCode() int }
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &xc):
+		return xc.ExitCode()
+	}
+	return 1
+}
+
+// status exits 3 for a master that answers but does not serve, with the
+// table or the JSON printed all the same; 0 when it serves; 1 when there
+// is no master.
+func TestStatusExitCodes(t *testing.T) {
+	t.Parallel()
+	st := workers.Status{PID: 7, Generation: 1, Phase: workers.MasterStarting}
+	path := fakeControl(t, func(ctx context.Context, req control.Request) control.Response {
+		b, _ := json.Marshal(st)
+		return control.Response{OK: true, Result: b}
+	})
+	var out bytes.Buffer
+	err := cmdStatus(path, false, &out)
+	if exitCode(err) != 3 || err.Error() != "" || !strings.Contains(out.String(), "generation 1 starting") {
+		t.Errorf("starting: exit %d, error %q, output %q", exitCode(err), err, out.String())
+	}
+	out.Reset()
+	err = cmdStatus(path, true, &out)
+	if exitCode(err) != 3 || !strings.Contains(out.String(), `"phase":"starting"`) {
+		t.Errorf("starting, --json: exit %d, output %q", exitCode(err), out.String())
+	}
+	missing := filepath.Join(testutil.ShortDir(t), "none.sock")
+	err = cmdStatus(missing, false, &out)
+	if exitCode(err) != 1 || !strings.Contains(err.Error(), "no handoff master at "+missing) {
+		t.Errorf("no master: exit %d, %v", exitCode(err), err)
+	}
+	st = workers.Status{PID: 7, Generation: 1, Phase: workers.MasterServing, Serving: true}
+	path = fakeControl(t, func(ctx context.Context, req control.Request) control.Response {
+		b, _ := json.Marshal(st)
+		return control.Response{OK: true, Result: b}
+	})
+	if err := cmdStatus(path, false, &out); err != nil {
+		t.Errorf("serving: %v", err)
+	}
+}
+
+// 'reload --wait --timeout' that gives up while the reload goes on says
+// so, with an exit status of its own; a rollback stays exit 1.
+func TestReloadStillRunning(t *testing.T) {
+	t.Parallel()
+	gone := make(chan struct{})
+	path := fakeControl(t, func(ctx context.Context, req control.Request) control.Response {
+		if req.Master {
+			return control.Response{Error: "generation 2 rolled back: worker 0 exited with status 1"}
+		}
+		<-ctx.Done() // the client gave up and closed
+		close(gone)
+		return control.Response{Error: "client gone"}
+	})
+	var out bytes.Buffer
+	err := cmdReload(reloadOptions{control: &path, wait: true, timeout: 100 * time.Millisecond}, &out)
+	if exitCode(err) != exitStillRunning || err.Error() != "reload: still running after 100ms: gave up waiting; the master goes on with it ('handoff status' shows how far it is)" {
+		t.Errorf("timeout: exit %d, %v", exitCode(err), err)
+	}
+	<-gone
+	err = cmdReload(reloadOptions{control: &path, wait: true, master: true, timeout: time.Minute}, &out)
+	if exitCode(err) != 1 || err.Error() != "reload: generation 2 rolled back: worker 0 exited with status 1" {
+		t.Errorf("rollback: exit %d, %v", exitCode(err), err)
 	}
 }
 
