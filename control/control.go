@@ -323,17 +323,23 @@ func (s *Server) admit(c *net.UnixConn) *conn {
 	return cn
 }
 
-// markBusy takes cn off the idle list: it sent its request. It reports
-// whether cn was evicted first (its request is served all the same: it
-// is complete, and the slots bound the goroutines).
-func (s *Server) markBusy(cn *conn) (evicted bool) {
+// markBusy takes cn off the idle list: it sent its request. If it was
+// evicted just before, its request is served all the same: it is
+// complete, and the slots bound the goroutines.
+func (s *Server) markBusy(cn *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cn.elem != nil {
 		s.idle.Remove(cn.elem)
 		cn.elem = nil
 	}
-	return cn.evicted
+}
+
+// state reports whether cn was evicted and whether Serve is stopping.
+func (s *Server) state(cn *conn) (evicted, stopping bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cn.evicted, s.stop
 }
 
 // release forgets cn once its goroutine is done.
@@ -372,11 +378,12 @@ func (s *Server) serveConn(ctx context.Context, cn *conn) {
 	}
 	req, err := readRequest(c)
 	if err != nil {
-		s.mu.Lock()
-		evicted := cn.evicted
-		s.mu.Unlock()
-		if evicted && errors.Is(err, os.ErrDeadlineExceeded) {
+		if evicted, _ := s.state(cn); evicted && errors.Is(err, os.ErrDeadlineExceeded) {
 			writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: closed for a newer connection after %d idle ones (send the request at once)", MaxConns)})
+			return
+		}
+		if evicted, stopping := s.state(cn); errors.Is(err, os.ErrDeadlineExceeded) && stopping && !evicted {
+			writeResponse(c, Response{Error: "master stopping: no complete request before it stopped serving"})
 			return
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -547,3 +547,41 @@ func TestServeListenerClosed(t *testing.T) {
 		t.Errorf("log: %q", logs.String())
 	}
 }
+
+// Clients that have sent nothing when Serve's context ends are told the
+// master is stopping, and Serve does not wait out their read timeout.
+func TestServeStopIdle(t *testing.T) {
+	t.Parallel()
+	ln, err := ListenUnix(filepath.Join(testutil.ShortDir(t), "c.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := FromListener(ln, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Serve(ctx)
+	}()
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, idle := s.counts(); idle == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not take the connection")
+		}
+	}
+	cancel()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a failure bound: the reply says which path it took
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil || !strings.Contains(string(line), "master stopping") {
+		t.Errorf("idle client at stop: %q, %v", line, err)
+	}
+	<-done
+}
