@@ -64,7 +64,7 @@ func cmdStatus(ctl string, asJSON bool, stdout io.Writer) error {
 		return err
 	}
 	if asJSON {
-		fmt.Fprintln(stdout, string(resp.Result))
+		fmt.Fprintln(stdout, jsonTermSafe(resp.Result))
 	}
 	var st workers.Status
 	if err := json.Unmarshal(resp.Result, &st); err != nil {
@@ -221,7 +221,7 @@ func cmdScale(ctl string, n int, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "scaling to %d workers\n", n)
 	if len(resp.Result) > 0 && string(resp.Result) != "null" {
-		fmt.Fprintln(stdout, string(resp.Result))
+		fmt.Fprintln(stdout, jsonTermSafe(resp.Result))
 	}
 	return nil
 }
@@ -311,6 +311,28 @@ func escape(s string, keepNewline bool) string {
 		i += n
 	}
 	return b.String()
+}
+
+// jsonTermSafe is the JSON text b fit for a terminal, and the same JSON:
+// encoding/json leaves DEL, C1 controls (U+009B is a CSI) and bidi
+// controls raw in strings, so they are written as \u escapes, as are C0
+// controls other than the whitespace between tokens (raw, they are not
+// valid JSON in a string anyway); invalid UTF-8 becomes \ufffd.
+func jsonTermSafe(b []byte) string {
+	var out strings.Builder
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			out.WriteString(`\ufffd`)
+		case r == '\n', r == '\t', r == '\r', !unsafeRune(r, false):
+			out.Write(b[i : i+n])
+		default:
+			fmt.Fprintf(&out, `\u%04x`, r)
+		}
+		i += n
+	}
+	return out.String()
 }
 
 // queueText shows a worker's accept queues: one number, or name=n for

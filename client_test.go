@@ -242,3 +242,21 @@ func TestClientEndlessReply(t *testing.T) {
 		t.Errorf("status: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// status --json and scale print the master's JSON with the characters a
+// terminal would obey escaped, and it stays the same JSON.
+func TestJSONTermSafe(t *testing.T) {
+	t.Parallel()
+	status := "a\u009b2J b\x7f c\u202e d\u00e9 e\u4e16"
+	raw, _ := json.Marshal(map[string]string{"status": status})
+	raw = append(raw, []byte("\xff")...) // and a stray byte
+	got := jsonTermSafe(raw)
+	want := `{"status":"a\u009b2J b\u007f c\u202e d` + "\u00e9" + ` e` + "\u4e16" + `"}\ufffd`
+	if got != want {
+		t.Fatalf("jsonTermSafe = %q, want %q", got, want)
+	}
+	var back map[string]string
+	if err := json.Unmarshal([]byte(strings.TrimSuffix(got, `\ufffd`)), &back); err != nil || back["status"] != status {
+		t.Errorf("the escaped JSON decodes to %q, %v; want %q", back["status"], err, status)
+	}
+}
