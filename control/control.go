@@ -378,15 +378,15 @@ func (s *Server) serveConn(ctx context.Context, cn *conn) {
 	}
 	req, err := readRequest(c)
 	if err != nil {
-		if evicted, _ := s.state(cn); evicted && errors.Is(err, os.ErrDeadlineExceeded) {
-			writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: closed for a newer connection after %d idle ones (send the request at once)", MaxConns)})
-			return
-		}
-		if evicted, stopping := s.state(cn); errors.Is(err, os.ErrDeadlineExceeded) && stopping && !evicted {
-			writeResponse(c, Response{Error: "master stopping: no complete request before it stopped serving"})
-			return
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if evicted, stopping := s.state(cn); errors.Is(err, os.ErrDeadlineExceeded) {
+			switch {
+			case evicted:
+				writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: %d connections open; this one had sent no request and was closed for a newer one", MaxConns)})
+				return
+			case stopping:
+				writeResponse(c, Response{Error: "master stopping: no complete request before it stopped serving"})
+				return
+			}
 			err = fmt.Errorf("no complete request within %s", readTimeout)
 		}
 		s.lim.log(s.log, hclog.Warn, "control socket: bad request", "error", err)

@@ -106,7 +106,7 @@ func TestIdleClientsEvicted(t *testing.T) {
 	conns[0].SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReader(conns[0]).ReadBytes('\n')
 	var r Response
-	if err != nil || json.Unmarshal(line, &r) != nil || r.OK || !strings.Contains(r.Error, "closed for a newer connection") {
+	if err != nil || json.Unmarshal(line, &r) != nil || r.OK || !strings.Contains(r.Error, "was closed for a newer one") {
 		t.Errorf("the oldest idle client got %q, %v; want the eviction reply", line, err)
 	}
 	// Once they are gone, the server is back to its goroutines at rest.
@@ -178,7 +178,7 @@ func TestEvictOldestIdle(t *testing.T) {
 	for i, c := range idle[:2] {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		line, err := bufio.NewReader(c).ReadBytes('\n')
-		if err != nil || !strings.Contains(string(line), "closed for a newer connection") {
+		if err != nil || !strings.Contains(string(line), "was closed for a newer one") {
 			t.Errorf("idle client %d: %q, %v; want the eviction reply", i, line, err)
 		}
 	}
