@@ -133,6 +133,8 @@ func TestRequests(t *testing.T) {
 		{name: "JSON split by newline", in: "{\"cmd\":\n\"status\"}\n", wantErr: "malformed request"},
 		{name: "trailing garbage", in: `{"cmd":"status"} junk` + "\n", wantErr: "malformed request"},
 		{name: "two requests on a line", in: `{"cmd":"status"}{"cmd":"stop"}` + "\n", wantErr: "malformed request"},
+		{name: "trailing vertical tab", in: "{\"cmd\":\"status\"}\v\n", wantErr: "data after the JSON object"},
+		{name: "trailing no-break space", in: "{\"cmd\":\"status\"}\u00a0\n", wantErr: "data after the JSON object"},
 		{name: "duplicate cmd", in: `{"cmd":"status","cmd":"stop"}` + "\n", wantErr: `malformed request: duplicate key "cmd"`},
 		{name: "duplicate wait", in: `{"cmd":"reload","wait":false,"wait":true}` + "\n", wantErr: `duplicate key "wait"`},
 		{name: "duplicate same value", in: `{"cmd":"stop","cmd":"stop"}` + "\n", wantErr: `duplicate key "cmd"`},

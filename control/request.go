@@ -28,7 +28,9 @@ func ParseRequest(line []byte) (Request, error) {
 	if err := dec.Decode(&req); err != nil {
 		return req, fmt.Errorf("malformed request: %w", err)
 	}
-	if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.TrimSpace(rest)) > 0 {
+	// Only JSON's whitespace may follow: bytes.TrimSpace would also
+	// pass \v, \f, U+0085 and U+00A0.
+	if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.Trim(rest, " \t\r\n")) > 0 {
 		return req, errors.New("malformed request: data after the JSON object")
 	}
 	switch req.Cmd {
