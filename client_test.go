@@ -109,15 +109,16 @@ func TestStatusExit(t *testing.T) {
 	}
 }
 
-// exitCode is the status Main gives err once reportError asks an error
-// for its ExitCode (see exitError): 1 for the other runtime errors.
+// exitCode is the status Main gives err once reportError asks an
+// exitError for its ExitCode (a change to main.go this branch leaves to
+// its owner): 1 for the other runtime errors.
 func exitCode(err error) int {
-	var xc interface{ ExitCode() int }
+	var xe exitError
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, &xc):
-		return xc.ExitCode()
+	case errors.As(err, &xe):
+		return xe.ExitCode()
 	}
 	return 1
 }
