@@ -2,7 +2,7 @@ package control
 
 import (
 	"bufio"
-	"bytes"
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,10 +28,15 @@ const MaxRequest = 64 << 10
 // readTimeout bounds how long a client may take to send its request.
 const readTimeout = 5 * time.Second
 
-// MaxConns is how many connections the server handles at once. Others
-// wait in the socket's listen backlog (the kernel's, costing the master
-// nothing) until one is done.
+// MaxConns is how many connections the server holds at once. At the
+// cap, a new connection takes the place of the oldest idle one (one that
+// has not sent a complete request yet), which gets an error reply; if
+// none is idle, the new one gets a "busy" reply at once.
 const MaxConns = 64
+
+// MaxReply is the longest reply Do reads, newline included: a status
+// with MaxWorkers workers is well under it.
+const MaxReply = 4 << 20
 
 // MaxWorkers bounds a scale request's Workers (workers.MaxWorkers).
 const MaxWorkers = 1024
@@ -60,6 +65,16 @@ type Response struct {
 // stops serving the control socket.
 type Handler func(ctx context.Context, req Request) Response
 
+// Options are a server's settings beyond its handler.
+type Options struct {
+	// Refuse, if set, is called with the pid of each peer (from
+	// SO_PEERCRED) whose uid may control the master. A non-nil error
+	// refuses the connection: the reply is "permission denied: " and the
+	// error's text, and the request is not read. It lets the master turn
+	// away its own workers when they run with its uid.
+	Refuse func(pid int32) error
+}
+
 // Server serves the control socket.
 type Server struct {
 	ln      *net.UnixListener
@@ -67,8 +82,25 @@ type Server struct {
 	log     hclog.Logger
 	lim     *logLimit
 	wg      sync.WaitGroup
-	sem     chan struct{} // a token per connection in hand: MaxConns
 	allowed func(uid uint32) bool
+	refuse  func(pid int32) error
+	// slots holds a token per connection goroutine: 2*MaxConns, room
+	// for MaxConns connections held and as many evicted ones winding
+	// down (each writes one short reply and closes).
+	slots chan struct{}
+
+	mu   sync.Mutex
+	held int        // connections counted against MaxConns
+	idle *list.List // *conn without a complete request, oldest first
+	stop bool       // Serve's context is done
+}
+
+// conn is one accepted connection.
+type conn struct {
+	c       *net.UnixConn
+	elem    *list.Element // in Server.idle while idle; s.mu
+	evicted bool          // closed for a newer connection; s.mu
+	busy    bool          // accepted at the cap with none idle: refused
 }
 
 // ListenUnix creates the control socket at path with mode 0600, replacing
@@ -76,7 +108,9 @@ type Server struct {
 // the listener does not remove the path (a new master may serve on it).
 //
 // The directories it creates for path (mode 0700) are removed again if it
-// fails.
+// fails. When path is in the default directory under $TMPDIR
+// ($TMPDIR/handoff-EUID), which another user could have made first, that
+// directory must pass CheckDir, whoever made it.
 func ListenUnix(path string) (ln *net.UnixListener, err error) {
 	if err := CheckPath(path); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
@@ -91,6 +125,9 @@ func ListenUnix(path string) (ln *net.UnixListener, err error) {
 	}()
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := checkTmpDir(path); err != nil {
+		return nil, err
 	}
 	if err := upgrade.RemoveStaleSocket(path); err != nil {
 		if errors.Is(err, upgrade.ErrSocketInUse) {
@@ -173,37 +210,58 @@ func DefaultPath(getenv func(string) string, euid int, tmpdir string) string {
 }
 
 // FromListener makes a server for ln (from ListenUnix, or handed over by
-// a previous master).
+// a previous master) with no Options.
 func FromListener(ln *net.UnixListener, h Handler, log hclog.Logger) *Server {
+	return NewServer(ln, h, log, Options{})
+}
+
+// NewServer makes a server for ln (from ListenUnix, or handed over by a
+// previous master) with opts. A nil log discards its lines.
+func NewServer(ln *net.UnixListener, h Handler, log hclog.Logger, opts Options) *Server {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
 	own := uint32(os.Getuid())
 	return &Server{
 		ln:      ln,
 		handle:  h,
 		log:     log,
 		lim:     newLogLimit(time.Second),
-		sem:     make(chan struct{}, MaxConns),
 		allowed: func(uid uint32) bool { return uid == 0 || uid == own },
+		refuse:  opts.Refuse,
+		slots:   make(chan struct{}, 2*MaxConns),
+		idle:    list.New(),
 	}
 }
 
 // Serve accepts clients until ctx is done. Each connection carries one
-// request and one response. At most MaxConns are in hand at once: the
-// next connection is accepted only once one of them is done, so idle
-// clients cost the master a bounded number of goroutines and buffers.
+// request and one response. The server holds at most MaxConns
+// connections: at the cap, a new one evicts the oldest idle connection
+// (the oldest that has not sent a complete request), so that clients
+// that connect and send nothing cannot lock the owner out; with none
+// idle, the new one is answered "busy". Goroutines and buffers stay
+// bounded either way. Serve returns once the requests in hand are
+// answered; idle clients are answered at once.
 func (s *Server) Serve(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
 		s.ln.SetDeadline(time.Now())
+		s.mu.Lock()
+		s.stop = true
+		for e := s.idle.Front(); e != nil; e = e.Next() {
+			e.Value.(*conn).c.SetReadDeadline(time.Now())
+		}
+		s.mu.Unlock()
 	}()
 	for ctx.Err() == nil {
 		select {
-		case s.sem <- struct{}{}:
+		case s.slots <- struct{}{}:
 		case <-ctx.Done():
 			continue
 		}
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
-			<-s.sem
+			<-s.slots
 			if ctx.Err() != nil {
 				break
 			}
@@ -211,35 +269,131 @@ func (s *Server) Serve(ctx context.Context) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
+			if errors.Is(err, net.ErrClosed) {
+				// It will not accept again: do not spin.
+				s.log.Error("control socket closed while serving", "error", err)
+				break
+			}
 			s.lim.log(s.log, hclog.Error, "control socket accept failed", "error", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		cn := s.admit(c)
 		s.wg.Add(1)
 		go func() {
 			defer func() {
-				<-s.sem
+				s.release(cn)
+				<-s.slots
 				s.wg.Done()
 			}()
-			s.serveConn(ctx, c)
+			s.serveConn(ctx, cn)
 		}()
 	}
 	s.wg.Wait()
 }
 
-func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
+// admit counts a new connection against MaxConns, evicting the oldest
+// idle one at the cap.
+func (s *Server) admit(c *net.UnixConn) *conn {
+	cn := &conn{c: c}
+	// The deadline is set here, under s.mu, so that an eviction's
+	// cannot be overwritten by it.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.SetReadDeadline(time.Now().Add(readTimeout))
+	if s.held >= MaxConns {
+		e := s.idle.Front()
+		if e == nil {
+			cn.busy = true
+			return cn
+		}
+		old := e.Value.(*conn)
+		s.idle.Remove(e)
+		old.elem = nil
+		old.evicted = true
+		s.held--
+		old.c.SetReadDeadline(time.Now())
+		s.lim.log(s.log, hclog.Warn, "control socket: at its connection cap: closed the oldest idle one", "cap", MaxConns)
+	}
+	s.held++
+	cn.elem = s.idle.PushBack(cn)
+	if s.stop {
+		c.SetReadDeadline(time.Now())
+	}
+	return cn
+}
+
+// markBusy takes cn off the idle list: it sent its request. If it was
+// evicted just before, its request is served all the same: it is
+// complete, and the slots bound the goroutines.
+func (s *Server) markBusy(cn *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cn.elem != nil {
+		s.idle.Remove(cn.elem)
+		cn.elem = nil
+	}
+}
+
+// state reports whether cn was evicted and whether Serve is stopping.
+func (s *Server) state(cn *conn) (evicted, stopping bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cn.evicted, s.stop
+}
+
+// release forgets cn once its goroutine is done.
+func (s *Server) release(cn *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cn.elem != nil {
+		s.idle.Remove(cn.elem)
+		cn.elem = nil
+	}
+	if !cn.busy && !cn.evicted {
+		s.held--
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, cn *conn) {
+	c := cn.c
 	defer c.Close()
-	if uid, err := peerUID(c); err != nil || !s.allowed(uid) {
+	if cn.busy {
+		s.lim.log(s.log, hclog.Warn, "control socket: busy: every connection has a request in hand", "cap", MaxConns)
+		writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: %d requests in hand; try again", MaxConns)})
+		return
+	}
+	uid, pid, err := peerCred(c)
+	if err != nil || !s.allowed(uid) {
 		s.lim.log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "error", err)
 		writeResponse(c, Response{Error: "permission denied: only root or the master's user may control it"})
 		return
 	}
+	if s.refuse != nil {
+		if err := s.refuse(pid); err != nil {
+			s.lim.log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "pid", pid, "error", err)
+			writeResponse(c, Response{Error: "permission denied: " + err.Error()})
+			return
+		}
+	}
 	req, err := readRequest(c)
 	if err != nil {
+		if evicted, stopping := s.state(cn); errors.Is(err, os.ErrDeadlineExceeded) {
+			switch {
+			case evicted:
+				writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: %d connections open; this one had sent no request and was closed for a newer one", MaxConns)})
+				return
+			case stopping:
+				writeResponse(c, Response{Error: "master stopping: no complete request before it stopped serving"})
+				return
+			}
+			err = fmt.Errorf("no complete request within %s", readTimeout)
+		}
 		s.lim.log(s.log, hclog.Warn, "control socket: bad request", "error", err)
 		writeResponse(c, Response{Error: err.Error()})
 		return
 	}
+	s.markBusy(cn)
 	// Cancel the handler if the client goes away.
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -281,46 +435,24 @@ func watchPeer(ctx context.Context, c *net.UnixConn, gone context.CancelFunc) {
 	}
 }
 
+// readRequest reads and parses one request line. The read deadline is
+// the caller's; an expired one is returned as os.ErrDeadlineExceeded.
 func readRequest(c *net.UnixConn) (Request, error) {
-	var req Request
-	c.SetReadDeadline(time.Now().Add(readTimeout))
 	// A small buffer that grows with the request: an idle client costs
 	// little.
 	line, err := bufio.NewReaderSize(io.LimitReader(c, MaxRequest), 512).ReadBytes('\n')
 	if err != nil {
 		switch {
 		case errors.Is(err, io.EOF) && len(line) >= MaxRequest:
-			return req, fmt.Errorf("request larger than %d bytes", MaxRequest)
+			return Request{}, fmt.Errorf("request larger than %d bytes", MaxRequest)
 		case errors.Is(err, io.EOF):
-			return req, errors.New("truncated request: no newline before end of input")
+			return Request{}, errors.New("truncated request: no newline before end of input")
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return req, fmt.Errorf("no complete request within %s", readTimeout)
+			return Request{}, os.ErrDeadlineExceeded
 		}
-		return req, fmt.Errorf("read request: %w", err)
+		return Request{}, fmt.Errorf("read request: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, fmt.Errorf("malformed request: %w", err)
-	}
-	if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.TrimSpace(rest)) > 0 {
-		return req, errors.New("malformed request: data after the JSON object")
-	}
-	switch req.Cmd {
-	case "status", "reload", "stop":
-		if req.Workers != 0 {
-			return req, fmt.Errorf(`malformed request: "workers" is for scale, not %s`, req.Cmd)
-		}
-	case "scale":
-		if req.Workers < 1 || req.Workers > MaxWorkers {
-			return req, fmt.Errorf(`scale: "workers" must be a number from 1 to %d`, MaxWorkers)
-		}
-	case "":
-		return req, errors.New(`malformed request: missing "cmd"`)
-	default:
-		return req, fmt.Errorf("unknown command %q (want status, reload, stop or scale)", req.Cmd)
-	}
-	return req, nil
+	return ParseRequest(line)
 }
 
 func writeResponse(c net.Conn, r Response) {
@@ -332,24 +464,30 @@ func writeResponse(c net.Conn, r Response) {
 	c.Write(append(b, '\n'))
 }
 
-func peerUID(c *net.UnixConn) (uint32, error) {
+// peerCred is the uid and pid of c's peer.
+func peerCred(c *net.UnixConn) (uid uint32, pid int32, err error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var (
-		uid  uint32
-		cerr error
-	)
-	if err := rc.Control(func(fd uintptr) { uid, cerr = socketPeerUID(int(fd)) }); err != nil {
-		return 0, err
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { uid, pid, cerr = socketPeer(int(fd)) }); err != nil {
+		return 0, 0, err
 	}
-	return uid, cerr
+	return uid, pid, cerr
 }
 
 // Do sends req to the control socket at path and returns the reply. ctx
-// bounds the whole exchange.
+// bounds the whole exchange. A socket in the default directory under
+// $TMPDIR is trusted only if that directory passes CheckDir, and a reply
+// longer than MaxReply is an error.
 func Do(ctx context.Context, path string, req Request) (Response, error) {
+	if err := checkTmpDir(path); err != nil {
+		if isNotExist(err) {
+			return Response{}, fmt.Errorf("no handoff master at %s (is it running? use --control to name its socket)", path)
+		}
+		return Response{}, err
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -368,7 +506,10 @@ func Do(ctx context.Context, path string, req Request) (Response, error) {
 	_, werr := c.Write(append(b, '\n'))
 	// Read the reply even if the write failed: a master that refuses
 	// the peer replies and closes without reading.
-	line, err := bufio.NewReader(c).ReadBytes('\n')
+	line, err := bufio.NewReader(io.LimitReader(c, MaxReply)).ReadBytes('\n')
+	if errors.Is(err, io.EOF) && len(line) >= MaxReply {
+		return Response{}, fmt.Errorf("reply from %s: more than %d bytes without a newline", path, MaxReply)
+	}
 	if err != nil && werr != nil {
 		return Response{}, fmt.Errorf("send request to %s: %w", path, werr)
 	}

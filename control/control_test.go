@@ -22,6 +22,7 @@ import (
 type testServer struct {
 	path string
 	reqs chan Request // every request the handler got
+	srv  *Server
 }
 
 // startServer serves h on a fresh control socket until the test ends.
@@ -47,6 +48,7 @@ func startServer(t *testing.T, h Handler, allowed func(uint32) bool) *testServer
 	if allowed != nil {
 		s.allowed = allowed
 	}
+	ts.srv = s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -131,6 +133,17 @@ func TestRequests(t *testing.T) {
 		{name: "JSON split by newline", in: "{\"cmd\":\n\"status\"}\n", wantErr: "malformed request"},
 		{name: "trailing garbage", in: `{"cmd":"status"} junk` + "\n", wantErr: "malformed request"},
 		{name: "two requests on a line", in: `{"cmd":"status"}{"cmd":"stop"}` + "\n", wantErr: "malformed request"},
+		{name: "trailing vertical tab", in: "{\"cmd\":\"status\"}\v\n", wantErr: "data after the JSON object"},
+		{name: "trailing no-break space", in: "{\"cmd\":\"status\"}\u00a0\n", wantErr: "data after the JSON object"},
+		{name: "duplicate cmd", in: `{"cmd":"status","cmd":"stop"}` + "\n", wantErr: `malformed request: duplicate key "cmd"`},
+		{name: "duplicate wait", in: `{"cmd":"reload","wait":false,"wait":true}` + "\n", wantErr: `duplicate key "wait"`},
+		{name: "duplicate same value", in: `{"cmd":"stop","cmd":"stop"}` + "\n", wantErr: `duplicate key "cmd"`},
+		{name: "duplicate in another case", in: `{"cmd":"status","CMD":"stop"}` + "\n", wantErr: `unknown field "CMD"`},
+		{name: "key in another case", in: `{"Cmd":"status"}` + "\n", wantErr: `unknown field "Cmd"`},
+		{name: "key folded by unicode", in: "{\"cmd\":\"scale\",\"wor\u212aers\":3}\n", wantErr: "unknown field"},
+		{name: "escaped duplicate", in: `{"cmd":"status","\u0063md":"stop"}` + "\n", wantErr: `duplicate key "cmd"`},
+		{name: "nested duplicate", in: `{"cmd":{"a":1,"a":2}}` + "\n", wantErr: `duplicate key "a"`},
+		{name: "nested in array", in: `{"cmd":[{"x":1},{"x":1,"x":2}]}` + "\n", wantErr: `duplicate key "x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -509,4 +522,68 @@ func TestListenUnix(t *testing.T) {
 	if b, _ := os.ReadFile(file); string(b) != "keep" {
 		t.Errorf("the file was changed: %q", b)
 	}
+}
+
+// A listener closed under Serve ends it (one log line), rather than a
+// loop of failed accepts.
+func TestServeListenerClosed(t *testing.T) {
+	t.Parallel()
+	ln, err := ListenUnix(filepath.Join(testutil.ShortDir(t), "c.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.Buffer
+	s := FromListener(ln, nil, hclog.New(&hclog.LoggerOptions{Output: &logs}))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Serve(context.Background())
+	}()
+	ln.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve went on after its listener was closed")
+	}
+	if n := strings.Count(logs.String(), "\n"); n != 1 || !strings.Contains(logs.String(), "control socket closed while serving") {
+		t.Errorf("log: %q", logs.String())
+	}
+}
+
+// Clients that have sent nothing when Serve's context ends are told the
+// master is stopping, and Serve does not wait out their read timeout.
+func TestServeStopIdle(t *testing.T) {
+	t.Parallel()
+	ln, err := ListenUnix(filepath.Join(testutil.ShortDir(t), "c.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := FromListener(ln, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Serve(ctx)
+	}()
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, idle := s.counts(); idle == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not take the connection")
+		}
+	}
+	cancel()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a failure bound: the reply says which path it took
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil || !strings.Contains(string(line), "master stopping") {
+		t.Errorf("idle client at stop: %q, %v", line, err)
+	}
+	<-done
 }

@@ -1,8 +1,10 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -21,61 +23,184 @@ import (
 	"github.com/handoff-dev/handoff/internal/testutil"
 )
 
-// Idle clients that connect and send nothing hold at most MaxConns
-// connections (and goroutines) in the master; the others wait in the
-// kernel's backlog, and are served once the first ones are gone.
-func TestIdleClientsBounded(t *testing.T) {
+// raiseNoFile raises this process's soft RLIMIT_NOFILE to at least n
+// (within the hard limit), or skips the test.
+func raiseNoFile(t *testing.T, n uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	if lim.Max < n {
+		t.Skipf("RLIMIT_NOFILE hard limit %d < %d", lim.Max, n)
+	}
+	old := lim
+	lim.Cur = n
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+// held is how many connections s counts against MaxConns, and how many
+// of them are idle.
+func (s *Server) counts() (held, idle int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held, s.idle.Len()
+}
+
+// Clients that connect and send nothing cannot lock the owner out: with
+// 2,000 of them connected, far over the cap, a status request is answered
+// (each new connection evicts the oldest idle one), and the server holds
+// at most MaxConns connections and 2*MaxConns goroutines.
+func TestIdleClientsEvicted(t *testing.T) {
 	// Not parallel: it counts this process's goroutines.
+	const clients = 2000
+	raiseNoFile(t, 2*clients+256)
 	ts := startServer(t, nil, nil)
+	// One exchange first: Serve and its goroutines are running.
+	if r := exchange(t, ts.path, []byte(`{"cmd":"status"}`+"\n"), false); !r.OK {
+		t.Fatalf("status: %+v", r)
+	}
+	<-ts.reqs
 	base := runtime.NumGoroutine()
-	const clients = 4 * MaxConns
 	conns := make([]net.Conn, 0, clients)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
+	most := 0
 	for range clients {
 		c, err := net.Dial("unix", ts.path)
 		if err != nil {
 			t.Fatalf("dial %d: %v", len(conns), err)
 		}
 		conns = append(conns, c)
-	}
-	// The server takes MaxConns of them (a goroutine each) ...
-	deadline := time.Now().Add(20 * time.Second)
-	for runtime.NumGoroutine()-base < MaxConns {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server took only %d idle connections in 20s", runtime.NumGoroutine()-base)
+		if held, idle := ts.srv.counts(); held > MaxConns || idle > MaxConns {
+			t.Fatalf("the server holds %d connections (%d idle), cap %d", held, idle, MaxConns)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	// ... and no more, however long they idle (within the read timeout,
-	// after which it answers them and takes the next ones).
-	most := 0
-	for end := time.Now().Add(time.Second); time.Now().Before(end); {
 		most = max(most, runtime.NumGoroutine()-base)
-		time.Sleep(5 * time.Millisecond)
 	}
-	if most > MaxConns+4 {
-		t.Fatalf("%d idle clients grew the server by %d goroutines, want at most %d", clients, most, MaxConns)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := Do(ctx, ts.path, Request{Cmd: "status"})
+	if err != nil || !resp.OK {
+		t.Fatalf("status with %d idle clients: %+v, %v", clients, resp, err)
 	}
-	t.Logf("%d idle clients: at most %d goroutines more", clients, most)
-	// Once the idle clients are gone, a real one is served.
+	took := time.Since(start)
+	most = max(most, runtime.NumGoroutine()-base)
+	if most > 2*MaxConns+4 {
+		t.Errorf("%d idle clients grew the server by %d goroutines, want at most %d", clients, most, 2*MaxConns)
+	}
+	if held, idle := ts.srv.counts(); held > MaxConns || idle > MaxConns {
+		t.Errorf("the server holds %d connections (%d idle), cap %d", held, idle, MaxConns)
+	}
+	t.Logf("%d idle clients: status answered in %v; at most %d goroutines more", clients, took.Round(time.Millisecond), most)
+	// The first clients were evicted, and told why.
+	conns[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(conns[0]).ReadBytes('\n')
+	var r Response
+	if err != nil || json.Unmarshal(line, &r) != nil || r.OK || !strings.Contains(r.Error, "was closed for a newer one") {
+		t.Errorf("the oldest idle client got %q, %v; want the eviction reply", line, err)
+	}
+	// Once they are gone, the server is back to its goroutines at rest.
 	for _, c := range conns {
 		c.Close()
 	}
 	conns = nil
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if resp, err := Do(ctx, ts.path, Request{Cmd: "status"}); err != nil || !resp.OK {
-		t.Fatalf("status after the idle clients left: %+v, %v", resp, err)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		held, _ := ts.srv.counts()
+		if held == 0 && runtime.NumGoroutine() <= base {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("20s after the idle clients left: %d connections held, %d goroutines more than at rest", held, runtime.NumGoroutine()-base)
+		}
 	}
 }
 
-// A request already in hand keeps its slot; a request beyond the cap is
-// answered once a slot frees.
-func TestCapQueues(t *testing.T) {
+// An idle connection is evicted only at the cap, oldest first, and a
+// client that has sent its request keeps its connection.
+func TestEvictOldestIdle(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	defer close(release)
+	ts := startServer(t, func(ctx context.Context, req Request) Response {
+		if req.Wait {
+			<-release
+		}
+		return Response{OK: true}
+	}, nil)
+	// One request in hand: not idle, never evicted.
+	waited := make(chan error, 1)
+	go func() {
+		_, err := Do(context.Background(), ts.path, Request{Cmd: "reload", Wait: true})
+		waited <- err
+	}()
+	<-ts.reqs
+	var idle []*net.UnixConn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	dial := func() *net.UnixConn {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: ts.path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+		return c
+	}
+	// Fill the cap with idle clients, and wait until the server holds
+	// them all.
+	for range MaxConns - 1 {
+		dial()
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if held, n := ts.srv.counts(); held == MaxConns && n == MaxConns-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			held, n := ts.srv.counts()
+			t.Fatalf("the server holds %d connections, %d idle; want %d, %d", held, n, MaxConns, MaxConns-1)
+		}
+	}
+	// Two more evict the two oldest idle ones, which are told so.
+	dial()
+	dial()
+	for i, c := range idle[:2] {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadBytes('\n')
+		if err != nil || !strings.Contains(string(line), "was closed for a newer one") {
+			t.Errorf("idle client %d: %q, %v; want the eviction reply", i, line, err)
+		}
+	}
+	// The third is still held: it gets an answer to a request it sends
+	// now.
+	c := idle[2]
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(`{"cmd":"status"}` + "\n"))
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil || !strings.Contains(string(line), `"ok":true`) {
+		t.Errorf("the third idle client: %q, %v; want an answer", line, err)
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("the request in hand ended early: %v", err)
+	default:
+	}
+}
+
+// When every connection has a request in hand, a new one is told at once
+// that the server is busy; once they are answered, requests are served.
+func TestBusyReply(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	var mu sync.Mutex
@@ -104,18 +229,17 @@ func TestCapQueues(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			close(release)
 			t.Fatalf("%d of %d waiting reloads reached the handler", n, MaxConns)
 		}
 	}
-	// Every slot is taken: a status request waits ...
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_, err := Do(ctx, ts.path, Request{Cmd: "status"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	resp, err := Do(ctx, ts.path, Request{Cmd: "status"})
 	cancel()
-	if err == nil {
-		t.Fatal("a request beyond the cap was answered while every slot was taken")
-	}
-	// ... until they are free.
 	close(release)
+	if err != nil || resp.OK || !strings.Contains(resp.Error, "control socket busy") {
+		t.Errorf("status with every slot taken: %+v, %v; want a busy reply", resp, err)
+	}
 	for range MaxConns {
 		if err := <-errc; err != nil {
 			t.Fatal(err)

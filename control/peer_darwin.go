@@ -6,12 +6,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// socketPeerUID is the uid of the process at the other end of a unix
-// socket, from the kernel (LOCAL_PEERCRED).
-func socketPeerUID(fd int) (uint32, error) {
+// socketPeer is the uid and pid of the process at the other end of a
+// unix socket, from the kernel (LOCAL_PEERCRED, LOCAL_PEERPID).
+func socketPeer(fd int) (uid uint32, pid int32, err error) {
 	cred, err := unix.GetsockoptXucred(fd, unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
 	if err != nil {
-		return 0, fmt.Errorf("LOCAL_PEERCRED: %w", err)
+		return 0, 0, fmt.Errorf("LOCAL_PEERCRED: %w", err)
 	}
-	return cred.Uid, nil
+	p, err := unix.GetsockoptInt(fd, unix.SOL_LOCAL, unix.LOCAL_PEERPID)
+	if err != nil {
+		return 0, 0, fmt.Errorf("LOCAL_PEERPID: %w", err)
+	}
+	return cred.Uid, int32(p), nil
 }
