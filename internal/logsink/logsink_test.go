@@ -81,7 +81,10 @@ func TestClosedPipe(t *testing.T) {
 // saying how many were dropped, and the dropped ones kept.
 func TestRecovers(t *testing.T) {
 	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	if err := unix.Pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(p[1], true); err != nil {
 		t.Fatal(err)
 	}
 	rd := os.NewFile(uintptr(p[0]), "pipe-r")
