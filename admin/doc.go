@@ -28,7 +28,11 @@
 // have shown at that moment, and nothing is kept between scrapes that
 // could drift from it. Durations, which Status does not keep a history
 // of, are real histograms fed by lifecycle events (Observe), as is the
-// count of control requests (ControlRequest). The Go runtime and
+// count of control requests (ControlRequest). Two counters are read
+// from elsewhere at each scrape: the idle connections this endpoint
+// evicted (see Bounds), and, when Options.LogLinesDropped is set, the
+// lines the master's log output dropped while it failed
+// (handoff_log_lines_dropped_total, from internal/logsink). The Go runtime and
 // process collectors describe the master itself. Everything lives in a
 // registry of the Server's own: no global state.
 //
