@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,5 +184,26 @@ func TestBusyConnsNotEvicted(t *testing.T) {
 	busy.SetReadDeadline(time.Now().Add(probeWait))
 	if _, err := busyR.ReadByte(); err != io.EOF {
 		t.Errorf("read on the evicted connection: %v, want EOF", err)
+	}
+}
+
+// TestLogLinesDroppedMetric: Options.LogLinesDropped feeds
+// handoff_log_lines_dropped_total at each scrape; without it the metric
+// is absent.
+func TestLogLinesDroppedMetric(t *testing.T) {
+	src := &fakeSource{}
+	src.set(servingStatus())
+	var n atomic.Uint64
+	base := start(t, newServer(t, src, Options{LogLinesDropped: n.Load}))
+	if v, ok := value(scrape(t, base), "handoff_log_lines_dropped_total"); !ok || v != 0 {
+		t.Errorf("handoff_log_lines_dropped_total = %v (present %v), want 0", v, ok)
+	}
+	n.Store(42)
+	if v, ok := value(scrape(t, base), "handoff_log_lines_dropped_total"); !ok || v != 42 {
+		t.Errorf("handoff_log_lines_dropped_total = %v (present %v), want 42", v, ok)
+	}
+	base = start(t, newServer(t, src, Options{}))
+	if _, ok := value(scrape(t, base), "handoff_log_lines_dropped_total"); ok {
+		t.Errorf("handoff_log_lines_dropped_total present without Options.LogLinesDropped")
 	}
 }
