@@ -4,10 +4,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/handoff-dev/handoff/config"
 	"github.com/handoff-dev/handoff/control"
+	"github.com/handoff-dev/handoff/internal/logsink"
 	"github.com/handoff-dev/handoff/upgrade"
 	"github.com/handoff-dev/handoff/workers"
 )
@@ -399,8 +402,13 @@ func levenshtein(a, b string) int {
 }
 
 // newLogger makes the master's logger; mu is the lock it takes around
-// each line, which the workers' forwarded output takes too.
+// each line, which the workers' forwarded output takes too. Its output
+// is stderr through a log sink (newLogSink), unless stderr is one
+// already: a log reader that goes away must not stop the master.
 func newLogger(o *runOptions, stderr io.Writer, mu sync.Locker) hclog.Logger {
+	if _, ok := stderr.(*logsink.Writer); !ok {
+		stderr = newLogSink(o, stderr)
+	}
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "handoff",
 		Level:      hclog.LevelFromString(o.logLevel),
@@ -408,6 +416,33 @@ func newLogger(o *runOptions, stderr io.Writer, mu sync.Locker) hclog.Logger {
 		Output:     stderr,
 		Color:      hclog.AutoColor,
 		Mutex:      mu,
+	})
+}
+
+// sigpipe is where SIGPIPE goes: nowhere (see newLogSink).
+var (
+	sigpipeOnce sync.Once
+	sigpipe     = make(chan os.Signal, 1)
+)
+
+// newLogSink wraps the master's stderr so that its failing never stops
+// the master: the lines the output refuses are counted and dropped
+// (Dropped, for handoff_log_lines_dropped_total) and a line in the
+// log's format says how many once it takes lines again. It also
+// handles SIGPIPE, which otherwise kills a Go program whose write to fd
+// 1 or 2 meets a pipe without reader (`handoff run … 2>&1 | head`, a
+// journald stream gone): with it handled, the write returns EPIPE.
+// Handled, not ignored: an ignored signal stays ignored in the workers.
+func newLogSink(o *runOptions, stderr io.Writer) *logsink.Writer {
+	sigpipeOnce.Do(func() { signal.Notify(sigpipe, syscall.SIGPIPE) })
+	json := o.logFormat == "json"
+	return logsink.New(stderr, logsink.Options{
+		Notice: func(dropped uint64, kept int, err error) []byte {
+			var b bytes.Buffer
+			hclog.New(&hclog.LoggerOptions{Name: "handoff", JSONFormat: json, Output: &b, Color: hclog.ColorOff}).
+				Warn("log output failed: lines dropped", "dropped", dropped, "kept_lines_follow", kept, "error", err)
+			return b.Bytes()
+		},
 	})
 }
 

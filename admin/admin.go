@@ -68,7 +68,13 @@ type Options struct {
 	AliveTimeout time.Duration
 	// StatusTimeout bounds a scrape's wait for a status snapshot.
 	StatusTimeout time.Duration
-	// MaxConns caps the connections served at once.
+	// LogLinesDropped, if set, reports how many lines the master's log
+	// output has dropped (logsink.Writer.Dropped), for
+	// handoff_log_lines_dropped_total.
+	LogLinesDropped func() uint64
+	// MaxConns caps the connections held at once. At the cap, a new
+	// connection takes the place of the one idle the longest; it waits
+	// only while every connection is in the middle of a request.
 	MaxConns int
 }
 
@@ -168,6 +174,7 @@ func FromListener(ln net.Listener, src Source, log hclog.Logger, opts Options) *
 		newStatusCollector(s),
 		s.ev,
 	)
+	s.reg.MustRegister(s.counterFuncs()...)
 	errLog := newRateLog(log, errorLogEvery)
 	s.prom = promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
 		ErrorLog:          errLog,
@@ -182,6 +189,19 @@ func FromListener(ln net.Listener, src Source, log hclog.Logger, opts Options) *
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          errLog.std(),
+		// The listener evicts idle connections at its cap: it learns
+		// from these which are idle.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if lc, ok := c.(*limitConn); ok {
+				return context.WithValue(ctx, connKey{}, lc)
+			}
+			return ctx
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if lc, ok := c.(*limitConn); ok && st == http.StateIdle {
+				s.ln.idle(lc)
+			}
+		},
 	}
 	return s
 }
@@ -330,6 +350,10 @@ func (s *Server) ready() (bool, string) {
 
 // ServeHTTP routes the three endpoints.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if lc, ok := r.Context().Value(connKey{}).(*limitConn); ok {
+		// A complete request header: no longer evictable until answered.
+		s.ln.busy(lc)
+	}
 	switch r.URL.Path {
 	case "/metrics", "/healthz", "/readyz":
 	default:

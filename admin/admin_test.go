@@ -622,12 +622,12 @@ func TestAddressInUse(t *testing.T) {
 	}
 }
 
-// TestConnCap: with MaxConns connections held open, the next waits in
-// the backlog until one closes.
+// TestConnCap: the server holds at most MaxConns connections; a new one
+// evicts the one idle the longest.
 func TestConnCap(t *testing.T) {
 	src := &fakeSource{}
 	s := newServer(t, src, Options{MaxConns: 2})
-	base := start(t, s)
+	start(t, s)
 	addr := s.Addr().String()
 	var held []net.Conn
 	for i := 0; i < 2; i++ {
@@ -638,31 +638,26 @@ func TestConnCap(t *testing.T) {
 		defer c.Close()
 		held = append(held, c)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(s.ln.sem) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server took %d of the 2 connections", len(s.ln.sem))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the server holding both connections", func() bool { return s.ln.open() == 2 })
 	third, err := net.Dial("tcp", addr)
 	if err != nil {
-		t.Fatalf("third connection (should wait in the backlog): %v", err)
+		t.Fatal(err)
 	}
 	defer third.Close()
-	fmt.Fprintf(third, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-	third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	r := bufio.NewReader(third)
-	if _, err := r.ReadString('\n'); err == nil {
-		t.Fatalf("a third connection was served with %d connections held and MaxConns 2", len(held))
+	if code, _ := request(t, third, bufio.NewReader(third), "/healthz"); code != 200 {
+		t.Errorf("third connection: %d, want 200", code)
 	}
-	held[0].Close()
-	third.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := r.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
-		t.Errorf("third connection once one closed: %q %v, want 200", line, err)
+	// The oldest was evicted, the second kept.
+	held[0].SetReadDeadline(time.Now().Add(probeWait))
+	if _, err := held[0].Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("read on the oldest idle connection: %v, want EOF (evicted)", err)
 	}
-	_ = base
+	if n := s.ln.open(); n != 2 {
+		t.Errorf("%d connections held, want 2", n)
+	}
+	if n := s.ln.evicted.Load(); n != 1 {
+		t.Errorf("%d evicted, want 1", n)
+	}
 }
 
 func TestErrorLogRateLimited(t *testing.T) {

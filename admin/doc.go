@@ -28,7 +28,11 @@
 // have shown at that moment, and nothing is kept between scrapes that
 // could drift from it. Durations, which Status does not keep a history
 // of, are real histograms fed by lifecycle events (Observe), as is the
-// count of control requests (ControlRequest). The Go runtime and
+// count of control requests (ControlRequest). Two counters are read
+// from elsewhere at each scrape: the idle connections this endpoint
+// evicted (see Bounds), and, when Options.LogLinesDropped is set, the
+// lines the master's log output dropped while it failed
+// (handoff_log_lines_dropped_total, from internal/logsink). The Go runtime and
 // process collectors describe the master itself. Everything lives in a
 // registry of the Server's own: no global state.
 //
@@ -49,8 +53,19 @@
 // # Bounds
 //
 // The HTTP server has header, read, write and idle timeouts and a cap on
-// header size; the listener takes at most Options.MaxConns connections
-// at a time (the rest wait in the kernel's backlog). Requests are not
+// header size; the listener holds at most Options.MaxConns connections
+// at a time. Idle connections must not starve the probes (a liveness
+// probe that times out restarts the pod): at the cap, a new connection
+// takes the place of the one idle the longest, one whose request header
+// is not complete yet or a keep-alive connection between requests
+// (handoff_admin_connections_evicted_total counts them). A connection
+// whose request is being answered is never evicted; only when every
+// connection held is, does a new one wait, for the first to be answered
+// (each answer is bounded by the timeouts above). Memory and goroutines
+// stay bounded by the cap whatever the number of clients. A client that
+// opens connections faster than a probe sends its request line can
+// still crowd the probe out: bind the endpoint to a private address.
+// Requests are not
 // logged; the server's own errors (a client speaking TLS to it, say)
 // are, at most one line per ten seconds with a count of those dropped.
 //

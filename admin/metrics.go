@@ -62,6 +62,25 @@ func newEventMetrics() *eventMetrics {
 	return m
 }
 
+// counterFuncs are the counters the endpoint reads from elsewhere when
+// scraped: its own evictions, and the log lines dropped if
+// Options.LogLinesDropped says.
+func (s *Server) counterFuncs() []prometheus.Collector {
+	cs := []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "admin_connections_evicted_total",
+			Help: "Idle connections to the admin endpoint closed to make room for a new one at its connection cap.",
+		}, func() float64 { return float64(s.ln.evicted.Load()) }),
+	}
+	if f := s.opts.LogLinesDropped; f != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "log_lines_dropped_total",
+			Help: "Lines of the master's log dropped while its log output failed (a closed pipe, a stream that would block).",
+		}, func() float64 { return float64(f()) }))
+	}
+	return cs
+}
+
 // reloadResult is the result label of a reload, as Status counts it.
 func reloadResult(r workers.ReloadResult) string {
 	key := "failed"

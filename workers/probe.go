@@ -3,7 +3,9 @@ package workers
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -72,17 +74,62 @@ func (p *prober) probe(ctx context.Context) error {
 			}
 		}
 	}
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: handoff-probe\r\nConnection: close\r\n\r\n", p.path, p.host)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", p.path, err)
+	return probeHTTP(c, p.path, p.host)
+}
+
+// What an HTTP probe reads at most: the status line and header, then of
+// the body (read only so the worker is not reset while it writes it).
+const (
+	probeMaxHeader = 64 << 10
+	probeMaxBody   = 64 << 10
+)
+
+// probeHTTP asks for path on c, an established connection, and reports
+// nil for an answer 2xx or 3xx. It reads at most probeMaxHeader bytes of
+// status line and header and probeMaxBody of body: a worker answering
+// without end must not grow the master.
+func probeHTTP(c io.ReadWriter, path, host string) error {
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: handoff-probe\r\nConnection: close\r\n\r\n", path, host); err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
 	}
+	lr := &probeLimit{r: c, n: probeMaxHeader}
+	resp, err := http.ReadResponse(bufio.NewReader(lr), nil)
+	if lr.hit {
+		return fmt.Errorf("GET %s: status line and header longer than %d bytes", path, probeMaxHeader)
+	}
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	lr.n += probeMaxBody
+	io.Copy(io.Discard, resp.Body) // the status decides, not the body
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return fmt.Errorf("GET %s: %s", p.path, resp.Status)
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return nil
 }
+
+// probeLimit reads from r until n bytes are read, then fails.
+type probeLimit struct {
+	r   io.Reader
+	n   int64
+	hit bool
+}
+
+func (l *probeLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		l.hit = true
+		return 0, errProbeLimit
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+var errProbeLimit = errors.New("probe: read limit reached")
 
 // describe says how the worker became ready.
 func (p *prober) describe() string {
