@@ -78,8 +78,11 @@ func reportError(err error, stderr io.Writer) int {
 	var (
 		ce *config.Error
 		re runtimeError
+		xe exitError
 	)
 	switch {
+	case errors.As(err, &xe):
+		code = xe.ExitCode()
 	case errors.As(err, &re):
 		code = 1
 	case errors.As(err, &ce):

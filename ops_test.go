@@ -330,3 +330,43 @@ func TestConfigReloadOutcomeOwnsListeners(t *testing.T) {
 		t.Errorf("the master logged %d steering errors", n)
 	}
 }
+
+// A worker runs as the master's user here (no --user), and still cannot
+// drive the master: its control requests are refused, for its own process
+// and for a child of it.
+func TestWorkerControlRequestRefused(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	script := fmt.Sprintf(`%s scale 3 --control "$CTL" >%s.main 2>&1; echo "exit $?" >>%s.main
+sh -c '%s stop --control "$CTL"' >%s.child 2>&1; echo "exit $?" >>%s.child
+exec sleep 600`, bin.handoff, out, out, bin.handoff, out, out)
+	ctlDir, err := os.MkdirTemp("", "hw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(ctlDir)
+	ctl := filepath.Join(ctlDir, "ctl.sock")
+	m := startMasterWith(t, bin.handoff, []string{"CTL=" + ctl}, []string{"--control", ctl, "--workers", "1", "--ready", "delay=100ms", "--listen", "http=tcp://127.0.0.1:0"}, "/bin/sh", "-c", script)
+	m.ctl = ctl
+	m.waitServing(1, 1)
+	for _, f := range []string{out + ".main", out + ".child"} {
+		var b []byte
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(string(b), "exit ") && time.Now().Before(deadline) {
+			b, _ = os.ReadFile(f)
+			time.Sleep(20 * time.Millisecond)
+		}
+		got := string(b)
+		if !strings.Contains(got, "belongs to a worker") || strings.Contains(got, "exit 0") {
+			t.Errorf("%s: %q, want a refusal naming the worker and a non-zero exit", filepath.Base(f), got)
+		}
+	}
+	st := m.waitServing(1, 1)
+	if st.Phase != workers.MasterServing || len(st.Workers) != 1 {
+		t.Errorf("a worker's request changed the master: %+v", st)
+	}
+	// The owner, outside the worker tree, still gets through.
+	if _, stderr, code := m.cli("status"); code != 0 {
+		t.Errorf("status from the owner: exit %d %s", code, stderr)
+	}
+}

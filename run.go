@@ -40,6 +40,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	logMu := &sync.Mutex{}
+	sink := newLogSink(o, stderr) // a log reader that goes away never stops the master
+	stderr = sink                 // the workers' forwarded output goes through it too
 	log := newLogger(o, stderr, logMu)
 	for _, w := range o.warnings {
 		log.Warn(w)
@@ -141,7 +143,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 				shared[l.Name] = l.shared.Fd()
 			}
 		}
-		r.admin = admin.FromListener(adminLn, sup, log.Named("admin"), admin.Options{Inherited: adminInherited, SharedSockets: shared, Version: version})
+		r.admin = admin.FromListener(adminLn, sup, log.Named("admin"), admin.Options{Inherited: adminInherited, SharedSockets: shared, Version: version, LogLinesDropped: sink.Dropped})
 		admCtx, admStop := context.WithCancel(context.Background())
 		admDone := make(chan struct{})
 		go func() {
@@ -162,7 +164,14 @@ func cmdRun(args []string, stderr io.Writer) error {
 		log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", l.how, "balance", balanceOf(l))
 	}
 
-	ctl := control.FromListener(ctlLn, r.handle, log.Named("control"))
+	// Workers may run as the master's user: none of their processes may
+	// drive the master.
+	ctl := control.NewServer(ctlLn, r.handle, log.Named("control"), control.Options{Refuse: func(pid int32) error {
+		if sup.InWorkerTree(int(pid)) {
+			return fmt.Errorf("process %d belongs to a worker", pid)
+		}
+		return nil
+	}})
 	ctlCtx, ctlStop := context.WithCancel(context.Background())
 	ctlDone := make(chan struct{})
 	go func() {
