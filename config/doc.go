@@ -16,7 +16,7 @@
 // problem naming the file and line, when it is larger than MaxFileSize
 // (256 KiB), nests brackets, braces, parentheses, strings or templates
 // more than MaxNesting (64) deep, holds more than MaxOperators (64)
-// operator tokens (?, !, -, %{), or has a numeric literal longer than
+// operator tokens (?, !, -, *, %{), or has a numeric literal longer than
 // MaxNumberLen (32) characters or with an exponent beyond ±MaxExponent
 // (32). Values are constants: strings, numbers, bools, lists and maps of
 // them. An operator, conditional, for expression, splat, index or

@@ -29,10 +29,11 @@ const (
 	// MaxNesting is how deep brackets, braces, parentheses, strings and
 	// template interpolations may nest in the config file.
 	MaxNesting = 64
-	// MaxOperators is how many operator tokens (?, !, -, and template
+	// MaxOperators is how many operator tokens (?, !, -, *, and template
 	// directives %{…}) the file may hold: the parser recurses on each of
-	// them without any bracket to count, and the file's values are
-	// constants that need none.
+	// them without any bracket to count (a splat, [*] or .*, recurses
+	// into the traversals after it), and the file's values are constants
+	// that need none.
 	MaxOperators = 64
 	// MaxNumberLen is the longest numeric literal accepted, in bytes.
 	MaxNumberLen = 32
@@ -86,7 +87,7 @@ func checkHCL(src []byte, filename string) *Problem {
 			if len(open) > 0 && closes(t.Type, open[len(open)-1]) {
 				open = open[:len(open)-1]
 			}
-		case hclsyntax.TokenQuestion, hclsyntax.TokenBang, hclsyntax.TokenMinus:
+		case hclsyntax.TokenQuestion, hclsyntax.TokenBang, hclsyntax.TokenMinus, hclsyntax.TokenStar:
 			ops++
 		case hclsyntax.TokenNumberLit:
 			if err := checkNumber(t.Bytes); err != nil {
@@ -94,7 +95,7 @@ func checkHCL(src []byte, filename string) *Problem {
 			}
 		}
 		if ops > MaxOperators {
-			return posProblem(t.Range, "more than %d operators (?, !, -, %%{): the config file holds constant values", MaxOperators)
+			return posProblem(t.Range, "more than %d operators (?, !, -, *, %%{): the config file holds constant values", MaxOperators)
 		}
 	}
 	return nil
