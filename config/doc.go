@@ -11,6 +11,19 @@
 // want …` for the file. The file's own syntax errors are HCL's
 // diagnostics, with their positions.
 //
+// The master reads the file again on every reload, so no file may crash
+// or stall it. Before HCL parses a byte, the file is refused, with one
+// problem naming the file and line, when it is larger than MaxFileSize
+// (256 KiB), nests brackets, braces, parentheses, strings or templates
+// more than MaxNesting (64) deep, holds more than MaxOperators (64)
+// operator tokens (?, !, -, *, %{), or has a numeric literal longer than
+// MaxNumberLen (32) characters or with an exponent beyond ±MaxExponent
+// (32). Values are constants: strings, numbers, bools, lists and maps of
+// them. An operator, conditional, for expression, splat, index or
+// template with interpolations is refused rather than evaluated (a
+// variable or function call gets HCL's own refusal), so a value costs no
+// more to evaluate than its text to read.
+//
 // Load has no side effects: it reads the file and looks up users, groups
 // and the command, and changes nothing. Reload calls it again for a
 // running master (SIGHUP, 'handoff reload') with the same command-line

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
@@ -40,15 +39,34 @@ var listenSchema = &hcl.BodySchema{
 // readFile parses the config file into r. HCL's native syntax, or JSON
 // for a name ending in .json.
 func readFile(path string, r *raw, p *problems) {
-	src, err := os.ReadFile(path)
+	src, err := readCapped(path)
 	if err != nil {
 		p.list = append(p.list, Problem{Msg: fmt.Sprintf("config file: %v", err), Runtime: true})
+		return
+	}
+	parseBytes(src, path, r, p)
+}
+
+// parseBytes parses the config file's contents src, read from path, into
+// r. It checks the caps of limits.go before HCL parses anything.
+func parseBytes(src []byte, path string, r *raw, p *problems) {
+	if len(src) > MaxFileSize {
+		p.list = append(p.list, Problem{Msg: fmt.Sprintf("config file: %s is larger than %d bytes (256 KiB)", path, MaxFileSize)})
+		return
+	}
+	json := strings.HasSuffix(path, ".json")
+	check := checkHCL
+	if json {
+		check = checkJSON
+	}
+	if pr := check(src, path); pr != nil {
+		p.list = append(p.list, *pr)
 		return
 	}
 	parser := hclparse.NewParser()
 	var f *hcl.File
 	var diags hcl.Diagnostics
-	if strings.HasSuffix(path, ".json") {
+	if json {
 		f, diags = parser.ParseJSON(src, path)
 	} else {
 		f, diags = parser.ParseHCL(src, path)
@@ -138,8 +156,8 @@ func attrProblem(attr *hcl.Attribute, p *problems, format string, args ...any) {
 
 // scalarValue evaluates a constant string or number.
 func scalarValue(attr *hcl.Attribute, p *problems) (string, bool) {
-	v, diags := attr.Expr.Value(nil)
-	if diagProblems(diags, p) {
+	v, ok := constValue(attr, p)
+	if !ok {
 		return "", false
 	}
 	switch {
@@ -164,8 +182,8 @@ func scalarValue(attr *hcl.Attribute, p *problems) (string, bool) {
 
 // stringList evaluates a list of strings.
 func stringList(attr *hcl.Attribute, p *problems) []string {
-	v, diags := attr.Expr.Value(nil)
-	if diagProblems(diags, p) {
+	v, ok := constValue(attr, p)
+	if !ok {
 		return nil
 	}
 	if v.IsNull() || !(v.Type().IsTupleType() || v.Type().IsListType()) {
@@ -187,8 +205,8 @@ func stringList(attr *hcl.Attribute, p *problems) []string {
 // environment evaluates a map of strings, each entry with its own
 // position where the syntax gives one.
 func environment(attr *hcl.Attribute, fromExpr func(hcl.Expression) origin, p *problems) []envValue {
-	v, diags := attr.Expr.Value(nil)
-	if diagProblems(diags, p) {
+	v, ok := constValue(attr, p)
+	if !ok {
 		return nil
 	}
 	if v.IsNull() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {

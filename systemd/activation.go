@@ -28,32 +28,44 @@ type Socket struct {
 // socket in an os.File would register it with the runtime's poller, and
 // the master must never be woken by connections.
 func ActivationSockets() ([]Socket, error) {
-	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
-	defer func() {
-		os.Unsetenv("LISTEN_PID")
-		os.Unsetenv("LISTEN_FDS")
-		os.Unsetenv("LISTEN_FDNAMES")
-	}()
-	if pid == "" || fds == "" || pid != strconv.Itoa(os.Getpid()) {
+	pid, fds, names := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES")
+	os.Unsetenv("LISTEN_PID")
+	os.Unsetenv("LISTEN_FDS")
+	os.Unsetenv("LISTEN_FDNAMES")
+	socks, err := parseActivation(pid, fds, names, os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range socks {
+		unix.CloseOnExec(s.Fd)
+	}
+	return socks, nil
+}
+
+// parseActivation reads the activation variables LISTEN_PID, LISTEN_FDS
+// and LISTEN_FDNAMES (pid, fds and names) for the process self, touching
+// no descriptor: nothing when they are absent or meant for another
+// process, else one Socket per descriptor from 3 on, named by its entry
+// in the colon-separated names ("unknown" where there is none).
+func parseActivation(pid, fds, names string, self int) ([]Socket, error) {
+	if pid == "" || fds == "" || pid != strconv.Itoa(self) {
 		return nil, nil
 	}
 	n, err := strconv.Atoi(fds)
 	if err != nil || n < 0 {
-		return nil, fmt.Errorf("LISTEN_FDS=%q: not a number", fds)
+		return nil, fmt.Errorf("LISTEN_FDS=%q: not a number", truncate([]byte(fds), 40))
 	}
 	if n > maxActivationFds {
 		return nil, fmt.Errorf("LISTEN_FDS=%d: more than %d sockets", n, maxActivationFds)
 	}
-	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
+	split := strings.Split(names, ":")
 	socks := make([]Socket, n)
 	for i := range socks {
-		fd := 3 + i
-		unix.CloseOnExec(fd)
 		name := "unknown"
-		if i < len(names) && names[i] != "" {
-			name = names[i]
+		if i < len(split) && split[i] != "" {
+			name = split[i]
 		}
-		socks[i] = Socket{Name: name, Fd: fd}
+		socks[i] = Socket{Name: name, Fd: 3 + i}
 	}
 	return socks, nil
 }

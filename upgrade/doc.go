@@ -18,6 +18,11 @@
 // tableflip listener and is never unlinked on a hand-over. Steered socket
 // groups (package steer) travel the same way as the listeners, as their
 // descriptors and an opaque state, in messages of at most 250
-// descriptors, with each slot's bank. The new master calls Ready once its
-// own workers are ready; the old one then retires its workers and exits.
+// descriptors, with each slot's bank. The new master checks the message
+// before it trusts it (it may come from another version of handoff): a
+// negative or oversized descriptor count, a name given twice, a bank
+// other than 0 or 1, or a count that does not match the descriptors
+// received fails the upgrade with an error, and the old master serves
+// on. The new master calls Ready once its own workers are ready; the old
+// one then retires its workers and exits.
 package upgrade

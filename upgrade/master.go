@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -322,7 +321,7 @@ func (m *Master) Upgrade(ctx context.Context, h Handover) error {
 		fds = append(fds, g.Fds...)
 	}
 	msg.Fds = len(fds)
-	b, err := json.Marshal(msg)
+	b, err := msg.encode()
 	if err != nil {
 		return fmt.Errorf("hand-over: %w", err)
 	}
@@ -393,8 +392,8 @@ func (m *Master) receive() error {
 			}
 		}
 		if first {
-			if err := json.Unmarshal(buf[:n], &h); err != nil {
-				return fail(errors.New("malformed message from the old master"))
+			if h, err = decodeHandover(buf[:n]); err != nil {
+				return fail(err)
 			}
 			if h.Fds == 0 && len(h.Groups) == 0 {
 				// A master from before groups sent its listeners'
@@ -403,23 +402,95 @@ func (m *Master) receive() error {
 			}
 		}
 	}
+	lfds, groups, err := h.assign(fds)
+	if err != nil {
+		return fail(err)
+	}
+	m.received, m.fds, m.groups = &h, lfds, groups
+	return nil
+}
+
+// maxHandoverFds bounds the descriptors a hand-over may describe: a
+// master holds far fewer (a listener each, and a group's per worker
+// slot and bank), and a successor reads until it has them all.
+const maxHandoverFds = 1 << 16
+
+// encode renders the first message of a hand-over.
+func (h handover) encode() ([]byte, error) {
+	return json.Marshal(h)
+}
+
+// decodeHandover parses the first message of a hand-over and checks what
+// it describes: the message comes from another process (an older
+// handoff, perhaps of another version), and a successor must fail with
+// an error on a bad one, never index out of range.
+func decodeHandover(b []byte) (handover, error) {
+	var h handover
+	if err := json.Unmarshal(b, &h); err != nil {
+		return handover{}, fmt.Errorf("malformed message from the old master: %w", err)
+	}
+	bad := func(format string, args ...any) (handover, error) {
+		return handover{}, fmt.Errorf("bad message from the old master: "+format, args...)
+	}
+	if h.Generation < 0 {
+		return bad("generation %d", h.Generation)
+	}
+	for i, b := range h.Banks {
+		if b != 0 && b != 1 {
+			return bad("slot %d uses bank %d (want 0 or 1)", i, b)
+		}
+	}
+	if h.Fds < 0 || h.Fds > maxHandoverFds {
+		return bad("%d descriptors (want 0 to %d)", h.Fds, maxHandoverFds)
+	}
+	names := map[string]bool{}
+	for _, n := range h.Names {
+		if err := checkName(n); err != nil {
+			return bad("listener %w", err)
+		}
+		if names[n] {
+			return bad("listener %q twice", n)
+		}
+		names[n] = true
+	}
+	total := len(h.Names)
+	groups := map[string]bool{}
+	for _, g := range h.Groups {
+		if groups[g.Name] {
+			return bad("group %q twice", g.Name)
+		}
+		groups[g.Name] = true
+		if g.Fds < 0 || g.Fds > maxHandoverFds {
+			return bad("group %q has %d descriptors", g.Name, g.Fds)
+		}
+		total += g.Fds
+	}
+	if total > maxHandoverFds {
+		return bad("%d descriptors (want at most %d)", total, maxHandoverFds)
+	}
+	return h, nil
+}
+
+// assign gives the descriptors received to the listeners and groups of
+// h, in the order the old master sent them: the listeners' in Names
+// order, then each group's.
+func (h handover) assign(fds []int) (map[string]int, map[string]Group, error) {
 	want := len(h.Names)
 	for _, g := range h.Groups {
 		want += g.Fds
 	}
 	if want != h.Fds || len(fds) != h.Fds {
-		return fail(fmt.Errorf("the old master described %d descriptors and sent %d", want, len(fds)))
+		return nil, nil, fmt.Errorf("the old master described %d descriptors and sent %d", want, len(fds))
 	}
-	m.received = &h
-	m.fds = make(map[string]int, len(h.Names))
+	lfds := make(map[string]int, len(h.Names))
 	for i, name := range h.Names {
-		m.fds[name] = fds[i]
+		lfds[name] = fds[i]
 	}
 	rest := fds[len(h.Names):]
-	m.groups = make(map[string]Group, len(h.Groups))
+	groups := make(map[string]Group, len(h.Groups))
 	for _, g := range h.Groups {
-		m.groups[g.Name] = Group{Name: g.Name, State: g.State, Fds: rest[:g.Fds:g.Fds]}
+		groups[g.Name] = Group{Name: g.Name, State: g.State, Fds: rest[:g.Fds:g.Fds]}
 		rest = rest[g.Fds:]
 	}
-	return nil
+	return lfds, groups, nil
 }

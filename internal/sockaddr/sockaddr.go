@@ -31,6 +31,11 @@ type Addr struct {
 // another network, an address without a port, a port or host that does
 // not resolve, and a host without an address of the network's family.
 func Resolve(network, address string) (Addr, error) {
+	return resolve(network, address, net.LookupIP)
+}
+
+// resolve is Resolve with the name lookup given.
+func resolve(network, address string, lookupIP func(string) ([]net.IP, error)) (Addr, error) {
 	var a Addr
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -55,13 +60,20 @@ func Resolve(network, address string) (Addr, error) {
 	var ip net.IP
 	if host != "" {
 		if ip = net.ParseIP(host); ip == nil {
-			ips, err := net.LookupIP(host)
-			if err != nil || len(ips) == 0 {
+			ips, err := lookupIP(host)
+			if err != nil {
 				return a, fmt.Errorf("resolve %q: %w", host, err)
+			}
+			if len(ips) == 0 {
+				return a, fmt.Errorf("resolve %q: no address", host)
 			}
 			if ip = pickIP(ips, network); ip == nil {
 				return a, fmt.Errorf("resolve %q: no %s address", host, network)
 			}
+		}
+		// An address of the other family, as net.Listen refuses it.
+		if v4 := ip.To4() != nil; network == "tcp4" && !v4 || network == "tcp6" && v4 {
+			return a, fmt.Errorf("%s is not a %s address", host, network)
 		}
 	}
 	switch {
