@@ -127,8 +127,6 @@ func (t *timer) clear() {
 	}
 }
 
-func (t *timer) armed() bool { return t.stop != nil }
-
 // Every state machine of the supervisor (a worker, a generation, a
 // reload, the master) moves only through a table of allowed transitions:
 // a move the table does not hold is refused, logged at error level and
