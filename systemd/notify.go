@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -100,6 +101,9 @@ func WatchdogInterval(inherited bool) (time.Duration, error) {
 	n, err := strconv.ParseInt(usec, 10, 64)
 	if err != nil || n <= 0 {
 		return 0, fmt.Errorf("WATCHDOG_USEC=%q: not a positive number", usec)
+	}
+	if n > math.MaxInt64/int64(time.Microsecond) {
+		return 0, fmt.Errorf("WATCHDOG_USEC=%q: too large", usec)
 	}
 	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && !inherited && pid != strconv.Itoa(os.Getpid()) {
 		return 0, nil

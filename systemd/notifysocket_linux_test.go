@@ -392,6 +392,8 @@ func TestWatchdogInterval(t *testing.T) {
 		{"-5", "", false, 0, true},
 		{"abc", "", false, 0, true},
 		{"1.5", "", false, 0, true},
+		{"9223372036854775", "", false, 0, true}, // overflows a Duration in nanoseconds
+		{"9223372036854", "", false, 9223372036854 * time.Microsecond / 2, false},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("usec=%q,pid=%q,inherited=%v", tt.usec, tt.pid, tt.inherited), func(t *testing.T) {
