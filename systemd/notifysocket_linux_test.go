@@ -392,7 +392,7 @@ func TestWatchdogInterval(t *testing.T) {
 		{"-5", "", false, 0, true},
 		{"abc", "", false, 0, true},
 		{"1.5", "", false, 0, true},
-		{"9223372036854775", "", false, 0, true}, // overflows a Duration in nanoseconds
+		{"9223372036854776", "", false, 0, true}, // overflows a Duration in nanoseconds
 		{"9223372036854", "", false, 9223372036854 * time.Microsecond / 2, false},
 	}
 	for _, tt := range tests {
