@@ -19,6 +19,10 @@ type Message struct {
 	// Status is the STATUS= text, if the datagram had one.
 	Status    string
 	HasStatus bool
+	// Watchdog is WATCHDOG=1, a keep-alive ping; WatchdogTrigger is
+	// WATCHDOG=trigger, the service asking to be treated as failed.
+	Watchdog        bool
+	WatchdogTrigger bool
 }
 
 // parseMessage parses one sd_notify datagram: newline-separated
@@ -52,6 +56,9 @@ func parseMessage(b []byte) (Message, error) {
 			m.Stopping = string(val) == "1"
 		case "STATUS":
 			m.Status, m.HasStatus = string(val), true
+		case "WATCHDOG":
+			m.Watchdog = string(val) == "1"
+			m.WatchdogTrigger = string(val) == "trigger"
 		}
 	}
 	return m, nil

@@ -281,7 +281,7 @@ func TestNotifierSends(t *testing.T) {
 		{func() error { return n.Reloading("reloading") }, Message{Status: "reloading", HasStatus: true}},
 		{func() error { return n.ReadyAsMain("up") }, Message{Ready: true, Status: "up", HasStatus: true}},
 		{func() error { return n.Stopping("stopping", 5*time.Second) }, Message{Stopping: true, Status: "stopping", HasStatus: true}},
-		{func() error { return n.Watchdog() }, Message{}},
+		{func() error { return n.Watchdog() }, Message{Watchdog: true}},
 	}
 	for i, st := range steps {
 		if err := st.call(); err != nil {
