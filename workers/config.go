@@ -56,6 +56,16 @@ type Config struct {
 	// DrainTimeout is how long a worker may take to exit after the stop
 	// signal before it is killed.
 	DrainTimeout time.Duration
+	// HangTimeout is how long a ready worker steered away because its
+	// accept queue did not move may go on not moving before it is
+	// killed and replaced (liveness.go). Zero means DefaultHangTimeout;
+	// negative: no queue watch at all.
+	HangTimeout time.Duration
+	// Watchdog, if positive, is each worker's WATCHDOG_USEC: a ready
+	// worker that sends no WATCHDOG=1 for that long is replaced.
+	Watchdog time.Duration
+	// Health, if set, checks every ready worker through its own socket.
+	Health *Health
 	// MinUptime is how long a worker must stay up after it became ready:
 	// a new generation stays on probation until every new worker has,
 	// and a worker that exits on its own sooner counts as failing. Zero
@@ -185,6 +195,29 @@ func (c Config) withDefaults() (Config, error) {
 		if l.Group == nil || l.Network == "udp" || l.Network == "unix" {
 			return c, fmt.Errorf("readiness probe: listener %s is not a steered TCP listener; probes reach one worker only through its own socket (--balance steer or sticky)", l.Name)
 		}
+	}
+	if c.HangTimeout == 0 {
+		c.HangTimeout = DefaultHangTimeout
+	}
+	if c.Watchdog < 0 {
+		return c, fmt.Errorf("watchdog %s: must not be negative", c.Watchdog)
+	}
+	if h := c.Health; h != nil {
+		if h.Listener < 0 || h.Listener >= len(c.Listeners) {
+			return c, errors.New("health check: no listener to check")
+		}
+		l := c.Listeners[h.Listener]
+		if l.Group == nil || l.Network == "udp" || l.Network == "unix" {
+			return c, fmt.Errorf("health check: listener %s is not a steered TCP listener; checks reach one worker only through its own socket (--balance steer or sticky)", l.Name)
+		}
+		hc := *h
+		if hc.Interval <= 0 {
+			hc.Interval = DefaultHealthInterval
+		}
+		if hc.Failures <= 0 {
+			hc.Failures = DefaultHealthFailures
+		}
+		c.Health = &hc
 	}
 	if c.FirstGeneration <= 0 {
 		c.FirstGeneration = 1

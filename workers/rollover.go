@@ -387,6 +387,7 @@ func (s *Supervisor) reloadConfig(next *Config, keepWorkers bool) (*Config, erro
 		c.Workers = next.Workers
 	}
 	c.ReadyDelay, c.Probe, c.ReadyTimeout, c.DrainTimeout = next.ReadyDelay, next.Probe, next.ReadyTimeout, next.DrainTimeout
+	c.HangTimeout, c.Watchdog, c.Health = next.HangTimeout, next.Watchdog, next.Health
 	c.StopSignal, c.MinUptime, c.Strategy, c.RetireParallel, c.MaxMemory = next.StopSignal, next.MinUptime, next.Strategy, next.RetireParallel, next.MaxMemory
 	if c.Environ == nil {
 		c.Environ = os.Environ()

@@ -100,6 +100,8 @@ type simProc struct {
 	alive    bool // the main process
 	leftover bool // a helper of its tree
 	stopped  bool // the supervisor sent it a stop signal or SIGKILL
+	frozen   bool // SIGSTOP from outside: it neither accepts nor handles signals but SIGKILL
+	fds      []int
 	released bool
 	exitSent bool
 }
@@ -129,7 +131,7 @@ func (p *simProc) signal(sig syscall.Signal) error {
 		}
 		return nil
 	}
-	if p.alive && !p.b.ignoreStop {
+	if p.alive && !p.b.ignoreStop && !p.frozen {
 		p.exitAfter(p.b.stopTakes, exitedWith(0))
 	}
 	return nil
@@ -143,6 +145,9 @@ func (p *simProc) exitAfter(d time.Duration, e exitInfo) {
 func (p *simProc) die(e exitInfo) {
 	if !p.alive || p.exitSent {
 		return
+	}
+	if p.frozen && !(e.status.Signaled() && e.status.Signal() == unix.SIGKILL) {
+		return // a stopped process does nothing of its own
 	}
 	p.alive = false
 	p.exitSent = true
@@ -183,7 +188,18 @@ func (g *simGroup) Grow(n int) error {
 	g.slots = max(g.slots, n)
 	return nil
 }
-func (g *simGroup) QueueLen(bank, slot int) (int, error) { return 0, nil }
+
+// QueueLen: connections wait on the socket of a process stopped from
+// outside (SIGSTOP); every other one reads its queue.
+func (g *simGroup) QueueLen(bank, slot int) (int, error) {
+	fd := g.Fd(bank, slot)
+	for _, p := range g.sim.procs {
+		if p.alive && p.frozen && slices.Contains(p.fds, fd) {
+			return 2, nil
+		}
+	}
+	return 0, nil
+}
 func (g *simGroup) WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error {
 	if g.closed {
 		return errors.New("group closed")
@@ -311,6 +327,7 @@ func (st simStarter) start(spec procSpec) (process, error) {
 	for _, fd := range spec.files[3:] {
 		if g := m.fds[fd]; g != nil {
 			p.groups = append(p.groups, g)
+			p.fds = append(p.fds, fd)
 		}
 	}
 	m.procs = append(m.procs, p)
@@ -356,7 +373,7 @@ func (m *sim) behaviour(release string) simBehaviour {
 		b.readyAfter = -1
 		b.exitAt = time.Duration(1+r.IntN(100)) * time.Millisecond
 		b.exitCode = 2
-	case 4:
+	case 4, 5, 6:
 		b.rss = 900 << 20 // above the memory limit
 	}
 	return b
@@ -541,6 +558,22 @@ func (m *sim) inject() {
 		m.killRandom(1)
 	case n < 65:
 		m.killRandom(1 + r.IntN(8)) // a storm
+	case n < 68:
+		// SIGSTOP from outside, or SIGCONT of one stopped.
+		for _, p := range m.procs {
+			if p.alive && p.frozen && r.IntN(2) == 0 {
+				m.trace("kill -CONT p%d g%d s%d", p.id, p.gen, p.slot)
+				p.frozen = false
+				return
+			}
+		}
+		for _, p := range m.procs {
+			if p.alive && !p.frozen && r.IntN(3) == 0 {
+				m.trace("kill -STOP p%d g%d s%d", p.id, p.gen, p.slot)
+				p.frozen = true
+				return
+			}
+		}
 	case n < 75:
 		// A client stops waiting for a reload under way.
 		for _, q := range m.reqs {
@@ -706,8 +739,8 @@ func (m *sim) calmDown() {
 			return false
 		}
 		for _, sl := range g.slots {
-			if sl.cur == nil || sl.cur.state != Ready || sl.retired {
-				return false
+			if sl.cur == nil || sl.cur.state != Ready || sl.retired || sl.cur.away != "" || sl.cur.proc.(*simProc).frozen {
+				return false // a stopped worker must have been replaced
 			}
 		}
 		return true
@@ -797,7 +830,7 @@ func (m *sim) checkSteering() {
 	}
 	eligible := func(g *generation, sl *slot) bool {
 		w := sl.cur
-		if w == nil || w.state != Ready || sl.retired || !w.proc.(*simProc).alive {
+		if w == nil || w.state != Ready || sl.retired || !w.proc.(*simProc).alive || w.away != "" {
 			return false
 		}
 		switch g.phase {
@@ -886,11 +919,18 @@ func (m *sim) final() {
 // simulate runs one seed and returns its violations (and trace, if
 // verbose).
 func simulate(t testing.TB, seed uint64, steps int, dir string, verbose, buggy bool) (fails, trace []string, stepsRun int) {
+	fails, trace, stepsRun, _ = simulateCounting(t, seed, steps, dir, verbose, buggy)
+	return
+}
+
+// simulateCounting also returns the supervisor's restart counters, so
+// that a run can show which paths its schedules took.
+func simulateCounting(t testing.TB, seed uint64, steps int, dir string, verbose, buggy bool) (fails, trace []string, stepsRun int, restarts map[string]int) {
 	m := newSim(t, seed, dir)
 	defer m.close()
 	m.verbose, m.buggyCancel = verbose, buggy
 	m.run(steps)
-	return m.fails, m.tr, m.step
+	return m.fails, m.tr, m.step, m.s.restarts
 }
 
 // shrink finds the shortest prefix of the schedule (in steps) that still
@@ -938,12 +978,16 @@ func TestSimulate(t *testing.T) {
 	}
 	start := time.Now()
 	steps, minSteps := 0, 1<<30
+	kinds := map[string]int{}
 	for i := 0; i < n; i++ {
 		seed := base + uint64(i)*0x9e3779b97f4a7c15
 		if seed == 0 {
 			seed = 1
 		}
-		fails, _, k := simulate(t, seed, *simSteps, dir, false, false)
+		fails, _, k, restarts := simulateCounting(t, seed, *simSteps, dir, false, false)
+		for kind, n := range restarts {
+			kinds[kind] += n
+		}
 		steps += k
 		minSteps = min(minSteps, k)
 		if len(fails) > 0 {
@@ -953,7 +997,7 @@ func TestSimulate(t *testing.T) {
 	}
 	d := time.Since(start)
 	t.Logf("simulated %d schedules, %d steps (at least %d each; %.0f steps/s) in %s: 0 invariant violations", n, steps, minSteps, float64(steps)/d.Seconds(), d.Round(time.Millisecond))
-	fmt.Printf("simulator: %d schedules, %d steps (at least %d each), %.0f steps/s, 0 violations\n", n, steps, minSteps, float64(steps)/d.Seconds())
+	fmt.Printf("simulator: %d schedules, %d steps (at least %d each), %.0f steps/s, 0 violations; restarts by kind %v\n", n, steps, minSteps, float64(steps)/d.Seconds(), kinds)
 }
 
 // The invariants catch the bug a reader found: a client that stops

@@ -41,12 +41,15 @@ func backoffFor(n int) time.Duration {
 type verdict struct {
 	failed bool
 	reason string
-	killed bool // from outside, after ready
+	killed bool   // from outside, after ready
+	as     string // the kind it counts as, if not one of the above
 }
 
 // kind names the verdict for Counters.Restarts.
 func (v verdict) kind() string {
 	switch {
+	case v.as != "":
+		return v.as
 	case v.failed:
 		return "failed"
 	case v.killed:
@@ -61,15 +64,15 @@ func (v verdict) kind() string {
 func judge(readyAt, exitedAt time.Time, e exitInfo, failure string, minUptime time.Duration) verdict {
 	switch up := exitedAt.Sub(readyAt); {
 	case readyAt.IsZero() && failure != "":
-		return verdict{true, failure, false}
+		return verdict{failed: true, reason: failure}
 	case readyAt.IsZero():
-		return verdict{true, e.String() + " before ready", false}
+		return verdict{failed: true, reason: e.String() + " before ready"}
 	case e.killedFromOutside():
-		return verdict{false, e.String(), true}
+		return verdict{reason: e.String(), killed: true}
 	case up < minUptime:
-		return verdict{true, fmt.Sprintf("%s %s after ready", e, up.Round(time.Millisecond)), false}
+		return verdict{failed: true, reason: fmt.Sprintf("%s %s after ready", e, up.Round(time.Millisecond))}
 	}
-	return verdict{false, e.String(), false}
+	return verdict{reason: e.String()}
 }
 
 // slot is one position (HANDOFF_WORKER) in a generation. Its state is the

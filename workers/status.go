@@ -128,6 +128,10 @@ type WorkerStatus struct {
 	// before the first sample).
 	RSS int64   `json:"rss_bytes,omitempty"`
 	CPU float64 `json:"cpu_seconds,omitempty"`
+	// Away, if set, says why the worker gets no new connections though
+	// it is ready: its queue does not move, its health check fails, or
+	// it is being replaced as hung (liveness.go).
+	Away string `json:"away,omitempty"`
 }
 
 // Counters count what happened since the master started.
@@ -136,7 +140,10 @@ type Counters struct {
 	// before ready, or on its own within the minimum uptime: backed
 	// off), "killed" (killed from outside after ready: replaced at
 	// once), "exited" (exited after its minimum uptime: replaced at
-	// once), "memory" (recycled above --max-memory).
+	// once), "memory" (recycled above --max-memory), "hung" (its accept
+	// queue did not move for the hang timeout), "watchdog" (no
+	// WATCHDOG=1 in time, or WATCHDOG=trigger), "unhealthy" (its health
+	// check failed too often).
 	Restarts map[string]int `json:"restarts"`
 	// Reloads counts reloads by result: "ok", "failed" (rolled back),
 	// "master_ok", "master_failed" (master upgrades).

@@ -30,7 +30,7 @@ const steerQuiet = 200 * time.Millisecond
 
 // routable reports whether new connections may go to sl's worker.
 func (s *Supervisor) routable(sl *slot) bool {
-	if !sl.curReady || sl.retired {
+	if !sl.curReady || sl.retired || sl.cur.away != "" && !s.allAway {
 		return false
 	}
 	switch sl.gen.phase {
@@ -68,6 +68,13 @@ func (s *Supervisor) resteer() {
 	routed := map[*worker]bool{}
 	for _, grp := range groups {
 		targets, ws := s.targetsFor(grp)
+		if len(targets) == 0 {
+			// Every worker is away (all busy, say): none is starved of
+			// connections for that, as one shared socket would not be.
+			s.allAway = true
+			targets, ws = s.targetsFor(grp)
+			s.allAway = false
+		}
 		if len(targets) == 0 {
 			ws = s.routedBy[grp]
 		} else if !slices.Equal(targets, s.steered[grp]) {

@@ -78,6 +78,7 @@ type Supervisor struct {
 	dirty          bool                          // workers changed: EventChanged is due
 	changePending  bool                          // an EventChanged is scheduled
 	steerDirty     bool                          // routable workers may have changed: resteer is due
+	allAway        bool                          // resteer: route to workers steered away too
 	steered        map[steerGroup][]steer.Target // what each group was last told
 	routedBy       map[steerGroup][]*worker      // the workers of those targets
 	routed         map[*worker]bool              // workers getting new connections
@@ -207,6 +208,9 @@ func (s *Supervisor) begin() error {
 	}
 	if s.cfg.MaxMemory > 0 {
 		s.scheduleMemory()
+	}
+	if s.cfg.HangTimeout >= 0 {
+		s.scheduleLiveness()
 	}
 	s.settle()
 	return nil
@@ -550,6 +554,11 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		fmt.Sprintf("HANDOFF_WORKER=%d", sl.index),
 		fmt.Sprintf("HANDOFF_GENERATION=%d", g.num),
 	)
+	if d := g.cfg.Watchdog; d > 0 {
+		// WATCHDOG_PID is left out: sd_watchdog_enabled(3) takes an unset
+		// one as "this process", and the pid is the shim's to know.
+		env = append(env, fmt.Sprintf("WATCHDOG_USEC=%d", d.Microseconds()))
+	}
 	if len(names) > 0 {
 		env = append(env,
 			fmt.Sprintf("LISTEN_FDS=%d", len(names)),
@@ -601,6 +610,8 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 			readyTimeout: g.cfg.ReadyTimeout,
 			drainTimeout: g.cfg.DrainTimeout,
 			stopSignal:   g.cfg.StopSignal,
+			watchdog:     g.cfg.Watchdog,
+			health:       g.cfg.Health,
 		},
 		ev: workerEvents{
 			ready:  func(w *worker) { s.workerReady(sl, w) },
@@ -615,6 +626,10 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	if p := g.cfg.Probe; p != nil {
 		l := g.cfg.Listeners[p.Listener]
 		w.prober = &prober{group: l.Group, bank: bank, slot: sl.index, path: p.HTTP, host: l.Addr}
+	}
+	if h := g.cfg.Health; h != nil {
+		l := g.cfg.Listeners[h.Listener]
+		w.health = &prober{group: l.Group, bank: bank, slot: sl.index, path: h.HTTP, host: l.Addr}
 	}
 	s.lim.log(w.log, hclog.Info, "worker starting")
 	w.begin()
@@ -682,6 +697,9 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 		return
 	}
 	v := judge(w.readyAt, w.exitedAt, w.exit, w.failure, s.cfg.MinUptime)
+	if w.hung != "" {
+		v = verdict{reason: w.hung, as: w.hungKind}
+	}
 	if sl.gen.phase == GenProbation && s.rolling() != nil && s.rolling().g == sl.gen {
 		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
 		return

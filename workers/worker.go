@@ -47,6 +47,8 @@ type workerOpts struct {
 	readyTimeout time.Duration
 	drainTimeout time.Duration
 	stopSignal   syscall.Signal
+	watchdog     time.Duration
+	health       *Health
 }
 
 // workerMoves are a worker's allowed transitions.
@@ -106,6 +108,18 @@ type worker struct {
 	drainDeadline time.Time // the stop signal was sent: SIGKILL is due then
 	probing       bool
 	lastProbe     error
+
+	// Liveness (liveness.go).
+	away          string   // why it gets no new connections, if it does not
+	awayKind      awayKind // which rule put it away
+	hung          string   // why it is being replaced though ready
+	hungKind      string   // and the kind of restart that counts it
+	stallSince    time.Time
+	lastQueue     int
+	health        *prober
+	healthFails   int
+	watchdogTimer timer
+	healthTimer   timer
 	readyTimer    timer
 	delayTimer    timer
 	probeTimer    timer
@@ -188,6 +202,12 @@ func (w *worker) onDatagram(d systemd.Datagram) {
 	}
 	if m.Ready && w.state == Starting && w.prober == nil {
 		w.transition(Ready, "READY=1")
+	}
+	switch {
+	case m.WatchdogTrigger && w.state == Ready:
+		w.s.replaceHung(w, "watchdog", "WATCHDOG=trigger")
+	case m.Watchdog:
+		w.armWatchdog()
 	}
 }
 
@@ -288,7 +308,7 @@ func (w *worker) onExit(e exitInfo) {
 		return
 	}
 	w.exit, w.exitedAt = e, w.s.env.now()
-	for _, t := range []*timer{&w.readyTimer, &w.delayTimer, &w.probeTimer, &w.drainTimer} {
+	for _, t := range []*timer{&w.readyTimer, &w.delayTimer, &w.probeTimer, &w.drainTimer, &w.watchdogTimer, &w.healthTimer} {
 		t.clear()
 	}
 	w.abort()
@@ -376,8 +396,12 @@ func (w *worker) transition(to State, why string) {
 	case Ready:
 		w.readyAt = w.s.env.now()
 		w.s.lim.log(w.log, hclog.Info, "worker ready", "after", w.readyAt.Sub(w.started).Round(time.Millisecond).String(), "how", why)
+		w.armWatchdog()
+		w.scheduleHealth()
 		w.s.fact(func() { w.ev.ready(w) })
 	case Draining:
+		w.watchdogTimer.clear()
+		w.healthTimer.clear()
 		w.s.lim.log(w.log, hclog.Info, "worker draining", "how", why)
 		w.s.dirty = true
 	case Exited:
@@ -436,6 +460,7 @@ func (w *worker) snapshot(restarts int) WorkerStatus {
 		Status:     w.status,
 		RSS:        w.rss,
 		CPU:        w.cpu,
+		Away:       w.away,
 	}
 }
 
