@@ -36,7 +36,7 @@ func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, l
 		return nil, err
 	}
 	used := map[string]bool{}
-	for _, lc := range o.listen {
+	for _, lc := range o.Listen {
 		spec := lc.Spec
 		l, err := openListener(o, m, spec, activated, log)
 		if err != nil {
@@ -63,7 +63,7 @@ func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, l
 }
 
 func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated map[string]int, log hclog.Logger) (listener, error) {
-	mode, wantSteer := steerMode(o.balance)
+	mode, wantSteer := steerMode(string(o.Balance))
 	ip := spec.Network != "unix"
 	if g, ok := m.InheritedGroup(spec.Name); ok {
 		var st steer.State
@@ -74,7 +74,7 @@ func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated
 		if err != nil {
 			return listener{}, fmt.Errorf("listen %s: steered group from the previous master: %w", spec, err)
 		}
-		if err := grp.Grow(o.workers); err != nil {
+		if err := grp.Grow(o.Workers); err != nil {
 			grp.Close()
 			return listener{}, fmt.Errorf("listen %s: %w", spec, err)
 		}
@@ -84,8 +84,8 @@ func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated
 		return groupListener(spec, grp, "inherited from the previous master"), nil
 	}
 	if wantSteer && ip {
-		opts := steer.Options{Slots: o.workers, Mode: mode}
-		switch o.steerBPF {
+		opts := steer.Options{Slots: o.Workers, Mode: mode}
+		switch o.SteerBPF {
 		case "ebpf":
 			opts.Mechanism = steer.EBPF
 		case "cbpf":

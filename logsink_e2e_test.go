@@ -121,7 +121,7 @@ func (w *switchWriter) Write(p []byte) (int, error) {
 // its own format: one JSON object under --log-format json.
 func TestLogSinkNotice(t *testing.T) {
 	w := &switchWriter{broken: true}
-	log := newLogger(&runOptions{logFormat: "json", logLevel: "info"}, w, &sync.Mutex{})
+	log := newLogger(&runOptions{LogFormat: "json", LogLevel: "info"}, w, &sync.Mutex{})
 	for i := 0; i < 5; i++ {
 		log.Info("lost", "i", i)
 	}

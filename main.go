@@ -99,113 +99,26 @@ func reportError(err error, stderr io.Writer) int {
 }
 
 // runOptions are the settings of 'handoff run', from its flags and its
-// config file: what run.go consumes. Durations are positive unless said
-// otherwise.
-type runOptions struct {
-	// specs are the listeners, in fd order (listen[i].Spec).
-	specs []upgrade.Spec
-	// listen are the same listeners with their unix socket options:
-	// after binding a unix socket, chmod it to Mode if HasMode and chown
-	// it to UID/GID where those are not -1.
-	listen []config.Listen
-	// workers is the number of workers per generation; workersAuto says
-	// it came from "auto" (GOMAXPROCS when the options were read).
-	workers     int
-	workersAuto bool
-	// readyMode is notify, delay, tcp or http. readyDelay is set for
-	// delay (below readyTimeout), readyPath for http ("/healthz").
-	readyMode  config.ReadyMode
-	readyDelay time.Duration
-	readyPath  string
-	// readyTimeout and drainTimeout: see the flags.
-	readyTimeout time.Duration
-	drainTimeout time.Duration
-	// minUptime is workers.Config.MinUptime: -1 means no probation
-	// (--min-uptime 0), never 0.
-	minUptime time.Duration
-	// retireParallel is how many old workers a reload retires at once.
-	retireParallel int
-	// stopSignal asks a worker to drain.
-	stopSignal syscall.Signal
-	// strategy is surge or rolling.
-	strategy workers.Strategy
-	// balance is steer, sticky or shared (--balance).
-	balance string
-	// steerBPF is auto, ebpf or cbpf (--steer-bpf).
-	steerBPF string
-	// environment is added to each worker's environment: KEY=VALUE
-	// sorted by key, never a variable handoff sets itself.
-	environment []string
-	// runAs, if not nil, is the uid, gid and supplementary groups the
-	// workers run with (--user, --group); the master checked it runs as
-	// root when they differ from its own.
-	runAs *config.RunAs
-	// workerOutput is inherit, prefix or json (auto is resolved: inherit
-	// when stderr is the journal, else prefix).
-	workerOutput config.WorkerOutput
-	// maxMemory, in bytes, is the memory use above which a worker is
-	// replaced gracefully; 0 is off.
-	maxMemory int64
-	// admin is the HOST:PORT of the HTTP admin endpoint; empty is off.
-	admin string
-	// control is the control socket's path as given; controlPath
-	// supplies the default.
-	control string
-	// pidFile, if set, gets the master's pid.
-	pidFile string
-	// logFormat is text or json, logLevel an hclog level.
-	logFormat string
-	logLevel  string
-	// command is the worker's argv.
-	command []string
-	// configPath is the --config file, empty without one.
-	configPath string
-	// warnings are worth a log line each once the log is set up (no
-	// listener configured, for instance). They do not stop handoff.
-	warnings []string
-	// cfg is what these options were made from: reloadRunOptions reads
-	// the config file again from it.
-	cfg *config.Options
+// config file, parsed once by package config: run.go consumes them as
+// they are.
+type runOptions = config.Options
+
+// specsOf lists the listeners' specs, in fd order.
+func specsOf(o *runOptions) []upgrade.Spec {
+	var specs []upgrade.Spec
+	for _, l := range o.Listen {
+		specs = append(specs, l.Spec)
+	}
+	return specs
 }
 
-// newRunOptions converts validated options.
-func newRunOptions(c *config.Options) *runOptions {
-	o := &runOptions{
-		listen:         c.Listen,
-		workers:        c.Workers,
-		workersAuto:    c.WorkersAuto,
-		readyMode:      c.Ready.Mode,
-		readyDelay:     c.Ready.Delay,
-		readyPath:      c.Ready.Path,
-		readyTimeout:   c.ReadyTimeout,
-		drainTimeout:   c.DrainTimeout,
-		minUptime:      c.MinUptime,
-		retireParallel: c.RetireParallel,
-		stopSignal:     c.StopSignal,
-		strategy:       c.Strategy,
-		balance:        string(c.Balance),
-		steerBPF:       c.SteerBPF,
-		environment:    c.Environment,
-		runAs:          c.RunAs,
-		workerOutput:   c.WorkerOutput,
-		maxMemory:      c.MaxMemory,
-		admin:          c.Admin,
-		control:        c.Control,
-		pidFile:        c.PIDFile,
-		logFormat:      c.LogFormat,
-		logLevel:       c.LogLevel,
-		command:        c.Command,
-		configPath:     c.Path,
-		warnings:       c.Warnings,
-		cfg:            c,
+// minUptime is workers.Config.MinUptime for o: negative means no
+// probation (--min-uptime 0), where zero would mean the default.
+func minUptime(o *runOptions) time.Duration {
+	if o.MinUptime == 0 {
+		return -1
 	}
-	for _, l := range c.Listen {
-		o.specs = append(o.specs, l.Spec)
-	}
-	if o.minUptime == 0 {
-		o.minUptime = -1 // workers.Config: negative means none
-	}
-	return o
+	return o.MinUptime
 }
 
 // reloadRunOptions reads the config file of a running master again, for
@@ -214,13 +127,13 @@ func newRunOptions(c *config.Options) *runOptions {
 // reload must be rejected and cur stays in force. Settings that apply
 // only at a restart (user, group, admin, control, pid_file, log_format,
 // log_level) keep cur's values, and each one that changed gets a
-// warning; next.warnings are included in warnings.
+// warning; next.Warnings are included in warnings.
 func reloadRunOptions(cur *runOptions) (next *runOptions, warnings []string, err error) {
-	c, warnings, err := config.Reload(cur.cfg)
+	c, warnings, err := config.Reload(cur)
 	if err != nil {
 		return nil, nil, err
 	}
-	return newRunOptions(c), warnings, nil
+	return c, warnings, nil
 }
 
 // parseRun parses the arguments of 'handoff run' (flags, then the command
@@ -237,7 +150,7 @@ func parseRun(args []string, stderr io.Writer) (*runOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newRunOptions(c), nil
+	return c, nil
 }
 
 // runFlags holds the raw values of 'handoff run's flags: a text or list
@@ -414,8 +327,8 @@ func newLogger(o *runOptions, stderr io.Writer, mu sync.Locker) hclog.Logger {
 	}
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "handoff",
-		Level:      hclog.LevelFromString(o.logLevel),
-		JSONFormat: o.logFormat == "json",
+		Level:      hclog.LevelFromString(o.LogLevel),
+		JSONFormat: o.LogFormat == "json",
 		Output:     stderr,
 		Color:      hclog.AutoColor,
 		Mutex:      mu,
@@ -438,7 +351,7 @@ var (
 // Handled, not ignored: an ignored signal stays ignored in the workers.
 func newLogSink(o *runOptions, stderr io.Writer) *logsink.Writer {
 	sigpipeOnce.Do(func() { signal.Notify(sigpipe, syscall.SIGPIPE) })
-	json := o.logFormat == "json"
+	json := o.LogFormat == "json"
 	return logsink.New(stderr, logsink.Options{
 		Notice: func(dropped uint64, kept int, err error) []byte {
 			var b bytes.Buffer

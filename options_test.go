@@ -42,21 +42,21 @@ admin = "127.0.0.1:9100"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.workers != 3 || o.workersAuto || o.minUptime != -1 || o.readyMode != config.ReadyDelay || o.readyDelay != 2*time.Second ||
-		o.maxMemory != 1<<30 || o.logLevel != "debug" || o.admin != "127.0.0.1:9100" || o.configPath != path ||
-		!slices.Equal(o.environment, []string{"A=1", "B=2"}) || !slices.Equal(o.command, []string{"/bin/sh", "-c", "exec sleep 100"}) {
+	if o.Workers != 3 || o.WorkersAuto || minUptime(o) != -1 || o.Ready.Mode != config.ReadyDelay || o.Ready.Delay != 2*time.Second ||
+		o.MaxMemory != 1<<30 || o.LogLevel != "debug" || o.Admin != "127.0.0.1:9100" || o.Path != path ||
+		!slices.Equal(o.Environment, []string{"A=1", "B=2"}) || !slices.Equal(o.Command, []string{"/bin/sh", "-c", "exec sleep 100"}) {
 		t.Errorf("options %+v", o)
 	}
 	wantSpecs := []upgrade.Spec{{Name: "http", Network: "tcp", Address: "127.0.0.1:0"}, {Name: "api", Network: "unix", Address: dir + "/api.sock"}}
-	if !slices.Equal(o.specs, wantSpecs) || len(o.listen) != 2 || o.listen[1].Mode != 0o660 || !o.listen[1].HasMode || o.listen[1].UID != -1 {
-		t.Errorf("specs %+v listen %+v", o.specs, o.listen)
+	if !slices.Equal(specsOf(o), wantSpecs) || len(o.Listen) != 2 || o.Listen[1].Mode != 0o660 || !o.Listen[1].HasMode || o.Listen[1].UID != -1 {
+		t.Errorf("specs %+v listen %+v", specsOf(o), o.Listen)
 	}
-	if len(o.warnings) != 0 {
-		t.Errorf("warnings %q", o.warnings)
+	if len(o.Warnings) != 0 {
+		t.Errorf("warnings %q", o.Warnings)
 	}
 
 	// The default minimum uptime is 1s, not "none".
-	if d, err := parseRun([]string{"--", "/bin/sh"}, io.Discard); err != nil || d.minUptime != time.Second || d.balance != "steer" || d.steerBPF != "auto" {
+	if d, err := parseRun([]string{"--", "/bin/sh"}, io.Discard); err != nil || minUptime(d) != time.Second || d.Balance != "steer" || d.SteerBPF != "auto" {
 		t.Errorf("defaults: %+v, %v", d, err)
 	}
 
@@ -71,8 +71,8 @@ log_level = "error"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next.workers != 5 || next.command[2] != "exec sleep 200" || len(next.specs) != 1 || next.maxMemory != 1<<30 || next.logLevel != "debug" ||
-		next.admin != "127.0.0.1:9100" || next.minUptime != time.Second {
+	if next.Workers != 5 || next.Command[2] != "exec sleep 200" || len(specsOf(next)) != 1 || next.MaxMemory != 1<<30 || next.LogLevel != "debug" ||
+		next.Admin != "127.0.0.1:9100" || minUptime(next) != time.Second {
 		t.Errorf("reloaded %+v", next)
 	}
 	if len(warnings) != 1 || !strings.Contains(warnings[0], `admin changed from "127.0.0.1:9100" to "127.0.0.1:9200"`) {
@@ -87,8 +87,8 @@ log_level = "error"
 	}
 	// No listener is a warning for run.go to log.
 	n, err := parseRun([]string{"--", "/bin/sh"}, io.Discard)
-	if err != nil || len(n.warnings) != 1 || !strings.Contains(n.warnings[0], "workers get no sockets") {
-		t.Errorf("no listener: %q, %v", n.warnings, err)
+	if err != nil || len(n.Warnings) != 1 || !strings.Contains(n.Warnings[0], "workers get no sockets") {
+		t.Errorf("no listener: %q, %v", n.Warnings, err)
 	}
 }
 
@@ -109,7 +109,7 @@ func TestCanonicalArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.specs) != 2 || o.workers != 2 || !slices.Equal(o.environment, []string{"X=a,b"}) || !slices.Equal(o.command, []string{"/bin/sh", "-c", "--workers 9"}) {
+	if len(specsOf(o)) != 2 || o.Workers != 2 || !slices.Equal(o.Environment, []string{"X=a,b"}) || !slices.Equal(o.Command, []string{"/bin/sh", "-c", "--workers 9"}) {
 		t.Errorf("re-parsed: %+v", o)
 	}
 }

@@ -19,25 +19,25 @@ import (
 // master itself (events, logger, hand-over) are the caller's.
 func (r *runner) workerConfig(o *runOptions, ls []listener) (workers.Config, error) {
 	c := workers.Config{
-		Command:        o.command,
-		Workers:        o.workers,
+		Command:        o.Command,
+		Workers:        o.Workers,
 		Listeners:      workerListeners(ls),
-		ReadyTimeout:   o.readyTimeout,
-		DrainTimeout:   o.drainTimeout,
-		MinUptime:      o.minUptime,
-		RetireParallel: o.retireParallel,
-		StopSignal:     o.stopSignal,
-		Strategy:       o.strategy,
-		MaxMemory:      o.maxMemory,
-		Environ:        append(os.Environ(), o.environment...),
+		ReadyTimeout:   o.ReadyTimeout,
+		DrainTimeout:   o.DrainTimeout,
+		MinUptime:      minUptime(o),
+		RetireParallel: o.RetireParallel,
+		StopSignal:     o.StopSignal,
+		Strategy:       o.Strategy,
+		MaxMemory:      o.MaxMemory,
+		Environ:        append(os.Environ(), o.Environment...),
 	}
-	switch o.readyMode {
+	switch o.Ready.Mode {
 	case config.ReadyDelay:
-		c.ReadyDelay = o.readyDelay
+		c.ReadyDelay = o.Ready.Delay
 	case config.ReadyTCP, config.ReadyHTTP:
-		c.Probe = probeFor(&workers.Probe{HTTP: o.readyPath}, ls)
+		c.Probe = probeFor(&workers.Probe{HTTP: o.Ready.Path}, ls)
 	}
-	switch o.workerOutput {
+	switch o.WorkerOutput {
 	case config.OutputPrefix:
 		c.Output = workers.OutputPrefix
 	case config.OutputJSON:
@@ -46,7 +46,7 @@ func (r *runner) workerConfig(o *runOptions, ls []listener) (workers.Config, err
 	if c.Output != workers.OutputInherit && c.Output != "" {
 		c.OutputTo, c.OutputLock = r.stderr, r.logMu
 	}
-	if a := o.runAs; a != nil {
+	if a := o.RunAs; a != nil {
 		u := &workers.User{Name: a.User, UID: a.UID, GID: a.GID, Groups: a.Groups}
 		if pw, err := user.LookupId(strconv.Itoa(int(a.UID))); err == nil {
 			u.Name, u.Home = pw.Username, pw.HomeDir
@@ -83,7 +83,7 @@ func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.Rel
 	next, warnings, err := reloadRunOptions(cur)
 	if err != nil {
 		release()
-		msg := "configuration " + cur.configPath + ": " + strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+		msg := "configuration " + cur.Path + ": " + strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 		r.log.Error("reload rejected: the configuration does not load; the running generation serves on", "error", msg)
 		return workers.ReloadResult{Error: msg}
 	}
@@ -120,24 +120,24 @@ func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.Rel
 		r.reloadMu.Unlock()
 		closeListeners(gone, false)
 	}
-	return r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg, KeepWorkers: next.workers == cur.workers, Outcome: outcome})
+	return r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg, KeepWorkers: next.Workers == cur.Workers, Outcome: outcome})
 }
 
 // relisten returns the listeners of next: those of the running
 // configuration that next names the same way are kept; the others are
 // opened now (and returned in opened too).
 func (r *runner) relisten(cur []listener, next *runOptions) (ls, opened []listener, err error) {
-	for _, lc := range next.listen {
+	for _, lc := range next.Listen {
 		i := slices.IndexFunc(cur, func(l listener) bool {
 			return l.Name == lc.Name && l.spec().Network == lc.Network && l.spec().Address == lc.Address
 		})
 		if i >= 0 {
 			l := cur[i]
-			if mode, steered := steerMode(next.balance); steered != (l.Group != nil) || l.Group != nil && l.Group.Mode() != mode {
+			if mode, steered := steerMode(string(next.Balance)); steered != (l.Group != nil) || l.Group != nil && l.Group.Mode() != mode {
 				r.log.Warn("a listener's balance changes at a restart only; it keeps its own", "name", l.Name, "balance", balanceOf(l))
 			}
 			if l.Group != nil {
-				if err := l.Group.Grow(next.workers); err != nil {
+				if err := l.Group.Grow(next.Workers); err != nil {
 					closeListeners(opened, false)
 					return nil, nil, fmt.Errorf("listen %s: %w", lc.Spec, err)
 				}
@@ -146,7 +146,7 @@ func (r *runner) relisten(cur []listener, next *runOptions) (ls, opened []listen
 			continue
 		}
 		one := *next
-		one.listen = []config.Listen{lc}
+		one.Listen = []config.Listen{lc}
 		got, err := openListeners(&one, r.master, nil, r.log)
 		if err != nil {
 			closeListeners(opened, false)

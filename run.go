@@ -36,14 +36,14 @@ func cmdRun(args []string, stderr io.Writer) error {
 	// count, "auto", was taken from GOMAXPROCS before this; workers do
 	// not inherit it: it is not in the environment.)
 	runtime.GOMAXPROCS(1)
-	if _, err := workers.ResolveCommand(o.command[0]); err != nil {
+	if _, err := workers.ResolveCommand(o.Command[0]); err != nil {
 		return err
 	}
 	logMu := &sync.Mutex{}
 	sink := newLogSink(o, stderr) // a log reader that goes away never stops the master
 	stderr = sink                 // the workers' forwarded output goes through it too
 	log := newLogger(o, stderr, logMu)
-	for _, w := range o.warnings {
+	for _, w := range o.Warnings {
 		log.Warn(w)
 	}
 
@@ -62,8 +62,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 		byName[s.Name] = s.Fd
 	}
 	master, err := upgrade.NewMaster(upgrade.Options{
-		PIDFile:        o.pidFile,
-		UpgradeTimeout: o.readyTimeout + 30*time.Second,
+		PIDFile:        o.PIDFile,
+		UpgradeTimeout: o.ReadyTimeout + 30*time.Second,
 	})
 	if err != nil {
 		return err
@@ -81,7 +81,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 
 	// The control socket first: "in use by another handoff" must stop
 	// us before we bind or start anything.
-	ctlPath := controlPath(o.control)
+	ctlPath := controlPath(o.Control)
 	ctlLn, err := master.ControlListener(ctlPath, func() (*net.UnixListener, error) { return control.ListenUnix(ctlPath) })
 	if err != nil {
 		return fail(err)
@@ -97,8 +97,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 	// master, or bound): an address in use is a start-up error.
 	var adminLn net.Listener
 	adminInherited := false
-	if o.admin != "" {
-		adminLn, adminInherited, err = master.AdminListener(o.admin, func() (net.Listener, error) { return admin.Listen(o.admin) })
+	if o.Admin != "" {
+		adminLn, adminInherited, err = master.AdminListener(o.Admin, func() (net.Listener, error) { return admin.Listen(o.Admin) })
 		if err != nil {
 			return fail(err)
 		}
@@ -110,7 +110,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return fail(err)
 	}
 	undo = append(undo, func() { closeListeners(listeners, false) })
-	r := &runner{o: o, log: log, logMu: logMu, stderr: stderr, master: master, listeners: listeners, notifier: systemd.NewNotifier(), configPath: o.configPath, configTurn: make(chan struct{}, 1)}
+	r := &runner{o: o, log: log, logMu: logMu, stderr: stderr, master: master, listeners: listeners, notifier: systemd.NewNotifier(), configPath: o.Path, configTurn: make(chan struct{}, 1)}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -191,7 +191,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 
 	go r.watchdog(ctx)
 	go r.handleSignals(sigc)
-	log.Info("master started", "version", versionString(), "pid", os.Getpid(), "workers", o.workers, "took_over", master.Inherited())
+	log.Info("master started", "version", versionString(), "pid", os.Getpid(), "workers", o.Workers, "took_over", master.Inherited())
 	if err := sup.Run(ctx); err != nil {
 		master.Stop()
 		return err
@@ -199,7 +199,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if !r.handedOver() {
 		master.Stop()
 		os.Remove(ctlPath)
-		removePIDFile(o.pidFile)
+		removePIDFile(o.PIDFile)
 	}
 	log.Info("master exiting")
 	return nil
@@ -363,7 +363,7 @@ func (r *runner) onEvent(e workers.Event) {
 	case workers.EventReloaded:
 		err = r.notifier.Ready(line)
 	case workers.EventStopping:
-		err = r.notifier.Stopping(line, r.o.drainTimeout+5*time.Second)
+		err = r.notifier.Stopping(line, r.o.DrainTimeout+5*time.Second)
 	case workers.EventChanged:
 		if e.Status.Phase == workers.MasterServing {
 			err = r.notifier.Status(line)
