@@ -115,9 +115,18 @@ func printStatus(w io.Writer, st workers.Status) {
 		if ws.State == workers.Backoff {
 			pid, up = "-", "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, pid, ws.Generation, ws.State, up, ws.Restarts, termSafe(queueText(ws.Queue)), sizeText(ws.RSS), termSafe(ws.Status))
+		state := string(ws.State)
+		if ws.Away != "" {
+			state += " (away)" // gets no new connections: see below
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, pid, ws.Generation, state, up, ws.Restarts, termSafe(queueText(ws.Queue)), sizeText(ws.RSS), termSafe(ws.Status))
 	}
 	tw.Flush()
+	for _, ws := range st.Workers {
+		if ws.Away != "" {
+			fmt.Fprintf(w, "slot %d (pid %d) gets no new connections: %s\n", ws.Slot, ws.PID, termSafe(ws.Away))
+		}
+	}
 	fmt.Fprintln(w)
 	if r := st.LastReload; r != nil {
 		result := "ok"

@@ -210,6 +210,19 @@ func (l *load) fail(client string, err error) {
 	l.mu.Unlock()
 }
 
+// answersAfter returns the answers to requests sent after t.
+func (l *load) answersAfter(t time.Time) []answer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []answer
+	for _, a := range l.seen {
+		if a.sent.After(t) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // failures returns the failures so far.
 func (l *load) failures() []string {
 	l.mu.Lock()

@@ -31,6 +31,15 @@ func (r *runner) workerConfig(o *runOptions, ls []listener) (workers.Config, err
 		MaxMemory:      o.MaxMemory,
 		Environ:        append(os.Environ(), o.Environment...),
 	}
+	c.HangTimeout, c.Watchdog = o.HangTimeout, o.Watchdog
+	if o.HangTimeout == 0 {
+		c.HangTimeout = -1 // steered away from, never replaced
+	}
+	if o.Health.Mode != "" {
+		if p := probeFor(&workers.Probe{HTTP: o.Health.Path}, ls); p != nil {
+			c.Health = &workers.Health{Probe: *p, Interval: o.HealthInterval, Failures: o.HealthFailures}
+		}
+	}
 	switch o.Ready.Mode {
 	case config.ReadyDelay:
 		c.ReadyDelay = o.Ready.Delay

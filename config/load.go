@@ -343,6 +343,26 @@ func validate(r *raw, sys *system, p *problems) *Options {
 		o.MaxMemory, err = ParseSize(s)
 		return err
 	})
+	scalar(KeyHangTimeout, func(s string) (err error) {
+		o.HangTimeout, err = parseDuration(s, true)
+		return err
+	})
+	scalar(KeyWatchdog, func(s string) (err error) {
+		o.Watchdog, err = parseDuration(s, true)
+		return err
+	})
+	healthV := scalar(KeyHealth, func(s string) (err error) {
+		o.Health, err = ParseHealth(s)
+		return err
+	})
+	scalar(KeyHealthInterval, func(s string) (err error) {
+		o.HealthInterval, err = parseDuration(s, false)
+		return err
+	})
+	scalar(KeyHealthFailures, func(s string) (err error) {
+		o.HealthFailures, err = parseCount(s)
+		return err
+	})
 	scalar(KeyAdmin, func(s string) error {
 		o.Admin = s
 		return ParseAdmin(s)
@@ -389,6 +409,9 @@ func validate(r *raw, sys *system, p *problems) *Options {
 		if !stream {
 			p.add(readyV.from, false, "%s needs a tcp or unix listener to probe", readyV.from.describe(keys[KeyReady], readyV.raw))
 		}
+	}
+	if o.Health.Mode != "" && (len(o.Listen) == 0 || o.Balance == BalanceShared) {
+		p.add(healthV.from, false, "%s needs a tcp listener with --balance steer or sticky: a check reaches one worker only through its own socket", healthV.from.describe(keys[KeyHealth], healthV.raw))
 	}
 	if len(o.Listen) == 0 {
 		o.Warnings = append(o.Warnings, "no listen sockets configured: workers get no sockets (LISTEN_FDS=0)")

@@ -52,6 +52,11 @@ const (
 	KeyGroup          = "group"
 	KeyWorkerOutput   = "worker_output"
 	KeyMaxMemory      = "max_memory"
+	KeyHangTimeout    = "hang_timeout"
+	KeyWatchdog       = "watchdog"
+	KeyHealth         = "health"
+	KeyHealthInterval = "health_interval"
+	KeyHealthFailures = "health_failures"
 	KeyAdmin          = "admin"
 	KeyControl        = "control"
 	KeyPIDFile        = "pid_file"
@@ -95,6 +100,16 @@ func Keys() []Key {
 			Usage: "workers' stdout and stderr: inherit (the master's, as is), prefix (each line after [slot N gen G]) or json (one JSON object a line); auto is inherit when stderr is the journal, else prefix"},
 		{Name: KeyMaxMemory, Flag: "max-memory", Arg: "SIZE", Default: "0",
 			Usage: "replace a worker gracefully once its memory exceeds SIZE (512MiB, 1GiB, 800MB; K, M, G are 1024-based as in systemd); 0 is off"},
+		{Name: KeyHangTimeout, Flag: "hang-timeout", Arg: "D", Default: "5s",
+			Usage: "a ready worker whose accept queue does not move gets no new connections at once (100ms), and is replaced once its queue has not moved for D; 0 never replaces it"},
+		{Name: KeyWatchdog, Flag: "watchdog", Arg: "D", Default: "0",
+			Usage: "like systemd's WatchdogSec=: each worker gets WATCHDOG_USEC, and one that sends no WATCHDOG=1 for D after READY (or sends WATCHDOG=trigger) is replaced; 0 is off"},
+		{Name: KeyHealth, Flag: "health", Arg: "tcp|http=/PATH", Choices: []string{"tcp", "http=/"},
+			Usage: "check every ready worker through its own socket: tcp (accepts) or http=/PATH (answers 2xx or 3xx); the first failure steers connections away, --health-failures in a row replace it, a success steers them back; off by default"},
+		{Name: KeyHealthInterval, Flag: "health-interval", Arg: "D", Default: "1s",
+			Usage: "how often --health checks each worker"},
+		{Name: KeyHealthFailures, Flag: "health-failures", Arg: "N", Default: "3",
+			Usage: "failed --health checks in a row that replace a worker"},
 		{Name: KeyAdmin, Flag: "admin", Arg: "HOST:PORT", Restart: true,
 			Usage: "serve health, readiness and metrics over HTTP on this address (off by default)"},
 		{Name: KeyControl, Flag: "control", Arg: "PATH", Restart: true,
@@ -234,6 +249,14 @@ type Options struct {
 	// MaxMemory, in bytes, is the memory above which a worker is
 	// replaced; zero is off.
 	MaxMemory int64
+	// HangTimeout replaces a worker whose queue has not moved that long
+	// (zero: never); Watchdog is each worker's WATCHDOG_USEC (zero: off).
+	HangTimeout, Watchdog time.Duration
+	// Health, if its Mode is set (tcp or http), checks ready workers
+	// every HealthInterval; HealthFailures in a row replace one.
+	Health         Ready
+	HealthInterval time.Duration
+	HealthFailures int
 	// Admin is the HTTP admin endpoint's HOST:PORT; empty is off.
 	Admin string
 	// Control is the control socket's path; empty means the default.

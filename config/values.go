@@ -94,6 +94,18 @@ func ParseReady(s string) (Ready, error) {
 	return Ready{}, errors.New("want notify, delay=DURATION, tcp or http=/PATH")
 }
 
+// ParseHealth parses a health check: empty (off), tcp or http=/PATH.
+func ParseHealth(s string) (Ready, error) {
+	if s == "" {
+		return Ready{}, nil
+	}
+	r, err := ParseReady(s)
+	if err != nil || r.Mode != ReadyTCP && r.Mode != ReadyHTTP {
+		return Ready{}, errors.New("want tcp or http=/PATH, e.g. http=/healthz")
+	}
+	return r, nil
+}
+
 // ParseSignal parses a signal name (SIGTERM, TERM, term) or number.
 func ParseSignal(s string) (syscall.Signal, error) {
 	name := strings.ToUpper(s)

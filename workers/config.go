@@ -59,7 +59,7 @@ type Config struct {
 	// HangTimeout is how long a ready worker steered away because its
 	// accept queue did not move may go on not moving before it is
 	// killed and replaced (liveness.go). Zero means DefaultHangTimeout;
-	// negative: no queue watch at all.
+	// negative: such a worker is steered away from, never replaced.
 	HangTimeout time.Duration
 	// Watchdog, if positive, is each worker's WATCHDOG_USEC: a ready
 	// worker that sends no WATCHDOG=1 for that long is replaced.

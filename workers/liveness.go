@@ -81,8 +81,14 @@ func (s *Supervisor) setAway(w *worker, why string) {
 	s.dirty = true
 }
 
-// replaceHung kills a ready worker that does not serve: its exit is then
-// judged as kind (hung, watchdog, unhealthy), and it is replaced at once.
+// replaceHung replaces a ready worker that does not serve, counted as
+// kind. Steered away already, a worker whose queue does not move
+// ("hung") is killed, its tree with it, and replaced at once on the same
+// socket, so that its replacement answers the connections waiting there.
+// One whose watchdog fired or whose health check failed may still be
+// answering what it holds: it is replaced gracefully, as a worker above
+// the memory limit is (a replacement on the slot's other socket, then
+// the old worker's steered drain and stop signal).
 func (s *Supervisor) replaceHung(w *worker, kind, why string) {
 	if w.hung != "" || w.state != Ready {
 		return
@@ -90,15 +96,25 @@ func (s *Supervisor) replaceHung(w *worker, kind, why string) {
 	s.setAway(w, why)
 	w.hung, w.hungKind = why, kind
 	s.lim.log(w.log, hclog.Error, "worker does not serve, replacing it", "kind", kind, "why", why)
-	w.kill()
+	if kind == "hung" {
+		w.kill()
+		return
+	}
+	for _, g := range s.gens {
+		for _, sl := range g.slots {
+			if sl.cur == w {
+				s.queue = append(s.queue, &op{recycle: &recycleOp{sl: sl, old: w, as: kind, why: why}})
+				s.dirty = true
+				s.nextOp()
+				return
+			}
+		}
+	}
 }
 
 // livenessWatched reports whether the supervisor samples queues: some
-// listener is steered and hangs are looked for.
+// listener is steered.
 func (s *Supervisor) livenessWatched() bool {
-	if s.cfg.HangTimeout < 0 {
-		return false
-	}
 	for _, l := range s.cfg.Listeners {
 		if l.group() != nil {
 			return true
@@ -170,6 +186,19 @@ const (
 	awayQueue
 	awayHealth
 )
+
+// awayFor names the rule that steered w away, for status ("" if none).
+func (w *worker) awayFor() string {
+	switch {
+	case w.away == "":
+		return ""
+	case w.hungKind != "":
+		return w.hungKind
+	case w.awayKind == awayHealth:
+		return "health"
+	}
+	return "queue"
+}
 
 // armWatchdog (re)starts a ready worker's watchdog.
 func (w *worker) armWatchdog() {

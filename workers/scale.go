@@ -150,6 +150,9 @@ type recycleOp struct {
 	old *worker
 	new *worker
 	rss int64
+	// as counts the replacement in Counters.Restarts: "memory", or
+	// "watchdog" or "unhealthy" (liveness.go); why says why.
+	as, why string
 }
 
 // overMemory records a sample of w's memory and queues its replacement
@@ -168,7 +171,7 @@ func (s *Supervisor) overMemory(sl *slot, w *worker, rss int64) {
 		}
 	}
 	s.lim.log(s.log, hclog.Warn, "worker above the memory limit, replacing it", "generation", sl.gen.num, "slot", sl.index, "pid", w.proc.pid(), "rss", rss, "max_memory", s.cfg.MaxMemory)
-	s.queue = append(s.queue, &op{recycle: &recycleOp{sl: sl, old: w, rss: rss}})
+	s.queue = append(s.queue, &op{recycle: &recycleOp{sl: sl, old: w, rss: rss, as: "memory", why: fmt.Sprintf("its memory (%d bytes) was above the limit", rss)}})
 	s.dirty = true
 	s.nextOp()
 }
@@ -181,7 +184,7 @@ func (s *Supervisor) beginRecycle(o *recycleOp) {
 	}
 	w, err := s.spawn(sl, 1-o.old.bank)
 	if err != nil {
-		s.lim.log(s.log, hclog.Error, "cannot start a replacement for a worker above the memory limit", "slot", sl.index, "error", err)
+		s.lim.log(s.log, hclog.Error, "cannot start a replacement for a worker", "why", o.why, "slot", sl.index, "error", err)
 		s.nextOp()
 		return
 	}
@@ -203,12 +206,12 @@ func (s *Supervisor) recycleReady(sl *slot, w *worker) {
 	sl.cur, sl.bank = w, w.bank
 	sl.markReady()
 	sl.restarts++
-	s.restarts["memory"]++
+	s.restarts[o.as]++
 	s.resteer()
 	if old != nil {
 		old.retire(s.unrouted(old))
 	}
-	s.log.Info("worker replaced: its memory was above the limit", "generation", sl.gen.num, "slot", sl.index, "old_pid", o.old.proc.pid(), "new_pid", w.proc.pid())
+	s.log.Info("worker replaced", "why", o.why, "generation", sl.gen.num, "slot", sl.index, "old_pid", o.old.proc.pid(), "new_pid", w.proc.pid())
 	s.dirty = true
 }
 
@@ -218,7 +221,15 @@ func (s *Supervisor) recycleExited(sl *slot, w *worker) {
 	if sl.next == w {
 		sl.next = nil
 		sl.exiting = append(sl.exiting, w)
-		s.lim.log(s.log, hclog.Warn, "the replacement of a worker above the memory limit failed; the worker serves on", "slot", sl.index)
+		o := s.recycling()
+		if o == nil || o.as == "memory" || sl.cur != o.old {
+			s.lim.log(s.log, hclog.Warn, "the replacement of a worker above the memory limit failed; the worker serves on", "slot", sl.index)
+			return
+		}
+		// A worker that does not serve cannot serve on: it is killed and
+		// replaced in place, as a hung one is.
+		s.lim.log(s.log, hclog.Warn, "the replacement of a worker that does not serve failed; killing it to restart its slot", "slot", sl.index, "why", o.why)
+		o.old.kill()
 	}
 }
 

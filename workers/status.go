@@ -132,6 +132,9 @@ type WorkerStatus struct {
 	// it is ready: its queue does not move, its health check fails, or
 	// it is being replaced as hung (liveness.go).
 	Away string `json:"away,omitempty"`
+	// AwayFor names the rule behind Away: "queue", "health", or, once
+	// it is being replaced, "hung", "watchdog" or "unhealthy".
+	AwayFor string `json:"away_for,omitempty"`
 }
 
 // Counters count what happened since the master started.

@@ -209,9 +209,7 @@ func (s *Supervisor) begin() error {
 	if s.cfg.MaxMemory > 0 {
 		s.scheduleMemory()
 	}
-	if s.cfg.HangTimeout >= 0 {
-		s.scheduleLiveness()
-	}
+	s.scheduleLiveness()
 	s.settle()
 	return nil
 }

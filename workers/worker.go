@@ -461,6 +461,7 @@ func (w *worker) snapshot(restarts int) WorkerStatus {
 		RSS:        w.rss,
 		CPU:        w.cpu,
 		Away:       w.away,
+		AwayFor:    w.awayFor(),
 	}
 }
 

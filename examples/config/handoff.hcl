@@ -99,6 +99,25 @@ worker_output = "prefix"
 # 1GiB, 800MB (K, M, G alone are 1024-based, as in systemd). "0" is off.
 max_memory = "512MiB"
 
+# Liveness. A ready worker whose accept queue does not move gets no new
+# connections at once, and is replaced (its tree killed; the replacement
+# takes the connections still queued) once the queue has not moved for
+# hang_timeout. "0" only steers away. Raise it for apps that serve long
+# synchronous requests one at a time.
+hang_timeout = "5s"
+
+# Like systemd's WatchdogSec=: workers get WATCHDOG_USEC and must send
+# WATCHDOG=1 that often after READY=1 (sd_notify), or are replaced. "0" is
+# off.
+watchdog = "0"
+
+# Check every ready worker through its own socket: "tcp" or "http=/PATH"
+# (2xx or 3xx is healthy). The first failure steers connections away,
+# health_failures in a row replace the worker, a success steers them back.
+health          = "http=/healthz"
+health_interval = "1s"
+health_failures = 3
+
 # Health, readiness and metrics over HTTP on this address. Off when unset.
 admin = "127.0.0.1:9100"
 

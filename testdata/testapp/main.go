@@ -17,6 +17,12 @@
 //	             SIGTERM (needs no LISTEN_PID of its own)
 //	probe        serve; on SIGTERM, first GET -probe URL and write the
 //	             answer's status code (or the error) to -probe-out.SLOT
+//
+// In every serving mode, GET /healthz answers 500 while the file
+// -unhealthy.PID exists (PID the worker's), and a worker given
+// WATCHDOG_USEC sends WATCHDOG=1 four times as often until the file
+// -watchdog-stop.PID exists.
+//
 //	alloc        serve; whenever file -gate appears, the one worker that
 //	             removes it allocates -alloc bytes and touches every page
 //	             (to be OOM-killed under a memory limit)
@@ -54,7 +60,13 @@ func main() {
 	probe := flag.String("probe", "", "probe: URL to GET on SIGTERM")
 	probeOut := flag.String("probe-out", "", "probe: file (suffixed .SLOT) to write the probe's result to")
 	allocSize := flag.String("alloc", "200MiB", "alloc: how much memory to allocate (B, KiB, MiB, GiB)")
+	unhealthy := flag.String("unhealthy", "", "GET /healthz answers 500 while this file, suffixed .PID, exists")
+	watchdogStop := flag.String("watchdog-stop", "", "stop sending WATCHDOG=1 once this file, suffixed .PID, exists")
 	flag.Parse()
+	unhealthyFile := ""
+	if *unhealthy != "" {
+		unhealthyFile = fmt.Sprintf("%s.%d", *unhealthy, os.Getpid())
+	}
 
 	slot, _ := strconv.Atoi(os.Getenv("HANDOFF_WORKER"))
 	switch *mode {
@@ -91,7 +103,7 @@ func main() {
 		if err != nil {
 			fail("fd 3: %v", err)
 		}
-		srv := serve(ln, id, *health)
+		srv := serve(ln, id, *health, unhealthyFile)
 		defer srv.Shutdown(context.Background())
 	}
 
@@ -122,6 +134,18 @@ func main() {
 	default:
 		notify("READY=1")
 	}
+	if us, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64); err == nil && us > 0 {
+		go func() {
+			stop := fmt.Sprintf("%s.%d", *watchdogStop, os.Getpid())
+			for {
+				if _, err := os.Stat(stop); *watchdogStop != "" && err == nil {
+					return
+				}
+				notify("WATCHDOG=1")
+				time.Sleep(time.Duration(us) * time.Microsecond / 4)
+			}
+		}()
+	}
 
 	<-sigc
 	if *mode == "probe" {
@@ -133,10 +157,17 @@ func main() {
 	}
 }
 
-func serve(ln net.Listener, id string, health int) *http.Server {
+// serve answers HTTP on ln; GET /healthz answers health, or 500 while
+// the file unhealthyFile exists.
+func serve(ln net.Listener, id string, health int, unhealthyFile string) *http.Server {
 	var busy atomic.Int32
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := os.Stat(unhealthyFile); unhealthyFile != "" && err == nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprint(w, id)
+			return
+		}
 		w.WriteHeader(health)
 		fmt.Fprint(w, id)
 	})
