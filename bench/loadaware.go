@@ -818,13 +818,18 @@ func watchReplaced(ctx context.Context, srv server, pid, slot int, known map[int
 				}
 			}
 		}
+		// Each look at handoff runs its CLI: not so often that the
+		// bench's own CPU use weighs on the side it measures.
 		select {
 		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(replacedPoll):
 		}
 	}
 	return "no" + last
 }
+
+// replacedPoll is how often watchReplaced looks.
+const replacedPoll = 500 * time.Millisecond
 
 // slotPID finds, in st, a worker in slot other than pid: its pid and
 // state. Without one, 0 and the state of pid in the slot ("" if absent).

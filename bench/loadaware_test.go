@@ -220,3 +220,27 @@ func TestFmtSmallRatio(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowLoopNoServer: a slow client that cannot connect still says it
+// started (the run must not wait for it) and counts its failures.
+func TestSlowLoopNoServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	stop, started := make(chan struct{}), make(chan struct{})
+	done := make(chan slowTally, 1)
+	go func() { done <- slowLoop(t.Context(), addr, "/slow", stop, started) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("slowLoop did not say it started")
+	}
+	close(stop)
+	st := <-done
+	if st.ok != 0 || st.failed < 1 || st.errs["connection refused"] != int64(st.failed) {
+		t.Errorf("slow loop against a closed port: %+v", st)
+	}
+}
