@@ -421,19 +421,18 @@ type slowPair struct {
 	s        side
 	baseline int  // index of the baseline side, -1 for a baseline
 	goals    bool // the side is handoff's steer: the issue's goals apply
-	app      string
 }
 
 func (b *bench) slowRequests(ctx context.Context) table {
 	n := b.cfg.loadWorkers
 	py := gunicornPython()
 	sides := []slowPair{
-		{s: b.handoffGunicornSlow(n, steerDefault, py), baseline: 1, goals: true, app: "gunicorn"},
-		{s: b.handoffGunicornSlow(n, sharedMode, py), baseline: -1, app: "gunicorn"},
-		{s: b.handoffNodeSlow(n, steerDefault), baseline: 3, goals: true, app: "node"},
-		{s: b.handoffNodeSlow(n, sharedMode), baseline: -1, app: "node"},
-		{s: b.clusterSlow(n), baseline: 3, app: "node"},
-		{s: b.pm2Slow(n), baseline: 3, app: "node"},
+		{s: b.handoffGunicornSlow(n, steerDefault, py), baseline: 1, goals: true},
+		{s: b.handoffGunicornSlow(n, sharedMode, py), baseline: -1},
+		{s: b.handoffNodeSlow(n, steerDefault), baseline: 3, goals: true},
+		{s: b.handoffNodeSlow(n, sharedMode), baseline: -1},
+		{s: b.clusterSlow(n), baseline: 3},
+		{s: b.pm2Slow(n), baseline: 3},
 	}
 	var notes []string
 	plain := make([]side, len(sides))
@@ -452,6 +451,9 @@ func (b *bench) slowRequests(ctx context.Context) table {
 	defer stopAll()
 	listeners := make([]string, len(sides))
 	for i, srv := range srvs {
+		if srv != nil {
+			b.warm(ctx, srv)
+		}
 		if h, ok := srv.(*handoffServer); ok {
 			l := h.listener
 			listeners[i] = l.Balance
@@ -558,8 +560,8 @@ func (b *bench) slowRequests(ctx context.Context) table {
 	notes = append(notes, fmt.Sprintf("Other processes on the machine used %s of its CPU during these rounds.", fmtShare(total)))
 	return table{
 		Intro: []string{
-			fmt.Sprintf("**Slow requests.** `bench/apps/slow`: `/` answers at once, `/slow` takes %s: gunicorn's sync worker sleeps (`python3 -m gunicorn --workers 1 --preload slowapp:app` under `handoff run --workers %d`), the Node app (examples/node/server.js with a slow path) spins the CPU; both serve nothing else meanwhile. Node's cluster module and PM2 in cluster mode run the same Node app, %d workers. All sides run side by side and take turns, %s with the order rotated; in each run one client loops on `/slow` while %d clients send `GET /` for %s, each request on a new connection with `Connection: close` (the bench's own client, 10 s timeout, nothing retried). A plain single process is left out: one single-threaded process busy with `/slow` answers nothing else, so its fast p99 is the slow path's time by construction.",
-				b.cfg.loadSlow, n, n, plural(rounds, "round"), fastClients, b.cfg.loadDuration),
+			fmt.Sprintf("**Slow requests.** `bench/apps/slow`: `/` answers at once, `/slow` takes %s: gunicorn's sync worker sleeps (`python3 -m gunicorn --workers 1 --preload slowapp:app` under `handoff run --workers %d`), the Node app (examples/node/server.js with a slow path) spins the CPU; both serve nothing else meanwhile. Node's cluster module and PM2 in cluster mode run the same Node app, %d workers. All sides run side by side and take turns, %s with the order rotated, %s; in each run one client loops on `/slow` while %d clients send `GET /` for %s, each request on a new connection with `Connection: close` (the bench's own client, 10 s timeout, nothing retried). A plain single process is left out: one single-threaded process busy with `/slow` answers nothing else, so its fast p99 is the slow path's time by construction.",
+				b.cfg.loadSlow, n, n, plural(rounds, "round"), warmText(b.cfg.warmup), fastClients, b.cfg.loadDuration),
 			fmt.Sprintf("Fast requests per run, p50/p90/p99 of their time (connect to the server's close) and slow requests answered are medians over the rounds. The ratios are medians of the rounds' ratios to the baseline of the same app (handoff `--balance shared`; a round's runs are next to each other in time), with a distribution-free 95 %% interval. Goals for steer (issue 16): fast p99 at most %.1f× shared's and below %s, fast throughput at least %.1f× shared's; ✓ when the whole interval meets a goal, ✗ when none of it does, \"unresolved\" in between, – with too few rounds (-load-rounds).",
 				loadP99Factor, fmtDur(loadP99Max), loadRPSGoal),
 		},
