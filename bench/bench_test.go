@@ -210,3 +210,14 @@ func TestFreePort(t *testing.T) {
 		l.Close()
 	}
 }
+
+func TestCommandLine(t *testing.T) {
+	got := commandLine([]string{"-parts", "load", "-load-rounds", "8", "-sides", "handoff + node", "-o", "it's.md"})
+	want := `go -C bench run . -parts load -load-rounds 8 -sides 'handoff + node' -o 'it'\''s.md'`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if got := commandLine(nil); got != "go -C bench run ." {
+		t.Errorf("no flags: %s", got)
+	}
+}

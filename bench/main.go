@@ -85,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	partsFlag := fs.String("parts", strings.Join(parts, ","), "measurements to run, comma-separated: "+strings.Join(parts, ", "))
 	smoke := fs.Bool("smoke", false, "run every part briefly and at once, only to check that each side runs; exit 1 if one did not")
-	var cfg config
+	cfg := config{args: args}
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds for throughput measurements (sides alternate; medians are reported)")
 	fs.DurationVar(&cfg.duration, "duration", 4*time.Second, "length of one throughput or balance run")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "wrk warm-up before each throughput run (0: none)")
@@ -477,6 +477,7 @@ func render(m machineInfo, cfg config, sections []section, failures []string, to
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s; Go %s, Node %s, wrk %s, PM2 %s.\n", m.CPU, m.Cores, m.Kernel,
 		strings.TrimPrefix(m.Go, "go"), m.Node, m.Wrk, m.PM2)
 	fmt.Fprintf(&b, "The load generators (wrk, and vegeta inside this process) run on the same %d cores as the servers they measure, so absolute numbers are lower than on a separate client, and ratios are what to compare. All traffic is to 127.0.0.1.\n", m.Cores)
+	fmt.Fprintf(&b, "Command, from the repository root: `%s`.\n", commandLine(cfg.args))
 	fmt.Fprintf(&b, "Took %s.", took.Round(time.Second))
 	if !cfg.smoke {
 		fmt.Fprint(&b, " Each part ends with the share of the CPU that other processes on the machine used meanwhile.")
@@ -517,6 +518,21 @@ func render(m machineInfo, cfg config, sections []section, failures []string, to
 		}
 	}
 	return b.String()
+}
+
+// commandLine is how to run the bench again with args, quoted for a
+// POSIX shell where needed.
+func commandLine(args []string) string {
+	parts := []string{"go", "-C", "bench", "run", "."}
+	for _, a := range args {
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_=.,/:+@%", r))
+		}) {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
 }
 
 func writeTable(b *strings.Builder, header []string, rows [][]string) {

@@ -42,7 +42,9 @@ type config struct {
 	hangRounds     int
 	minUptime      time.Duration
 	smoke          bool
-	only           []string // if set, only the sides whose names contain one of these
+	// args are the command line's flags, for the report.
+	args []string
+	only []string // if set, only the sides whose names contain one of these
 }
 
 // bench runs the measurements and collects what failed.
