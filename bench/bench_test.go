@@ -138,7 +138,9 @@ func TestWriteTable(t *testing.T) {
 func TestCheckConfig(t *testing.T) {
 	good := config{rounds: 3, duration: 4 * time.Second, reloads: 20, rate: 1000, idle: time.Minute,
 		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30,
-		balanceWorkers: 4, balanceRounds: 10, steerRounds: 9, steerDuration: 2 * time.Second, stickyConns: 100}
+		balanceWorkers: 4, balanceRounds: 10, steerRounds: 9, steerDuration: 2 * time.Second, stickyConns: 100,
+		loadWorkers: 4, loadRounds: 6, loadDuration: 10 * time.Second, loadSlow: time.Second,
+		hangBefore: 5 * time.Second, hangAfter: 20 * time.Second, hangRounds: 1}
 	if err := checkConfig(good); err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +163,11 @@ func TestCheckConfig(t *testing.T) {
 	bad.balanceWorkers = 0
 	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-balance-workers") {
 		t.Errorf("no balance workers: %v", err)
+	}
+	bad = good
+	bad.hangAfter = 2500 * time.Millisecond
+	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-hang-after") {
+		t.Errorf("a hang run of 2.5 s: %v", err)
 	}
 }
 
@@ -201,5 +208,16 @@ func TestFreePort(t *testing.T) {
 			t.Fatalf("port %d is not free: %v", p, err)
 		}
 		l.Close()
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	got := commandLine([]string{"-parts", "load", "-load-rounds", "8", "-sides", "handoff + node", "-o", "it's.md"})
+	want := `go -C bench run . -parts load -load-rounds 8 -sides 'handoff + node' -o 'it'\''s.md'`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if got := commandLine(nil); got != "go -C bench run ." {
+		t.Errorf("no flags: %s", got)
 	}
 }

@@ -36,6 +36,9 @@ const requestTimeout = 10 * time.Second
 type hconn struct {
 	c net.Conn
 	r *bufio.Reader
+	// deadline, if set, bounds everything on the connection (else each
+	// request gets requestTimeout from its start).
+	deadline time.Time
 }
 
 // dialFrom connects to addr from the client address src.
@@ -59,16 +62,40 @@ var (
 // connection's TIME_WAIT, as with any client that lets the server close:
 // the client's ports are free again at once).
 func (h *hconn) get(last bool) (answer, error) {
-	if err := h.c.SetDeadline(time.Now().Add(requestTimeout)); err != nil {
-		return answer{}, err
-	}
 	req := reqKeepAlive
 	if last {
 		req = reqClose
 	}
-	if _, err := h.c.Write(req); err != nil {
+	if err := h.send(req); err != nil {
 		return answer{}, err
 	}
+	return h.answer(last)
+}
+
+// request is a GET of path, as get sends it.
+func request(path string, last bool) []byte {
+	if last {
+		return []byte("GET " + path + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+	}
+	return []byte("GET " + path + " HTTP/1.1\r\nHost: bench\r\n\r\n")
+}
+
+// send sets the connection's deadline and writes req.
+func (h *hconn) send(req []byte) error {
+	d := h.deadline
+	if d.IsZero() {
+		d = time.Now().Add(requestTimeout)
+	}
+	if err := h.c.SetDeadline(d); err != nil {
+		return err
+	}
+	_, err := h.c.Write(req)
+	return err
+}
+
+// answer reads the response to what send sent and parses it; with last,
+// it then waits for the server's close (see get).
+func (h *hconn) answer(last bool) (answer, error) {
 	resp, err := http.ReadResponse(h.r, nil)
 	if err != nil {
 		return answer{}, err

@@ -17,18 +17,27 @@
 //  8. steer: throughput of the steered modes against one shared socket,
 //     keep-alive and a new connection per request;
 //  9. sticky: the share of each client address's connections that reach
-//     one worker, with --balance sticky, Node's cluster and PM2.
+//     one worker, with --balance sticky, Node's cluster and PM2;
+//  10. output: the master's CPU forwarding workers' output;
+//  11. load (issue 16, load-aware steering): with one client looping on a
+//     1 s request, the fast requests of two others (completed, p50/p90/
+//     p99) on 4 single-threaded workers, gunicorn's sync worker and Node,
+//     steered and shared under handoff, Node's cluster and PM2; then a
+//     worker hung with SIGSTOP under strict load: failed requests, the
+//     throughput each second after it, and whether it was replaced.
 //
 // It builds handoff and two versions of examples/hello itself. wrk and pm2
-// must be installed: bench/setup.sh does that. bench/ is a Go module of its
-// own (so that handoff's go.mod does not require vegeta); from the
-// repository root:
+// must be installed: bench/setup.sh does that. The load part also runs
+// gunicorn (examples/install-runtimes.sh installs it) with the apps in
+// bench/apps/slow. bench/ is a Go module of its own (so that handoff's
+// go.mod does not require vegeta); from the repository root:
 //
 //	bash bench/setup.sh
-//	go -C bench run .              # everything, about 11 minutes on 2 quiet cores
+//	go -C bench run .              # everything, about 21 minutes on 2 quiet cores
 //	go -C bench run . -parts reload,latency -reloads 50
 //	go -C bench run . -parts scale -scale-workers 1,8,64
 //	go -C bench run . -parts balance,steer,sticky -steer-rounds 15
+//	go -C bench run . -parts load -load-rounds 8   # about 12 minutes
 //	go -C bench run . -smoke       # a quick check that every side runs
 //	go -C bench test ./...         # its unit tests
 //
@@ -58,7 +67,7 @@ import (
 )
 
 // parts are the measurements, in order.
-var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky", "output"}
+var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky", "output", "load"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -76,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	partsFlag := fs.String("parts", strings.Join(parts, ","), "measurements to run, comma-separated: "+strings.Join(parts, ", "))
 	smoke := fs.Bool("smoke", false, "run every part briefly and at once, only to check that each side runs; exit 1 if one did not")
-	var cfg config
+	cfg := config{args: args}
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds for throughput measurements (sides alternate; medians are reported)")
 	fs.DurationVar(&cfg.duration, "duration", 4*time.Second, "length of one throughput or balance run")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "wrk warm-up before each throughput run (0: none)")
@@ -97,6 +106,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.steerRounds, "steer-rounds", 12, "rounds of the steer part (the sides take turns; 6 or more give a 95% interval for the ratios)")
 	fs.DurationVar(&cfg.steerDuration, "steer-duration", time.Second, "length of one run in the steer part (whole seconds for wrk)")
 	fs.IntVar(&cfg.stickyConns, "sticky-conns", 100, "connections from each client address in the sticky part")
+	fs.IntVar(&cfg.loadWorkers, "load-workers", 4, "workers per side in the load part")
+	fs.IntVar(&cfg.loadRounds, "load-rounds", 6, "rounds of the load part's slow requests (the sides take turns; 6 or more give a 95% interval for the ratios)")
+	fs.DurationVar(&cfg.loadDuration, "load-duration", 10*time.Second, "length of one run of the load part's slow requests")
+	fs.DurationVar(&cfg.loadSlow, "load-slow", time.Second, "how long the load part's /slow takes")
+	fs.DurationVar(&cfg.hangBefore, "hang-before", 5*time.Second, "the load part's load before a worker hangs")
+	fs.DurationVar(&cfg.hangAfter, "hang-after", 20*time.Second, "the load part's load after a worker hangs (whole seconds)")
+	fs.IntVar(&cfg.hangRounds, "hang-rounds", 1, "runs per side with a hung worker (each side started fresh for each)")
 	sidesFlag := fs.String("sides", "", "only run the sides whose names contain one of these comma-separated words (e.g. handoff,pm2)")
 	out := fs.String("o", "", "also write the report to this `file`")
 	keep := fs.Bool("keep", false, "keep the scratch directory (logs, binaries) and print its path")
@@ -138,6 +154,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.reloads, cfg.reloadGap, cfg.idle, cfg.latencyReloads = 2, 100*time.Millisecond, time.Second, 1
 		cfg.rate = min(cfg.rate, 200)
 		cfg.balanceRounds, cfg.steerRounds, cfg.steerDuration, cfg.stickyConns = 2, 1, time.Second, 10
+		cfg.loadRounds, cfg.loadDuration, cfg.hangBefore, cfg.hangAfter, cfg.hangRounds = 1, 2*time.Second, 2*time.Second, 3*time.Second, 1
 		cfg.smoke = true
 	}
 	if err := checkConfig(cfg); err != nil {
@@ -213,6 +230,20 @@ func checkConfig(c config) error {
 		return errors.New("-steer-duration: want 1s to 10m")
 	case c.stickyConns < 1 || c.stickyConns > 10000:
 		return errors.New("-sticky-conns: want 1 to 10000")
+	case c.loadWorkers < 2 || c.loadWorkers > 64:
+		return errors.New("-load-workers: want 2 to 64")
+	case c.loadRounds < 1 || c.loadRounds > 100:
+		return errors.New("-load-rounds: want 1 to 100")
+	case c.loadDuration < time.Second || c.loadDuration > 10*time.Minute:
+		return errors.New("-load-duration: want 1s to 10m")
+	case c.loadSlow < 10*time.Millisecond || c.loadSlow > time.Minute:
+		return errors.New("-load-slow: want 10ms to 1m")
+	case c.hangBefore < 2*time.Second || c.hangBefore > 10*time.Minute:
+		return errors.New("-hang-before: want 2s to 10m")
+	case c.hangAfter < time.Second || c.hangAfter > 10*time.Minute || c.hangAfter%time.Second != 0:
+		return errors.New("-hang-after: want whole seconds, 1s to 10m")
+	case c.hangRounds < 1 || c.hangRounds > 100:
+		return errors.New("-hang-rounds: want 1 to 100")
 	}
 	return nil
 }
@@ -283,6 +314,7 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		{"steer", b.steerThroughput},
 		{"sticky", b.sticky},
 		{"output", b.output},
+		{"load", b.loadAware},
 	}
 	sections := make([]section, len(runs))
 	if cfg.smoke {
@@ -445,6 +477,7 @@ func render(m machineInfo, cfg config, sections []section, failures []string, to
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s; Go %s, Node %s, wrk %s, PM2 %s.\n", m.CPU, m.Cores, m.Kernel,
 		strings.TrimPrefix(m.Go, "go"), m.Node, m.Wrk, m.PM2)
 	fmt.Fprintf(&b, "The load generators (wrk, and vegeta inside this process) run on the same %d cores as the servers they measure, so absolute numbers are lower than on a separate client, and ratios are what to compare. All traffic is to 127.0.0.1.\n", m.Cores)
+	fmt.Fprintf(&b, "Command, from the repository root: `%s`.\n", commandLine(cfg.args))
 	fmt.Fprintf(&b, "Took %s.", took.Round(time.Second))
 	if !cfg.smoke {
 		fmt.Fprint(&b, " Each part ends with the share of the CPU that other processes on the machine used meanwhile.")
@@ -485,6 +518,21 @@ func render(m machineInfo, cfg config, sections []section, failures []string, to
 		}
 	}
 	return b.String()
+}
+
+// commandLine is how to run the bench again with args, quoted for a
+// POSIX shell where needed.
+func commandLine(args []string) string {
+	parts := []string{"go", "-C", "bench", "run", "."}
+	for _, a := range args {
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_=.,/:+@%", r))
+		}) {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
 }
 
 func writeTable(b *strings.Builder, header []string, rows [][]string) {

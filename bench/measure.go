@@ -33,9 +33,18 @@ type config struct {
 	steerRounds    int   // rounds of the steer part
 	steerDuration  time.Duration
 	stickyConns    int // connections per client address in the sticky part
+	loadWorkers    int // workers per side in the load part
+	loadRounds     int // rounds of the load part's slow requests
+	loadDuration   time.Duration
+	loadSlow       time.Duration // how long /slow takes
+	hangBefore     time.Duration // load before a worker hangs
+	hangAfter      time.Duration // load after it
+	hangRounds     int
 	minUptime      time.Duration
 	smoke          bool
-	only           []string // if set, only the sides whose names contain one of these
+	// args are the command line's flags, for the report.
+	args []string
+	only []string // if set, only the sides whose names contain one of these
 }
 
 // bench runs the measurements and collects what failed.

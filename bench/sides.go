@@ -369,15 +369,21 @@ type clusterServer struct {
 }
 
 func (e *env) startCluster(ctx context.Context, n int, closeWindow time.Duration) (*clusterServer, error) {
+	return e.startClusterApp(ctx, fmt.Sprintf("node cluster (%d)", n), e.nodeDir, n, closeWindow, nil)
+}
+
+// startClusterApp runs dir/cluster.js (examples/node's, or one that
+// forks another server.js) as lbl, with appEnv added to its environment.
+func (e *env) startClusterApp(ctx context.Context, lbl, dir string, n int, closeWindow time.Duration, appEnv []string) (*clusterServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	c := &clusterServer{e: e, lbl: fmt.Sprintf("node cluster (%d)", n), port: port, gen: 1}
-	p, err := e.reg.start(e.name("cluster"), []string{"node", filepath.Join(e.nodeDir, "cluster.js")}, []string{
+	c := &clusterServer{e: e, lbl: lbl, port: port, gen: 1}
+	p, err := e.reg.start(e.name("cluster"), []string{"node", filepath.Join(dir, "cluster.js")}, append([]string{
 		fmt.Sprintf("PORT=%d", port), fmt.Sprintf("WORKERS=%d", n), "APP_VERSION=v1",
 		fmt.Sprintf("CLOSE_WINDOW_MS=%d", closeWindow.Milliseconds()), "DRAIN_TIMEOUT_MS=5000",
-	})
+	}, appEnv...))
 	if err != nil {
 		return nil, err
 	}
@@ -448,6 +454,12 @@ func (e *env) pm2Env(home string) []string {
 }
 
 func (e *env) startPM2(ctx context.Context, n int, closeWindow time.Duration) (*pm2Server, error) {
+	return e.startPM2App(ctx, fmt.Sprintf("PM2 cluster (%d)", n), e.nodeDir, n, closeWindow, nil)
+}
+
+// startPM2App runs dir/ecosystem.config.js under PM2 as lbl, with appEnv
+// added to the environment pm2 start reads it in.
+func (e *env) startPM2App(ctx context.Context, lbl, dir string, n int, closeWindow time.Duration, appEnv []string) (*pm2Server, error) {
 	if e.pm2 == "" {
 		return nil, errors.New("pm2 not installed (run bench/setup.sh)")
 	}
@@ -456,16 +468,17 @@ func (e *env) startPM2(ctx context.Context, n int, closeWindow time.Duration) (*
 		return nil, err
 	}
 	name := e.name("pm2")
-	s := &pm2Server{e: e, lbl: fmt.Sprintf("PM2 cluster (%d)", n), home: filepath.Join(e.dir, name), app: name, port: port}
+	s := &pm2Server{e: e, lbl: lbl, home: filepath.Join(e.dir, name), app: name, port: port}
 	if err := os.MkdirAll(s.home, 0o755); err != nil {
 		return nil, fmt.Errorf("pm2 home: %w", err)
 	}
 	env := append(e.pm2Env(s.home),
 		"PM2_APP_NAME="+name, fmt.Sprintf("PORT=%d", port), fmt.Sprintf("WORKERS=%d", n), "APP_VERSION=v1",
 		fmt.Sprintf("CLOSE_WINDOW_MS=%d", closeWindow.Milliseconds()), "DRAIN_TIMEOUT_MS=5000")
+	env = append(env, appEnv...)
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	_, err = e.reg.run(sctx, []string{e.pm2, "start", filepath.Join(e.nodeDir, "ecosystem.config.js")}, env)
+	_, err = e.reg.run(sctx, []string{e.pm2, "start", filepath.Join(dir, "ecosystem.config.js")}, env)
 	s.readGod()
 	if err != nil {
 		s.stop()
