@@ -46,7 +46,7 @@ func TestMaxMemoryRecyclesUnderLoad(t *testing.T) {
 	if replaced != 1 {
 		t.Errorf("%d workers replaced, want 1: %+v", replaced, st.Workers)
 	}
-	m.log.waitLine(t, time.Second, "worker replaced: its memory was above the limit")
+	m.log.waitLine(t, time.Second, "worker replaced", "its memory")
 	if !l.waitRequests(100, 20*time.Second) {
 		t.Fatal("load stalled")
 	}
