@@ -1,0 +1,488 @@
+//go:build linux
+
+package steer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// loadAwareGroup is a TCP group with eBPF whose held connections are
+// counted; the test is skipped where eBPF cannot be loaded.
+func loadAwareGroup(t *testing.T, loopback string, slots int) *Group {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("eBPF needs root")
+	}
+	g := newTestGroup(t, "tcp://"+net.JoinHostPort(loopback, "0"), slots, ModeSteer, EBPF)
+	if err := g.LoadAware(); err != nil {
+		t.Fatalf("not load-aware: %v", err)
+	}
+	if s := g.Selection(); s != "least-held" {
+		t.Fatalf("selection %q, want least-held", s)
+	}
+	return g
+}
+
+// loopbacks returns 127.0.0.1, and ::1 where the host has IPv6.
+func loopbacks(t *testing.T) []string {
+	lo := []string{"127.0.0.1"}
+	if hasIPv6(t) {
+		lo = append(lo, "::1")
+	}
+	return lo
+}
+
+// worker accepts on one socket of a group as a worker process would,
+// and keeps what it accepted open (keep-alive) until told otherwise.
+type worker struct {
+	t    *testing.T
+	fd   int
+	mu   sync.Mutex
+	busy bool       // accepts nothing while set
+	conn []int      // accepted, still open
+	peer []net.Addr // their clients' addresses
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startWorker(t *testing.T, fd int) *worker {
+	w := &worker{t: t, fd: fd, stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	t.Cleanup(w.close)
+	return w
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	for {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		w.mu.Lock()
+		busy := w.busy
+		w.mu.Unlock()
+		if busy {
+			_, _ = unix.Poll(nil, 5)
+			continue
+		}
+		p := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(p, 5); n == 0 || err != nil {
+			continue
+		}
+		// Only this goroutine accepts on fd, so accept does not block.
+		c, sa, err := unix.Accept4(w.fd, unix.SOCK_CLOEXEC)
+		if err != nil {
+			if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN) {
+				w.t.Errorf("accept: %v", err)
+				return
+			}
+			continue
+		}
+		w.mu.Lock()
+		w.conn = append(w.conn, c)
+		w.peer = append(w.peer, sockaddrAddr(sa))
+		w.mu.Unlock()
+	}
+}
+
+func sockaddrAddr(sa unix.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return nil
+}
+
+func (w *worker) setBusy(b bool) {
+	w.mu.Lock()
+	w.busy = b
+	w.mu.Unlock()
+}
+
+// accepted returns how many connections the worker accepted and still
+// holds.
+func (w *worker) accepted() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.conn)
+}
+
+// closeAll closes every connection the worker holds.
+func (w *worker) closeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range w.conn {
+		unix.Close(c)
+	}
+	w.conn, w.peer = nil, nil
+}
+
+func (w *worker) close() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	w.closeAll()
+}
+
+// heldOf reads Held for every bank-0 socket of the first slots.
+func heldOf(t *testing.T, g *Group, slots int) []int {
+	t.Helper()
+	h := make([]int, slots)
+	for s := range h {
+		n, err := g.Held(0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h[s] = n
+	}
+	return h
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// waitHeld waits until Held of the bank-0 sockets is want.
+func waitHeld(t *testing.T, g *Group, want []int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("held %v", want), func() (bool, string) {
+		h := heldOf(t, g, len(want))
+		return fmt.Sprint(h) == fmt.Sprint(want), fmt.Sprintf("held %v", h)
+	})
+}
+
+// dialed opens a connection to addr and returns it; the caller closes it.
+func dialed(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	return c
+}
+
+// TestHeldCounts: a connection counts on the socket it was steered to
+// from the handshake on (queued, then accepted), and stops counting when
+// either side closes it; nothing counts on the others.
+func TestHeldCounts(t *testing.T) {
+	for _, lo := range loopbacks(t) {
+		t.Run(lo, func(t *testing.T) {
+			g := loadAwareGroup(t, lo, 2)
+			if err := g.Steer([]Target{{Slot: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			var cs []net.Conn
+			for i := 0; i < 3; i++ {
+				cs = append(cs, dialed(t, g.Addr()))
+			}
+			waitHeld(t, g, []int{0, 3}) // queued, not accepted
+			w := startWorker(t, g.Fd(0, 1))
+			waitFor(t, "3 accepted", func() (bool, string) { return w.accepted() == 3, fmt.Sprint(w.accepted()) })
+			if h := heldOf(t, g, 2); h[0] != 0 || h[1] != 3 {
+				t.Fatalf("accepted: held %v, want [0 3]", h)
+			}
+			// The client closes one, the worker another, both the third.
+			cs[0].Close()
+			waitHeld(t, g, []int{0, 2})
+			w.mu.Lock()
+			unix.Close(w.conn[1])
+			w.mu.Unlock()
+			waitHeld(t, g, []int{0, 1})
+			cs[1].Close()
+			cs[2].Close()
+			w.closeAll()
+			waitHeld(t, g, []int{0, 0})
+			if n, err := g.Held(1, 1); err != nil || n != 0 {
+				t.Errorf("bank 1: held %d, %v", n, err)
+			}
+		})
+	}
+}
+
+// TestLeastHeldAvoidsBusy: a worker busy with one connection (it holds
+// it and accepts nothing else, like gunicorn's sync worker on a slow
+// request) gets no new connection while the others hold fewer; the
+// others share the new ones.
+func TestLeastHeldAvoidsBusy(t *testing.T) {
+	for _, lo := range loopbacks(t) {
+		t.Run(lo, func(t *testing.T) {
+			const slots = 4
+			g := loadAwareGroup(t, lo, slots)
+			ws := make([]*worker, slots)
+			for s := range ws {
+				ws[s] = startWorker(t, g.Fd(0, s))
+			}
+			// Slot 1 takes a slow request and stops accepting.
+			if err := g.Steer([]Target{{Slot: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			slow := dialed(t, g.Addr())
+			defer slow.Close()
+			waitFor(t, "the slow request accepted", func() (bool, string) {
+				return ws[1].accepted() == 1, fmt.Sprint(ws[1].accepted())
+			})
+			ws[1].setBusy(true)
+			if err := g.Steer(bank(slots, 0)); err != nil {
+				t.Fatal(err)
+			}
+			waitHeld(t, g, []int{0, 1, 0, 0})
+
+			// Short requests, one after the other: each is closed by
+			// both sides before the next, so the others hold 0 and the
+			// busy worker 1 at every SYN.
+			for i := 0; i < 24; i++ {
+				c := dialed(t, g.Addr())
+				waitFor(t, "the request counted", func() (bool, string) {
+					h := heldOf(t, g, slots)
+					return sum(h) == 2, fmt.Sprintf("held %v", h)
+				})
+				if h := heldOf(t, g, slots); h[1] != 1 {
+					t.Fatalf("request %d went to the busy worker: held %v", i, h)
+				}
+				on := -1
+				waitFor(t, "the request accepted", func() (bool, string) {
+					for s, w := range ws {
+						if s != 1 && w.accepted() > 0 {
+							on = s
+						}
+					}
+					return on >= 0, "not yet"
+				})
+				c.Close()
+				ws[on].closeAll()
+				waitHeld(t, g, []int{0, 1, 0, 0})
+			}
+			// Keep-alive connections, one at a time: each goes to a
+			// worker holding fewer than the busy one while there is
+			// one, then the busy one takes its turn with the rest.
+			for i := 0; i < 3; i++ {
+				c := dialed(t, g.Addr())
+				defer c.Close()
+				// Nothing lands on the busy worker: the held count
+				// of one of the others goes up.
+				waitFor(t, "the connection counted", func() (bool, string) {
+					h := heldOf(t, g, slots)
+					return sum(h) == 2+i, fmt.Sprintf("held %v", h)
+				})
+				if h := heldOf(t, g, slots); h[1] != 1 {
+					t.Fatalf("connection %d went to the busy worker: held %v", i, h)
+				}
+			}
+			waitHeld(t, g, []int{1, 1, 1, 1})
+			if q, err := g.QueueLen(0, 1); err != nil || q != 0 {
+				t.Errorf("busy worker's queue: %d, %v", q, err)
+			}
+		})
+	}
+}
+
+// TestKeepAliveBurstBalance: 64 keep-alive connections over 4 idle
+// workers land 16 on each (least held with round-robin ties is the
+// exact round robin when loads are equal), and Held says so.
+func TestKeepAliveBurstBalance(t *testing.T) {
+	for _, lo := range loopbacks(t) {
+		t.Run(lo, func(t *testing.T) {
+			const slots = 4
+			g := loadAwareGroup(t, lo, slots)
+			ws := make([]*worker, slots)
+			for s := range ws {
+				ws[s] = startWorker(t, g.Fd(0, s))
+			}
+			for i := 0; i < 64; i++ {
+				c := dialed(t, g.Addr())
+				defer c.Close()
+				// The handshake is complete on the client's side; the
+				// server's side is counted when it processed the ACK.
+				waitFor(t, "the connection counted", func() (bool, string) {
+					h := heldOf(t, g, slots)
+					return sum(h) == i+1, fmt.Sprintf("held %v", h)
+				})
+			}
+			waitFor(t, "64 accepted", func() (bool, string) {
+				n := 0
+				for _, w := range ws {
+					n += w.accepted()
+				}
+				return n == 64, fmt.Sprint(n)
+			})
+			for s, w := range ws {
+				if w.accepted() != 16 {
+					t.Errorf("slot %d accepted %d of 64, want 16", s, w.accepted())
+				}
+			}
+			if h := heldOf(t, g, slots); fmt.Sprint(h) != "[16 16 16 16]" {
+				t.Errorf("held %v, want 16 each", h)
+			}
+		})
+	}
+}
+
+// TestHeldNoLeak: a connection that never reaches a worker (queued on a
+// socket nobody accepts on, then reset by its client) and a handshake
+// that never completes leave no count behind.
+func TestHeldNoLeak(t *testing.T) {
+	for _, lo := range loopbacks(t) {
+		t.Run(lo, func(t *testing.T) {
+			g := loadAwareGroup(t, lo, 2)
+			if err := g.Steer([]Target{{Slot: 0}}); err != nil {
+				t.Fatal(err)
+			}
+			// Queued, never accepted; the client resets it (linger 0).
+			c := dialed(t, g.Addr())
+			waitHeld(t, g, []int{1, 0})
+			if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			waitHeld(t, g, []int{0, 0})
+			// Queued, the client closes normally: still never accepted.
+			c = dialed(t, g.Addr())
+			waitHeld(t, g, []int{1, 0})
+			c.Close()
+			waitHeld(t, g, []int{0, 0})
+			// Accepting what is left (the closed one; the reset one
+			// may be gone) changes nothing.
+			acceptAll(t, g)
+			waitHeld(t, g, []int{0, 0})
+
+			// A handshake that never completes: a bare SYN from a port
+			// no socket connects from, so the SYN-ACK is answered with
+			// a reset. The selector saw it (a pending entry), nothing
+			// counts it.
+			sport := sendSYN(t, g)
+			waitFor(t, "the SYN steered", func() (bool, string) {
+				return hasPending(t, g, sport), "no pending entry"
+			})
+			if h := heldOf(t, g, 2); sum(h) != 0 {
+				t.Errorf("a handshake that never completed counts: held %v", h)
+			}
+			// Counting goes on as before.
+			c = dialed(t, g.Addr())
+			waitHeld(t, g, []int{1, 0})
+			c.Close()
+			waitHeld(t, g, []int{0, 0})
+		})
+	}
+}
+
+// sendSYN sends a bare TCP SYN to the group's address from a raw socket
+// and returns its source port: a port bound by a socket that neither
+// listens nor connects, so the kernel answers the SYN-ACK with a reset
+// and the handshake never completes.
+func sendSYN(t *testing.T, g *Group) int {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := ap.Addr()
+	family := unix.AF_INET
+	if dst.Is6() {
+		family = unix.AF_INET6
+	}
+	// Reserve the source port.
+	hold, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(hold) })
+	var bindTo, sendTo unix.Sockaddr
+	if dst.Is6() {
+		bindTo = &unix.SockaddrInet6{Addr: dst.As16()}
+		sendTo = &unix.SockaddrInet6{Addr: dst.As16()}
+	} else {
+		bindTo = &unix.SockaddrInet4{Addr: dst.As4()}
+		sendTo = &unix.SockaddrInet4{Addr: dst.As4()}
+	}
+	if err := unix.Bind(hold, bindTo); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(hold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sport := sockaddrAddr(sa).(*net.TCPAddr).Port
+
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp[0:], uint16(sport))
+	binary.BigEndian.PutUint16(tcp[2:], ap.Port())
+	binary.BigEndian.PutUint32(tcp[4:], 0x12345678) // sequence number
+	tcp[12] = 5 << 4                                // header length: 5 words
+	tcp[13] = 0x02                                  // SYN
+	binary.BigEndian.PutUint16(tcp[14:], 65535)     // window
+	// Checksum over the pseudo-header (source and destination are the
+	// same loopback address) and the header.
+	var pseudo []byte
+	addr := dst.AsSlice()
+	pseudo = append(pseudo, addr...)
+	pseudo = append(pseudo, addr...)
+	if dst.Is6() {
+		pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(tcp)))
+		pseudo = append(pseudo, 0, 0, 0, unix.IPPROTO_TCP)
+	} else {
+		pseudo = append(pseudo, 0, unix.IPPROTO_TCP)
+		pseudo = binary.BigEndian.AppendUint16(pseudo, uint16(len(tcp)))
+	}
+	var sum uint32
+	for _, b := range [][]byte{pseudo, tcp} {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
+
+	raw, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		t.Skipf("raw socket: %v", err)
+	}
+	defer unix.Close(raw)
+	if err := unix.Sendto(raw, tcp, 0, sendTo); err != nil {
+		t.Fatalf("send SYN: %v", err)
+	}
+	return sport
+}
+
+// hasPending reports whether the selector of g recorded a handshake from
+// source port sport.
+func hasPending(t *testing.T, g *Group, sport int) bool {
+	t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var k [tupleSize]byte
+	var v uint32
+	it := g.ebpf.pending.Iterate()
+	found := false
+	for it.Next(&k, &v) {
+		if int(binary.NativeEndian.Uint16(k[tuplePort:])) == sport {
+			found = true
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
