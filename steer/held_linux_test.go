@@ -486,3 +486,116 @@ func hasPending(t *testing.T, g *Group, sport int) bool {
 	}
 	return found
 }
+
+// TestHeldHandover: a new master of this layout adopts the held maps, so
+// connections established before the hand-over keep counting and are
+// counted down once when they close, even while both masters' tracers
+// are attached; its own tracer counts from then on.
+func TestHeldHandover(t *testing.T) {
+	for _, lo := range loopbacks(t) {
+		t.Run(lo, func(t *testing.T) {
+			old := loadAwareGroup(t, lo, 2)
+			if err := old.Steer([]Target{{Slot: 0}}); err != nil {
+				t.Fatal(err)
+			}
+			c1, c2 := dialed(t, old.Addr()), dialed(t, old.Addr())
+			defer c1.Close()
+			defer c2.Close()
+			waitHeld(t, old, []int{2, 0})
+			st, fds := old.Export()
+			g, err := Import(st, dupAll(t, fds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { g.Close() })
+			if err := g.LoadAware(); err != nil {
+				t.Fatalf("imported group not load-aware: %v", err)
+			}
+			waitHeld(t, g, []int{2, 0})
+			// Both tracers attached: one close counts down once.
+			c1.Close()
+			waitHeld(t, g, []int{1, 0})
+			waitHeld(t, old, []int{1, 0})
+			old.Close()
+			c2.Close()
+			waitHeld(t, g, []int{0, 0})
+			// The new master steers by its counts.
+			if err := g.Steer(bank(2, 0)); err != nil {
+				t.Fatal(err)
+			}
+			c3 := dialed(t, g.Addr())
+			defer c3.Close()
+			waitFor(t, "a new connection counted", func() (bool, string) {
+				h := heldOf(t, g, 2)
+				return sum(h) == 1, fmt.Sprintf("held %v", h)
+			})
+			acceptAll(t, g)
+		})
+	}
+}
+
+// TestHeldHandoverFromLayout2: a master of layout 2 had no held maps; the
+// new one builds a new selector, whose counts start at 0 for connections
+// made before (their close counts nothing down) and count the new ones.
+func TestHeldHandoverFromLayout2(t *testing.T) {
+	old := loadAwareGroup(t, "127.0.0.1", 2)
+	if err := old.Steer([]Target{{Slot: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	before := dialed(t, old.Addr())
+	defer before.Close()
+	waitHeld(t, old, []int{1, 0})
+	st, fds := old.Export()
+	st.Layout = 2
+	g, err := Import(st, dupAll(t, fds[:len(fds)-(ebpfFds-ebpfFdsV2)]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	old.Close()
+	if g.Mechanism() != EBPF || g.Fallback() != nil || g.LoadAware() != nil {
+		t.Fatalf("from layout 2: %s, fallback %v, load %v", g.Mechanism(), g.Fallback(), g.LoadAware())
+	}
+	if h := heldOf(t, g, 2); sum(h) != 0 {
+		t.Fatalf("a rebuilt selector starts with held %v", h)
+	}
+	before.Close()
+	after := dialed(t, g.Addr())
+	defer after.Close()
+	waitHeld(t, g, []int{1, 0})
+	acceptAll(t, g)
+	after.Close()
+	waitHeld(t, g, []int{0, 0})
+}
+
+// TestHeldUnsupported: classic BPF and UDP count nothing; Held says so
+// rather than reporting zeros, and classic BPF steers over fewer targets
+// as always.
+func TestHeldUnsupported(t *testing.T) {
+	c := newTestGroup(t, "tcp://127.0.0.1:0", 3, ModeSteer, CBPF)
+	if c.LoadAware() == nil {
+		t.Error("classic BPF claims to be load-aware")
+	}
+	if _, err := c.Held(0, 0); err == nil {
+		t.Error("classic BPF: Held gave no error")
+	}
+	if err := c.Steer([]Target{{Slot: 2, Bank: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := connectAndCount(t, c, 6); got[Target{Slot: 2, Bank: 1}] != 6 {
+		t.Errorf("classic BPF steered to one target: %v", got)
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	u := newTestGroup(t, "udp://127.0.0.1:0", 2, ModeSteer, EBPF)
+	if u.LoadAware() == nil {
+		t.Error("UDP claims to be load-aware")
+	}
+	if _, err := u.Held(0, 0); err == nil {
+		t.Error("UDP: Held gave no error")
+	}
+	if _, err := loadAwareGroup(t, "127.0.0.1", 1).Held(0, 1); err == nil {
+		t.Error("Held of a slot out of range gave no error")
+	}
+}
