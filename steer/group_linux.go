@@ -533,7 +533,8 @@ func (g *Group) WaitDrained(ctx context.Context, bank, slot int, since time.Time
 
 // Export returns what a new master needs to take the group over: the
 // state, and the descriptors (every socket in index order, then for eBPF
-// the program, socket array, configuration, counter and probe map). They
+// the program, socket array, configuration, counter, probe, held, pending
+// and conns map; not the tracepoint program, see doc.go). They
 // stay the group's: send them (SCM_RIGHTS copies them), then Close the
 // group as usual; the group and its program live on while any socket is
 // open. Do not Dial after Export: the new master drops probe entries.
