@@ -108,7 +108,7 @@ type ebpfSel struct {
 }
 
 // loadEBPF loads a new selector for a group listening on port (host
-// order). A tracepoint program that cannot be loaded leaves held
+// order; 0 for UDP: no tracer). A tracepoint program that cannot be loaded leaves held
 // connections uncounted (noLoad says why), not the selector unusable.
 func loadEBPF(port uint16) (*ebpfSel, error) {
 	e := &ebpfSel{}
@@ -194,6 +194,10 @@ func (e *ebpfSel) loadMaps() error {
 // startTracer attaches a tracepoint program counting into the
 // selector's maps; on failure it records why in noLoad.
 func (e *ebpfSel) startTracer(port uint16) {
+	if port == 0 {
+		e.noLoad = errors.New("held connections not counted: not TCP")
+		return
+	}
 	t, err := startTracer(port, e.held, e.pending, e.conns)
 	if err != nil {
 		e.noLoad = fmt.Errorf("held connections not counted: %w", err)

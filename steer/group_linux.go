@@ -141,7 +141,7 @@ func (g *Group) build(first int, mech Mechanism, keepFirst bool) (err error) {
 	g.sa = sa
 	g.addr = sockaddrString(sa)
 	if mech != CBPF {
-		err := g.useEBPF(loadEBPF(g.port()))
+		err := g.useEBPF(loadEBPF(g.tcpPort()))
 		if errors.Is(err, unix.EPERM) {
 			err = fmt.Errorf("eBPF not permitted (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
 		}
@@ -391,8 +391,12 @@ func (g *Group) selection() string {
 	return "flow-hash"
 }
 
-// port is the group's port, host order.
-func (g *Group) port() uint16 {
+// tcpPort is the group's port, host order, for the tracer that counts
+// held connections; 0 for UDP, which has none to count.
+func (g *Group) tcpPort() uint16 {
+	if g.sotype != unix.SOCK_STREAM {
+		return 0
+	}
 	switch a := g.sa.(type) {
 	case *unix.SockaddrInet4:
 		return uint16(a.Port)
@@ -616,7 +620,7 @@ func Import(st State, fds []int) (*Group, error) {
 		}
 		return g, nil
 	}
-	e, err := adoptEBPF(fds[nsock:], st.Layout, g.port())
+	e, err := adoptEBPF(fds[nsock:], st.Layout, g.tcpPort())
 	if err == nil {
 		g.ebpf = e
 		// Probes of the previous master are over: it must not Dial
@@ -655,7 +659,7 @@ func Import(st State, fds []int) (*Group, error) {
 // sockets already members) and attaches it; on failure the group stays
 // on classic BPF.
 func (g *Group) rebuildEBPF(active []Target) error {
-	e, err := loadEBPF(g.port())
+	e, err := loadEBPF(g.tcpPort())
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -597,5 +598,66 @@ func TestHeldUnsupported(t *testing.T) {
 	}
 	if _, err := loadAwareGroup(t, "127.0.0.1", 1).Held(0, 1); err == nil {
 		t.Error("Held of a slot out of range gave no error")
+	}
+}
+
+// inetSockSetStateFormat is sock:inet_sock_set_state's format on Linux
+// 6.18 (x86-64).
+const inetSockSetStateFormat = `name: inet_sock_set_state
+ID: 2287
+format:
+	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+	field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
+	field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
+	field:int common_pid;	offset:4;	size:4;	signed:1;
+
+	field:const void * skaddr;	offset:8;	size:8;	signed:0;
+	field:int oldstate;	offset:16;	size:4;	signed:1;
+	field:int newstate;	offset:20;	size:4;	signed:1;
+	field:__u16 sport;	offset:24;	size:2;	signed:0;
+	field:__u16 dport;	offset:26;	size:2;	signed:0;
+	field:__u16 family;	offset:28;	size:2;	signed:0;
+	field:__u16 protocol;	offset:30;	size:2;	signed:0;
+	field:__u8 saddr[4];	offset:32;	size:4;	signed:0;
+	field:__u8 daddr[4];	offset:36;	size:4;	signed:0;
+	field:__u8 saddr_v6[16];	offset:40;	size:16;	signed:0;
+	field:__u8 daddr_v6[16];	offset:56;	size:16;	signed:0;
+
+print fmt: "family=%s ..."
+`
+
+// TestParseFormat: the tracer's field offsets come from the format file;
+// a format without a field, or with a field of another size or
+// misaligned, is refused (the tracer is then not loaded) rather than
+// read wrong.
+func TestParseFormat(t *testing.T) {
+	off, err := parseFormat([]byte(inetSockSetStateFormat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int16{"oldstate": 16, "newstate": 20, "sport": 24, "dport": 26, "protocol": 30, "saddr_v6": 40, "daddr_v6": 56}
+	if fmt.Sprint(off) != fmt.Sprint(want) {
+		t.Errorf("offsets %v, want %v", off, want)
+	}
+	for _, bad := range []struct{ from, to string }{
+		{"field:__u16 protocol;\toffset:30;\tsize:2;", ""},
+		{"field:__u16 sport;\toffset:24;\tsize:2;", "field:__u32 sport;\toffset:24;\tsize:4;"},
+		{"field:__u8 daddr_v6[16];\toffset:56;", "field:__u8 daddr_v6[16];\toffset:58;"},
+	} {
+		f := strings.Replace(inetSockSetStateFormat, bad.from, bad.to, 1)
+		if f == inetSockSetStateFormat {
+			t.Fatalf("%q not in the format", bad.from)
+		}
+		if _, err := parseFormat([]byte(f)); err == nil {
+			t.Errorf("accepted a format with %q instead of %q", bad.to, bad.from)
+		}
+	}
+	if _, err := parseFormat([]byte("garbage\nfield:\nfield:x;offset:zz;\n")); err == nil {
+		t.Error("accepted garbage")
+	}
+	if os.Geteuid() == 0 {
+		if _, err := findTracepoint(); err != nil {
+			t.Errorf("this kernel's tracepoint: %v", err)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -82,6 +83,27 @@ type tracepoint struct {
 // namespace of a thread of its own, which nothing else sees and which
 // goes away with that thread (needs CAP_SYS_ADMIN).
 func findTracepoint() (*tracepoint, error) {
+	tpCache.Lock()
+	defer tpCache.Unlock()
+	if tpCache.tp != nil {
+		return tpCache.tp, nil
+	}
+	tp, err := lookupTracepoint()
+	if err == nil {
+		tpCache.tp = tp
+	}
+	return tp, err
+}
+
+// tpCache keeps what findTracepoint found: the id and format of a
+// tracepoint do not change while the kernel runs. A failure is not kept
+// (tracefs may be mounted later).
+var tpCache struct {
+	sync.Mutex
+	tp *tracepoint
+}
+
+func lookupTracepoint() (*tracepoint, error) {
 	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
 		if tp, err := readTracepoint(dir); err == nil {
 			return tp, nil
