@@ -36,17 +36,26 @@ const (
 	confRoundRobin = 0
 	confFlowHash   = 1
 	confSticky     = 2
+	// confLeastHeld is round robin among the active sockets holding
+	// the fewest connections. The master sets it only while its tracer
+	// counts: counts that nobody updates any more (a master whose
+	// tracer failed to load took over) must not steer.
+	confLeastHeld = 3
 )
 
 // Layout of the configuration value (native endian u32s):
 //
 //	0   n       number of active sockets (0: let the kernel pick)
-//	4   mode    confRoundRobin, confFlowHash or confSticky
+//	4   mode    confRoundRobin, confLeastHeld, confFlowHash or confSticky
 //	8   slots   modulus of sticky mode
+//	12  counts  1 while the master's tracer counts held connections
+//	            (not read by the program: tells a new master whether
+//	            the held counts it adopts are current)
 //	16  active  [MaxSlots] socket-array keys of the active sockets
 //	... slotkey [MaxSlots] socket-array key of each slot's active socket,
 //	            or noKey
 const (
+	confCounts  = 12
 	confActive  = 16
 	confSlotKey = confActive + 4*MaxSlots
 	confSize    = confSlotKey + 4*MaxSlots
@@ -206,6 +215,40 @@ func (e *ebpfSel) startTracer(port uint16) {
 	e.tracer = t
 }
 
+// resetStaleCounts empties the held, pending and conns maps of an adopted
+// selector whose previous master did not count (its configuration says
+// so: its tracer had failed to load, or it steered UDP): closes it missed
+// left counts that would never come down.
+// Connections open now are then not counted; those made from now on
+// are. Counts of a master that counted are kept.
+func (e *ebpfSel) resetStaleCounts() error {
+	v := make([]byte, confSize)
+	if err := e.conf.Lookup(uint32(0), v); err == nil && binary.NativeEndian.Uint32(v[confCounts:]) == 1 {
+		return nil
+	}
+	var k [tupleSize]byte
+	var val uint32
+	for _, m := range []*ebpf.Map{e.conns, e.pending} {
+		var keys [][tupleSize]byte
+		it := m.Iterate()
+		for it.Next(&k, &val) {
+			keys = append(keys, k)
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("reset held counts: %w", err)
+		}
+		for _, k := range keys {
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("reset held counts: %w", err)
+			}
+		}
+	}
+	if err := e.held.Update(uint32(0), make([]byte, 8*socketArraySize), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset held counts: %w", err)
+	}
+	return nil
+}
+
 // heldCounts reads the connections held by every socket.
 func (e *ebpfSel) heldCounts() ([]int64, error) {
 	v := make([]byte, 8*socketArraySize)
@@ -264,6 +307,9 @@ func adoptEBPF(fds []int, layout int, port uint16) (*ebpfSel, error) {
 		e.pending == nil || e.pending.Type() != ebpf.LRUHash || e.pending.KeySize() != tupleSize ||
 		e.conns == nil || e.conns.Type() != ebpf.Hash || e.conns.KeySize() != tupleSize {
 		return e, errors.New("program or maps have another layout")
+	}
+	if err := e.resetStaleCounts(); err != nil {
+		return e, err
 	}
 	e.startTracer(port)
 	return e, nil
@@ -383,6 +429,9 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 	ne.PutUint32(v[0:], uint32(len(active)))
 	ne.PutUint32(v[4:], mode)
 	ne.PutUint32(v[8:], uint32(len(slotKeys)))
+	if e.tracer != nil {
+		ne.PutUint32(v[confCounts:], 1)
+	}
 	for i, k := range active {
 		ne.PutUint32(v[confActive+4*i:], k)
 	}
@@ -409,9 +458,9 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 //	}
 //	conf = lookup(conf_map, 0); if (!conf || !conf->n) return SK_PASS;
 //	switch (conf->mode) {
-//	case ROUND_ROBIN:
+//	case ROUND_ROBIN: case LEAST_HELD:
 //		h = fetch_add(rr[0], 1);
-//		if (!(s.held = lookup(held, 0))) goto pick;
+//		if (conf->mode != LEAST_HELD || !(s.held = lookup(held, 0))) goto pick;
 //		s = { conf, start: h, n: conf->n, best: ~0, best_held: ~0 };
 //		bpf_loop(conf->n, scan, &s, 0);   // least held from h % n on
 //		if (s.best >= socketArraySize) goto pick;
@@ -568,6 +617,8 @@ func program(socks, conf, rr, probes, held, pending int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "flowhash"),
 		asm.Mov.Imm(h, 1),
 		fetchAdd(asm.R0, h),
+		asm.LoadMem(asm.R1, cfg, 4, asm.Word),
+		asm.JNE.Imm(asm.R1, confLeastHeld, "pick"),
 
 		// Least held, ties round robin: scan the active sockets from
 		// h % n on, keep the first with the fewest held connections,

@@ -276,6 +276,8 @@ func (g *Group) apply(active []Target) error {
 			}
 		case g.sotype == unix.SOCK_DGRAM:
 			mode = confFlowHash
+		case g.ebpf.tracer != nil:
+			mode = confLeastHeld
 		}
 		if err := g.ebpf.set(mode, keys, slotKeys); err != nil {
 			return err

@@ -661,3 +661,60 @@ func TestParseFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldWithoutTracer: a master whose tracer is gone (here: detached by
+// the test; in life, one that failed to load it) steers plain round
+// robin, not by counts nobody updates, and says so; a master taking over
+// from it starts counting from zero instead of adopting the stale counts.
+func TestHeldWithoutTracer(t *testing.T) {
+	old := loadAwareGroup(t, "127.0.0.1", 2)
+	if err := old.Steer([]Target{{Slot: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 := dialed(t, old.Addr()), dialed(t, old.Addr())
+	defer c1.Close()
+	defer c2.Close()
+	waitHeld(t, old, []int{2, 0})
+	acceptAll(t, old)
+
+	old.mu.Lock()
+	old.ebpf.tracer.close()
+	old.ebpf.tracer = nil
+	old.ebpf.noLoad = errors.New("detached by the test")
+	old.mu.Unlock()
+	if err := old.Steer(bank(2, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if old.LoadAware() == nil || old.Selection() != "round-robin" {
+		t.Fatalf("without a tracer: load %v, selection %s", old.LoadAware(), old.Selection())
+	}
+	if _, err := old.Held(0, 0); err == nil {
+		t.Error("Held without a tracer gave no error")
+	}
+	// The stale counts (2 on slot 0) do not send everything to slot 1.
+	if got := connectAndCount(t, old, 8); got[Target{Slot: 0}] != 4 || got[Target{Slot: 1}] != 4 {
+		t.Errorf("round robin without counts: %v, want 4 and 4", got)
+	}
+
+	c1.Close() // missed: nobody counts it down
+	st, fds := old.Export()
+	g, err := Import(st, dupAll(t, fds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	old.Close()
+	if err := g.LoadAware(); err != nil {
+		t.Fatalf("the new master does not count: %v", err)
+	}
+	waitHeld(t, g, []int{0, 0})
+	c3 := dialed(t, g.Addr())
+	defer c3.Close()
+	waitFor(t, "a new connection counted", func() (bool, string) {
+		h := heldOf(t, g, 2)
+		return sum(h) == 1, fmt.Sprintf("held %v", h)
+	})
+	c2.Close() // made before: not counted, nothing to count down
+	c3.Close()
+	waitHeld(t, g, []int{0, 0})
+}
