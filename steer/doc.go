@@ -124,9 +124,14 @@
 // are read from a tracefs mounted for the moment in a private mount
 // namespace of a thread that then ends; nothing else sees it. If the
 // tracer cannot be loaded (no tracefs, no CAP_SYS_ADMIN or CAP_PERFMON),
-// held counts stay zero, selection is plain round robin, LoadAware says
-// why and Selection says "round-robin" instead of "least-held"; the
-// master can still steer away from slots whose QueueLen grows. Sticky
+// nothing is counted, selection is plain round robin, LoadAware says why
+// and Selection says "round-robin" instead of "least-held"; the master
+// can still steer away from slots whose QueueLen grows. (Selection by
+// queue length in the kernel is not possible: an SK_REUSEPORT program
+// cannot read another listener's queue.) The configuration says
+// least-held only while the master's tracer counts, so counts that
+// nobody updates any more never steer, and it records whether the
+// master counts, for the next one (Hand-over). Sticky
 // mode counts (Held) but selects by client address; UDP counts nothing.
 //
 // The master removes hung or overloaded slots from the targets with
@@ -279,7 +284,10 @@
 // attached, deleting the entry first makes one of them count. A master
 // handed layout 2 or 1 builds a new selector: its counts start at zero,
 // connections made before are never counted (their closes find no
-// entry), so load-awareness is partial until they end.
+// entry), so load-awareness is partial until they end. So does a master
+// adopting layout 3 from one that did not count (its tracer had failed):
+// it empties the adopted held, pending and conns maps rather than keep
+// counts whose closes nobody saw.
 //
 // A new master drops probe entries it finds in a handed-over probe map
 // (its predecessor must not Dial after Export; an entry left by one that
