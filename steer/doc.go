@@ -131,7 +131,11 @@
 // cannot read another listener's queue.) The configuration says
 // least-held only while the master's tracer counts, so counts that
 // nobody updates any more never steer, and it records whether the
-// master counts, for the next one (Hand-over). Sticky
+// master counts, for the next one (Hand-over). bpf_loop needs Linux
+// 5.17 and the tracer's BPF link on a perf event 5.15: on an older
+// kernel the selector is built without the scan (a program named
+// handoff_steer_r, which a new master recognises) and steers plain
+// round robin, with LoadAware saying why. Sticky
 // mode counts (Held) but selects by client address; UDP counts nothing.
 //
 // The master removes hung or overloaded slots from the targets with

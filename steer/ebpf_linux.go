@@ -157,21 +157,51 @@ func loadEBPF(port uint16) (*ebpfSel, error) {
 		e.close()
 		return nil, err
 	}
-	e.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "handoff_steer",
-		Type:         ebpf.SkReuseport,
-		AttachType:   ebpf.AttachSkReuseportSelect,
-		Instructions: program(e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD(), e.held.FD(), e.pending.FD()),
-		// Uses no GPL-only helper.
-		License: "",
-	})
-	if err != nil {
-		e.close()
-		return nil, fmt.Errorf("load SK_REUSEPORT program: %w", err)
+	spec := func(scanning bool) *ebpf.ProgramSpec {
+		name := progScan
+		if !scanning {
+			name = progNoScan
+		}
+		return &ebpf.ProgramSpec{
+			Name:         name,
+			Type:         ebpf.SkReuseport,
+			AttachType:   ebpf.AttachSkReuseportSelect,
+			Instructions: program(e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD(), e.held.FD(), e.pending.FD(), scanning),
+			// Uses no GPL-only helper.
+			License: "",
+		}
+	}
+	var scanErr error
+	if !testNoBPFLoop {
+		e.prog, scanErr = ebpf.NewProgram(spec(true))
+	} else {
+		scanErr = errors.New("bpf_loop disabled by a test")
+	}
+	if scanErr != nil {
+		// Kernels before 5.17 have no bpf_loop: steer round robin,
+		// still counting nothing.
+		e.prog, err = ebpf.NewProgram(spec(false))
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("load SK_REUSEPORT program: %w", errors.Join(scanErr, err))
+		}
+		e.noLoad = fmt.Errorf("held connections not counted: the kernel cannot run the least-held scan (bpf_loop, Linux 5.17): %w", scanErr)
+		return e, nil
 	}
 	e.startTracer(port)
 	return e, nil
 }
+
+// Names of the selector program with and without the least-held scan:
+// a master adopting one tells them apart by name.
+const (
+	progScan   = "handoff_steer"
+	progNoScan = "handoff_steer_r"
+)
+
+// testNoBPFLoop makes loadEBPF build the selector without the least-held
+// scan, as on a kernel without bpf_loop.
+var testNoBPFLoop bool
 
 // loadMaps creates the maps of layout 3 that count held connections.
 func (e *ebpfSel) loadMaps() error {
@@ -307,6 +337,11 @@ func adoptEBPF(fds []int, layout int, port uint16) (*ebpfSel, error) {
 		e.pending == nil || e.pending.Type() != ebpf.LRUHash || e.pending.KeySize() != tupleSize ||
 		e.conns == nil || e.conns.Type() != ebpf.Hash || e.conns.KeySize() != tupleSize {
 		return e, errors.New("program or maps have another layout")
+	}
+	if info, err := e.prog.Info(); err == nil && info.Name == progNoScan {
+		// Built where bpf_loop is missing: this kernel has none either.
+		e.noLoad = errors.New("held connections not counted: the handed-over selector has no least-held scan (bpf_loop, Linux 5.17)")
+		return e, nil
 	}
 	if err := e.resetStaleCounts(); err != nil {
 		return e, err
@@ -485,7 +520,7 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 // kernel hash over the group. During the listener lookup skb->data, from
 // which bpf_skb_load_bytes counts, points at the TCP header (see
 // TestKernelTCPHeaderAtData), so offset 0 is the source port.
-func program(socks, conf, rr, probes, held, pending int) asm.Instructions {
+func program(socks, conf, rr, probes, held, pending int, scanning bool) asm.Instructions {
 	var ipv6 [2]byte
 	binary.BigEndian.PutUint16(ipv6[:], ethPIPv6)
 	ethIPv6 := int32(binary.NativeEndian.Uint16(ipv6[:]))
@@ -617,33 +652,40 @@ func program(socks, conf, rr, probes, held, pending int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "flowhash"),
 		asm.Mov.Imm(h, 1),
 		fetchAdd(asm.R0, h),
-		asm.LoadMem(asm.R1, cfg, 4, asm.Word),
-		asm.JNE.Imm(asm.R1, confLeastHeld, "pick"),
+	)
+	if scanning {
+		add(
+			asm.LoadMem(asm.R1, cfg, 4, asm.Word),
+			asm.JNE.Imm(asm.R1, confLeastHeld, "pick"),
 
-		// Least held, ties round robin: scan the active sockets from
-		// h % n on, keep the first with the fewest held connections,
-		// stop at one holding none. (h is the counter's old value.)
-		asm.StoreImm(fp, zero, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, held),
-		asm.Mov.Reg(asm.R2, fp), asm.Add.Imm(asm.R2, zero),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pick"),
-		asm.StoreMem(fp, scan+scanHeld, asm.R0, asm.DWord),
-		asm.StoreMem(fp, scan+scanConf, cfg, asm.DWord),
-		asm.StoreMem(fp, scan+scanStart, h, asm.Word),
-		asm.StoreMem(fp, scan+scanN, n, asm.Word),
-		asm.Mov.Imm(asm.R1, -1),
-		asm.StoreMem(fp, scan+scanBest, asm.R1, asm.DWord),
-		asm.StoreMem(fp, scan+scanBestHeld, asm.R1, asm.DWord),
-		asm.Mov.Reg(asm.R1, n),
-		asm.Instruction{OpCode: asm.LoadImmOp(asm.DWord), Dst: asm.R2, Src: asm.PseudoFunc, Constant: -1}.WithReference("scan"),
-		asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, scan),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnLoop.Call(),
-		asm.LoadMem(asm.R2, fp, scan+scanBest, asm.DWord),
-		asm.JGE.Imm(asm.R2, socketArraySize, "pick"),
-		asm.Ja.Label("select"),
-
+			// Least held, ties round robin: scan the active sockets from
+			// h % n on, keep the first with the fewest held connections,
+			// stop at one holding none. (h is the counter's old value.)
+			asm.StoreImm(fp, zero, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, held),
+			asm.Mov.Reg(asm.R2, fp), asm.Add.Imm(asm.R2, zero),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "pick"),
+			asm.StoreMem(fp, scan+scanHeld, asm.R0, asm.DWord),
+			asm.StoreMem(fp, scan+scanConf, cfg, asm.DWord),
+			asm.StoreMem(fp, scan+scanStart, h, asm.Word),
+			asm.StoreMem(fp, scan+scanN, n, asm.Word),
+			asm.Mov.Imm(asm.R1, -1),
+			asm.StoreMem(fp, scan+scanBest, asm.R1, asm.DWord),
+			asm.StoreMem(fp, scan+scanBestHeld, asm.R1, asm.DWord),
+			asm.Mov.Reg(asm.R1, n),
+			asm.Instruction{OpCode: asm.LoadImmOp(asm.DWord), Dst: asm.R2, Src: asm.PseudoFunc, Constant: -1}.WithReference("scan"),
+			asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, scan),
+			asm.Mov.Imm(asm.R4, 0),
+			asm.FnLoop.Call(),
+			asm.LoadMem(asm.R2, fp, scan+scanBest, asm.DWord),
+			asm.JGE.Imm(asm.R2, socketArraySize, "pick"),
+			asm.Ja.Label("select"),
+		)
+	} else {
+		add(asm.Ja.Label("pick"))
+	}
+	add(
 		asm.LoadMem(h, ctx, mdHash, asm.Word).WithSymbol("flowhash"),
 
 		// pick: key = conf->active[h % n]
@@ -739,6 +781,9 @@ func program(socks, conf, rr, probes, held, pending int) asm.Instructions {
 		asm.JGE.Imm(asm.R2, socketArraySize, "pick"),
 		asm.Ja.Label("select"),
 	)
+	if !scanning {
+		return p
+	}
 	// bpf_loop's callback must be described in BTF (func_info), and
 	// then so must every function of the program.
 	p[0] = btf.WithFuncMetadata(p[0], &btf.Func{

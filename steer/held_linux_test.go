@@ -718,3 +718,42 @@ func TestHeldWithoutTracer(t *testing.T) {
 	c3.Close()
 	waitHeld(t, g, []int{0, 0})
 }
+
+// TestNoBPFLoopFallback: on a kernel without bpf_loop (simulated) the
+// selector is built without the least-held scan and steers exact round
+// robin, counts nothing and says why; a master taking it over knows it
+// from the program's name.
+func TestNoBPFLoopFallback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("eBPF needs root")
+	}
+	testNoBPFLoop = true
+	defer func() { testNoBPFLoop = false }()
+	g := newTestGroup(t, "tcp://127.0.0.1:0", 4, ModeSteer, EBPF)
+	testNoBPFLoop = false
+	if err := g.LoadAware(); err == nil || !strings.Contains(err.Error(), "bpf_loop") {
+		t.Errorf("LoadAware: %v", err)
+	}
+	if s := g.Selection(); s != "round-robin" {
+		t.Errorf("selection %q", s)
+	}
+	got := connectAndCount(t, g, 64)
+	if lo, hi, s := spread(got, bank(4, 0)); lo != 16 || hi != 16 {
+		t.Errorf("round robin without the scan: %s", s)
+	}
+	st, fds := g.Export()
+	g2, err := Import(st, dupAll(t, fds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g2.Close() })
+	if g2.Mechanism() != EBPF || g2.Fallback() != nil {
+		t.Fatalf("imported: %s, %v", g2.Mechanism(), g2.Fallback())
+	}
+	if err := g2.LoadAware(); err == nil || !strings.Contains(err.Error(), "bpf_loop") {
+		t.Errorf("imported LoadAware: %v", err)
+	}
+	if got := connectAndCount(t, g2, 8); got[Target{Slot: 0}]+got[Target{Slot: 1}]+got[Target{Slot: 2}]+got[Target{Slot: 3}] != 8 {
+		t.Errorf("imported: %v", got)
+	}
+}
