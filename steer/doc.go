@@ -87,18 +87,20 @@
 // on the group's port goes from SYN_RECV to ESTABLISHED (the child
 // socket is in the listener's accept queue; for SYN cookies and Fast
 // Open as well) it moves the entry to a hash map (conns, 64K entries, no
-// preallocation) and adds one to held[key]; when it leaves ESTABLISHED
-// (FIN_WAIT1 when the worker closes, CLOSE_WAIT when the client does,
-// CLOSE on a reset) it deletes the entry and subtracts one. Whoever
+// preallocation) and adds one to held[key]; when the server's side
+// closes (ESTABLISHED → FIN_WAIT1, or CLOSE_WAIT → LAST_ACK after the
+// client closed first) or the connection is reset (→ CLOSE) it deletes
+// the entry and subtracts one. A client closing first (ESTABLISHED →
+// CLOSE_WAIT) does not end the count: the worker still has the
+// connection, queued or in hand, and a hung or stopped worker whose
+// clients gave up keeps looking busy until it closes them. Whoever
 // deletes an entry owns its count, so a count never goes below zero and
 // two tracers over the same maps count a connection once. Handshakes in
 // progress are not counted, so one that never completes (a SYN flood, a
 // client gone mid-handshake, a SYN dropped on a full queue) leaves no
 // count, only a pending entry the LRU evicts. Bounds: a handshake whose
 // pending entry was evicted before it completed, or a connection beyond
-// the 64K counted at once, is not counted at all (neither up nor down);
-// "leaving ESTABLISHED" means a worker whose client went away counts as
-// free although it may still be busy with the request.
+// the 64K counted at once, is not counted at all (neither up nor down).
 //
 // In ModeSteer over TCP the selector takes the round-robin counter's
 // next value h and scans the n active sockets from h % n on (a bpf_loop

@@ -433,8 +433,10 @@ func (g *Group) LoadAware() error {
 }
 
 // Held returns the connections the kernel steered to the socket of bank
-// and slot that are established and not yet closed by either side:
-// waiting in its accept queue, or accepted by the worker and still open.
+// and slot that are established and that the server's side has not
+// closed: waiting in its accept queue, or accepted by the worker and
+// still open (a client that closed first leaves it held until the worker
+// closes it; a reset ends it).
 // Handshakes in progress are not counted. Only TCP groups with eBPF and
 // the tracepoint program count (LoadAware is nil); otherwise Held is an
 // error. Counts survive a hand-over to a master of this layout.

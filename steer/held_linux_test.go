@@ -127,7 +127,9 @@ func (w *worker) closeAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, c := range w.conn {
-		unix.Close(c)
+		if c >= 0 {
+			unix.Close(c)
+		}
 	}
 	w.conn, w.peer = nil, nil
 }
@@ -185,7 +187,8 @@ func dialed(t *testing.T, addr string) net.Conn {
 
 // TestHeldCounts: a connection counts on the socket it was steered to
 // from the handshake on (queued, then accepted), and stops counting when
-// either side closes it; nothing counts on the others.
+// the worker closes it, not when only the client does (the worker still
+// has it); nothing counts on the others.
 func TestHeldCounts(t *testing.T) {
 	for _, lo := range loopbacks(t) {
 		t.Run(lo, func(t *testing.T) {
@@ -203,11 +206,18 @@ func TestHeldCounts(t *testing.T) {
 			if h := heldOf(t, g, 2); h[0] != 0 || h[1] != 3 {
 				t.Fatalf("accepted: held %v, want [0 3]", h)
 			}
-			// The client closes one, the worker another, both the third.
+			// The client closes the first: still held. The worker
+			// closes the second (its client still open): one less, so
+			// the first did not count down. Then both close the rest.
 			cs[0].Close()
-			waitHeld(t, g, []int{0, 2})
 			w.mu.Lock()
 			unix.Close(w.conn[1])
+			w.conn[1] = -1
+			w.mu.Unlock()
+			waitHeld(t, g, []int{0, 2})
+			w.mu.Lock()
+			unix.Close(w.conn[0])
+			w.conn[0] = -1
 			w.mu.Unlock()
 			waitHeld(t, g, []int{0, 1})
 			cs[1].Close()
@@ -340,8 +350,9 @@ func TestKeepAliveBurstBalance(t *testing.T) {
 }
 
 // TestHeldNoLeak: a connection that never reaches a worker (queued on a
-// socket nobody accepts on, then reset by its client) and a handshake
-// that never completes leave no count behind.
+// socket nobody accepts on, then reset by its client; or closed by its
+// client, then accepted and closed) and a handshake that never completes
+// leave no count behind.
 func TestHeldNoLeak(t *testing.T) {
 	for _, lo := range loopbacks(t) {
 		t.Run(lo, func(t *testing.T) {
@@ -357,13 +368,11 @@ func TestHeldNoLeak(t *testing.T) {
 			}
 			c.Close()
 			waitHeld(t, g, []int{0, 0})
-			// Queued, the client closes normally: still never accepted.
+			// Queued, the client closes normally: held until a worker
+			// accepts and closes it (the reset one may be gone).
 			c = dialed(t, g.Addr())
 			waitHeld(t, g, []int{1, 0})
 			c.Close()
-			waitHeld(t, g, []int{0, 0})
-			// Accepting what is left (the closed one; the reset one
-			// may be gone) changes nothing.
 			acceptAll(t, g)
 			waitHeld(t, g, []int{0, 0})
 
@@ -382,6 +391,7 @@ func TestHeldNoLeak(t *testing.T) {
 			c = dialed(t, g.Addr())
 			waitHeld(t, g, []int{1, 0})
 			c.Close()
+			acceptAll(t, g)
 			waitHeld(t, g, []int{0, 0})
 		})
 	}
@@ -503,6 +513,12 @@ func TestHeldHandover(t *testing.T) {
 			defer c1.Close()
 			defer c2.Close()
 			waitHeld(t, old, []int{2, 0})
+			// A worker holds both, on its own copy of the socket: it
+			// outlives the old master.
+			wfd := dupAll(t, []int{old.Fd(0, 0)})[0]
+			w := startWorker(t, wfd)
+			defer unix.Close(wfd) // w is stopped before this returns
+			waitFor(t, "2 accepted", func() (bool, string) { return w.accepted() == 2, fmt.Sprint(w.accepted()) })
 			st, fds := old.Export()
 			g, err := Import(st, dupAll(t, fds))
 			if err != nil {
@@ -514,11 +530,14 @@ func TestHeldHandover(t *testing.T) {
 			}
 			waitHeld(t, g, []int{2, 0})
 			// Both tracers attached: one close counts down once.
-			c1.Close()
+			w.mu.Lock()
+			unix.Close(w.conn[0])
+			w.conn[0] = -1
+			w.mu.Unlock()
 			waitHeld(t, g, []int{1, 0})
 			waitHeld(t, old, []int{1, 0})
 			old.Close()
-			c2.Close()
+			w.close()
 			waitHeld(t, g, []int{0, 0})
 			// The new master steers by its counts.
 			if err := g.Steer(bank(2, 0)); err != nil {
@@ -531,6 +550,7 @@ func TestHeldHandover(t *testing.T) {
 				return sum(h) == 1, fmt.Sprintf("held %v", h)
 			})
 			acceptAll(t, g)
+			waitHeld(t, g, []int{0, 0})
 		})
 	}
 }
@@ -560,12 +580,13 @@ func TestHeldHandoverFromLayout2(t *testing.T) {
 	if h := heldOf(t, g, 2); sum(h) != 0 {
 		t.Fatalf("a rebuilt selector starts with held %v", h)
 	}
-	before.Close()
 	after := dialed(t, g.Addr())
 	defer after.Close()
 	waitHeld(t, g, []int{1, 0})
-	acceptAll(t, g)
-	after.Close()
+	// Both closed by the worker: only the new one counts down.
+	if got := acceptAll(t, g); len(got) != 1 || len(got[Target{Slot: 0}]) != 2 {
+		t.Errorf("accepted %v, want 2 on slot 0", got)
+	}
 	waitHeld(t, g, []int{0, 0})
 }
 
@@ -675,7 +696,6 @@ func TestHeldWithoutTracer(t *testing.T) {
 	defer c1.Close()
 	defer c2.Close()
 	waitHeld(t, old, []int{2, 0})
-	acceptAll(t, old)
 
 	old.mu.Lock()
 	old.ebpf.tracer.close()
@@ -691,12 +711,13 @@ func TestHeldWithoutTracer(t *testing.T) {
 	if _, err := old.Held(0, 0); err == nil {
 		t.Error("Held without a tracer gave no error")
 	}
-	// The stale counts (2 on slot 0) do not send everything to slot 1.
+	// Closed unseen: slot 0 stays at 2 in the map.
+	acceptAll(t, old)
+	// The stale counts do not send everything to slot 1.
 	if got := connectAndCount(t, old, 8); got[Target{Slot: 0}] != 4 || got[Target{Slot: 1}] != 4 {
 		t.Errorf("round robin without counts: %v, want 4 and 4", got)
 	}
 
-	c1.Close() // missed: nobody counts it down
 	st, fds := old.Export()
 	g, err := Import(st, dupAll(t, fds))
 	if err != nil {
@@ -714,8 +735,7 @@ func TestHeldWithoutTracer(t *testing.T) {
 		h := heldOf(t, g, 2)
 		return sum(h) == 1, fmt.Sprintf("held %v", h)
 	})
-	c2.Close() // made before: not counted, nothing to count down
-	c3.Close()
+	acceptAll(t, g)
 	waitHeld(t, g, []int{0, 0})
 }
 

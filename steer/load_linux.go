@@ -27,9 +27,11 @@ import (
 // tracepoint program on sock:inet_sock_set_state moves the entry to the
 // conns map when the connection becomes ESTABLISHED (SYN_RECV →
 // ESTABLISHED: the child socket is in the chosen listener's accept
-// queue) and adds one to held[key]; when the connection leaves
-// ESTABLISHED (FIN_WAIT1, CLOSE_WAIT, CLOSE) it deletes the entry and
-// subtracts one. Whoever deletes an entry owns its count, so two tracers
+// queue) and adds one to held[key]; when the server's side closes
+// (ESTABLISHED → FIN_WAIT1, CLOSE_WAIT → LAST_ACK) or the connection is
+// reset (→ CLOSE) it deletes the entry and subtracts one. A client that
+// closes first (ESTABLISHED → CLOSE_WAIT) leaves the connection held:
+// the worker still has it, in its queue or in hand, until it closes it. Whoever deletes an entry owns its count, so two tracers
 // attached to the same maps (an old and a new master during a hand-over)
 // never count a connection twice, and a count never goes below zero.
 
@@ -61,6 +63,7 @@ const (
 const (
 	tcpEstablished = 1
 	tcpSynRecv     = 3
+	tcpCloseWait   = 8
 )
 
 // tracepointFields are the fields of sock:inet_sock_set_state the
@@ -279,8 +282,11 @@ func (t *tracer) close() {
 // tracerProgram returns the tracepoint program. In C:
 //
 //	if (ctx->protocol != IPPROTO_TCP || ctx->sport != port) return 0;
-//	if (ctx->oldstate == TCP_ESTABLISHED) release = 1;
-//	else if (ctx->oldstate == TCP_SYN_RECV && ctx->newstate == TCP_ESTABLISHED) release = 0;
+//	if (ctx->oldstate == TCP_CLOSE_WAIT) release = 1;  // the worker closed, or reset
+//	else if (ctx->oldstate == TCP_ESTABLISHED) {
+//		if (ctx->newstate == TCP_CLOSE_WAIT) return 0;  // only the client closed
+//		release = 1;                                    // FIN_WAIT1, CLOSE
+//	} else if (ctx->oldstate == TCP_SYN_RECV && ctx->newstate == TCP_ESTABLISHED) release = 0;
 //	else return 0;
 //	t = { ctx->daddr_v6, ctx->saddr_v6, ctx->dport };
 //	if (!release) {
@@ -312,8 +318,11 @@ func tracerProgram(off map[string]int16, port uint16, held, pending, conns int) 
 		asm.LoadMem(asm.R2, ctx, off["oldstate"], asm.Word),
 		asm.LoadMem(asm.R3, ctx, off["newstate"], asm.Word),
 		asm.Mov.Imm(release, 1),
-		asm.JEq.Imm32(asm.R2, tcpEstablished, "tuple"),
-		asm.JNE.Imm32(asm.R2, tcpSynRecv, "out"),
+		asm.JEq.Imm32(asm.R2, tcpCloseWait, "tuple"),
+		asm.JNE.Imm32(asm.R2, tcpEstablished, "synrecv"),
+		asm.JEq.Imm32(asm.R3, tcpCloseWait, "out"),
+		asm.Ja.Label("tuple"),
+		asm.JNE.Imm32(asm.R2, tcpSynRecv, "out").WithSymbol("synrecv"),
 		asm.JNE.Imm32(asm.R3, tcpEstablished, "out"),
 		asm.Mov.Imm(release, 0),
 	}
