@@ -248,8 +248,9 @@
 // connection can come from that address and port. Both programs compare
 // the source address as well, so a client elsewhere (another address,
 // the other family, or the outside world) using the same port number is
-// steered as usual. Probes take no turn of the round robin and change
-// nothing else.
+// steered as usual. Probes take no turn of the round robin, are not
+// counted in Held (the selector records no pending entry for them), and
+// change nothing else.
 //
 // With eBPF the entry goes into a fourth map, a hash keyed by the TCP
 // source port (2 bytes, network order) whose value holds the target's

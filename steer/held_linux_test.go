@@ -3,6 +3,7 @@
 package steer
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -226,6 +227,30 @@ func TestHeldCounts(t *testing.T) {
 			waitHeld(t, g, []int{0, 0})
 			if n, err := g.Held(1, 1); err != nil || n != 0 {
 				t.Errorf("bank 1: held %d, %v", n, err)
+			}
+			// The master's probes are not counted.
+			p, err := g.Dial(context.Background(), 1, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			waitFor(t, "the probe queued", func() (bool, string) {
+				q, err := g.QueueLen(1, 0)
+				return err == nil && q == 1, fmt.Sprint(q, err)
+			})
+			// A connection steered there after it counts; the probe
+			// (established before) does not.
+			if err := g.Steer([]Target{{Slot: 0, Bank: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			c := dialed(t, g.Addr())
+			defer c.Close()
+			waitFor(t, "the connection counted", func() (bool, string) {
+				n, err := g.Held(1, 0)
+				return err == nil && n > 0, fmt.Sprint(n, err)
+			})
+			if n, err := g.Held(1, 0); err != nil || n != 1 {
+				t.Errorf("a probe counts: held %d, %v", n, err)
 			}
 		})
 	}
