@@ -76,17 +76,17 @@
 // show it either: a worker that serves one request at a time (gunicorn's
 // sync worker) has an empty queue while it works on a slow request. What
 // differs is that it holds a connection. So the kernel counts, per
-// socket, the connections steered to it that are established and not
-// yet closed: waiting in its accept queue, or accepted and still open
-// (Held).
+// socket, the connections steered to it that are established and that
+// the server's side has not closed: waiting in its accept queue, or
+// accepted and still open (Held).
 //
 // The selector records each TCP connection it steers, its tuple (remote
 // and local address as IPv6, IPv4 v4-mapped; remote port) → the chosen
 // socket's key, in an LRU map (pending, 16K entries). A second program,
 // on the tracepoint sock:inet_sock_set_state, counts: when a connection
 // on the group's port goes from SYN_RECV to ESTABLISHED (the child
-// socket is in the listener's accept queue; for SYN cookies and Fast
-// Open as well) it moves the entry to a hash map (conns, 64K entries, no
+// socket is in the listener's accept queue; with SYN cookies the final
+// ACK is steered, and recorded, again) it moves the entry to a hash map (conns, 64K entries, no
 // preallocation) and adds one to held[key]; when the server's side
 // closes (ESTABLISHED → FIN_WAIT1, or CLOSE_WAIT → LAST_ACK after the
 // client closed first) or the connection is reset (→ CLOSE) it deletes
@@ -137,8 +137,8 @@
 // 5.17 and the tracer's BPF link on a perf event 5.15: on an older
 // kernel the selector is built without the scan (a program named
 // handoff_steer_r, which a new master recognises) and steers plain
-// round robin, with LoadAware saying why. Sticky
-// mode counts (Held) but selects by client address; UDP counts nothing.
+// round robin, with LoadAware saying why. Sticky mode counts (Held) but
+// selects by client address; UDP counts nothing.
 //
 // The master removes hung or overloaded slots from the targets with
 // Steer, as before; least-held works among the targets it is given.
