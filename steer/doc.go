@@ -58,15 +58,90 @@
 // a one-entry hash map without preallocation: the master replaces the
 // whole value in one update (the program sees the old or the new
 // choice, never a mix), and nothing is re-attached. Selection:
-// round-robin for TCP (a global counter incremented with an atomic
-// fetch-add, so exact), the kernel's 4-tuple hash for UDP, or sticky by
-// client address.
+// least-held for TCP (see Load: the active socket holding the fewest
+// connections, ties broken by a global round-robin counter incremented
+// with an atomic fetch-add), the kernel's 4-tuple hash for UDP, or
+// sticky by client address.
 //
 // The program never returns SK_DROP (that refuses the connection),
 // except for a probe whose target cannot be selected (see Probes). If it
 // selects nothing, SK_PASS lets the kernel hash over every member,
 // inactive ones included (reuseport_select_sock's fallback; see
 // TestOutOfRangeClassicIndex), so it always selects when it can.
+//
+// # Load: connections held (least-held selection)
+//
+// Round-robin alone is blind to load: a worker that is busy, or stopped,
+// keeps getting its share of new connections. The accept queue does not
+// show it either: a worker that serves one request at a time (gunicorn's
+// sync worker) has an empty queue while it works on a slow request. What
+// differs is that it holds a connection. So the kernel counts, per
+// socket, the connections steered to it that are established and that
+// the server's side has not closed: waiting in its accept queue, or
+// accepted and still open (Held).
+//
+// The selector records each TCP connection it steers, its tuple (remote
+// and local address as IPv6, IPv4 v4-mapped; remote port) → the chosen
+// socket's key, in an LRU map (pending, 16K entries). A second program,
+// on the tracepoint sock:inet_sock_set_state, counts: when a connection
+// on the group's port goes from SYN_RECV to ESTABLISHED (the child
+// socket is in the listener's accept queue; with SYN cookies the final
+// ACK is steered, and recorded, again) it moves the entry to a hash map (conns, 64K entries, no
+// preallocation) and adds one to held[key]; when the server's side
+// closes (ESTABLISHED → FIN_WAIT1, or CLOSE_WAIT → LAST_ACK after the
+// client closed first) or the connection is reset (→ CLOSE) it deletes
+// the entry and subtracts one. A client closing first (ESTABLISHED →
+// CLOSE_WAIT) does not end the count: the worker still has the
+// connection, queued or in hand, and a hung or stopped worker whose
+// clients gave up keeps looking busy until it closes them. Whoever
+// deletes an entry owns its count, so a count never goes below zero and
+// two tracers over the same maps count a connection once. Handshakes in
+// progress are not counted, so one that never completes (a SYN flood, a
+// client gone mid-handshake, a SYN dropped on a full queue) leaves no
+// count, only a pending entry the LRU evicts. Bounds: a handshake whose
+// pending entry was evicted before it completed, or a connection beyond
+// the 64K counted at once, is not counted at all (neither up nor down).
+//
+// In ModeSteer over TCP the selector takes the round-robin counter's
+// next value h and scans the n active sockets from h % n on (a bpf_loop
+// callback: the verifier checks it once, where an inline loop would cost
+// it one pass per possible iteration), keeping the first that holds the
+// fewest and stopping at one that holds none. With equal counts that is
+// the exact round robin: 64 keep-alive connections over 4 idle workers
+// land 16 on each. A worker holding one more connection than the others
+// gets nothing until they catch up. The count lags a handshake by the
+// processing of its final ACK, so connections arriving faster than that
+// can deviate from exact by the handshakes in flight. Cost (kernel BPF
+// run time, BenchmarkSelector): about 0.9 µs per SYN with 4 slots (0.4
+// µs before: the pending-map update and the scan), 10 µs in the worst
+// case of 1024 active slots that all hold connections; the tracer, about
+// 0.2 µs per TCP state change on the host (it returns after two compares
+// for other ports).
+//
+// The tracepoint program reads only its context, whose field offsets it
+// takes from the tracepoint's format file at load time, and uses no
+// GPL-only helper (a BTF tracing program could read the socket directly
+// but would have to be GPL). It is attached with perf_event_open and a
+// BPF link. Where tracefs is not mounted (containers), the id and format
+// are read from a tracefs mounted for the moment in a private mount
+// namespace of a thread that then ends; nothing else sees it. If the
+// tracer cannot be loaded (no tracefs, no CAP_SYS_ADMIN or CAP_PERFMON),
+// nothing is counted, selection is plain round robin, LoadAware says why
+// and Selection says "round-robin" instead of "least-held"; the master
+// can still steer away from slots whose QueueLen grows. (Selection by
+// queue length in the kernel is not possible: an SK_REUSEPORT program
+// cannot read another listener's queue.) The configuration says
+// least-held only while the master's tracer counts, so counts that
+// nobody updates any more never steer, and it records whether the
+// master counts, for the next one (Hand-over). bpf_loop needs Linux
+// 5.17 and the tracer's BPF link on a perf event 5.15: on an older
+// kernel the selector is built without the scan (a program named
+// handoff_steer_r, which a new master recognises) and steers plain
+// round robin, with LoadAware saying why. Sticky mode counts (Held) but
+// selects by client address; UDP counts nothing.
+//
+// The master removes hung or overloaded slots from the targets with
+// Steer, as before; least-held works among the targets it is given.
 //
 // # Classic BPF (CBPF)
 //
@@ -81,7 +156,9 @@
 // range: the kernel would treat it as no choice and hash over the whole
 // group, inactive members included.
 //
-// It can only hash. In steer mode it hashes the source address and port
+// It can only hash, and cannot read maps: classic BPF is never
+// load-aware (no Held, LoadAware says so); a busy worker keeps its share
+// until the master steers away from it. In steer mode it hashes the source address and port
 // itself (IPv4 source at network offset 12 and ports after IHL*4 bytes;
 // IPv6 source at offset 8, 16 bytes, ports after 40 bytes): the
 // ancillary flow hash SKF_AD_RXHASH is skb->hash, which is 0 for
@@ -126,7 +203,7 @@
 // # Hand-over and socket activation
 //
 // Export lists every socket (index order) and, for eBPF, the program and
-// its four maps; Import re-creates the group in a new master from the
+// its seven maps; Import re-creates the group in a new master from the
 // received descriptors and re-applies the choice. The program stays
 // attached to the group as long as one member is open anywhere (the
 // group holds it, and it holds its maps), so steering never pauses. A
@@ -171,8 +248,9 @@
 // connection can come from that address and port. Both programs compare
 // the source address as well, so a client elsewhere (another address,
 // the other family, or the outside world) using the same port number is
-// steered as usual. Probes take no turn of the round robin and change
-// nothing else.
+// steered as usual. Probes take no turn of the round robin, are not
+// counted in Held (the selector records no pending entry for them), and
+// change nothing else.
 //
 // With eBPF the entry goes into a fourth map, a hash keyed by the TCP
 // source port (2 bytes, network order) whose value holds the target's
@@ -202,6 +280,21 @@
 // no connection is made there. If the queue overflows and SYN cookies
 // answer instead, the final ACK is steered again on arrival, possibly
 // after the entry is gone: under a SYN flood a probe may land elsewhere.
+//
+// Layout 3 added the held, pending and conns maps. The tracepoint
+// program and its link are not handed over: a link's attachment belongs
+// to the process that holds it, and the program is tied to the maps by
+// descriptors compiled into it. A new master of layout 3 loads and
+// attaches its own tracer over the adopted maps, so connections
+// established before the hand-over keep their entries and counts and are
+// counted down when they close; while both masters' tracers are
+// attached, deleting the entry first makes one of them count. A master
+// handed layout 2 or 1 builds a new selector: its counts start at zero,
+// connections made before are never counted (their closes find no
+// entry), so load-awareness is partial until they end. So does a master
+// adopting layout 3 from one that did not count (its tracer had failed):
+// it empties the adopted held, pending and conns maps rather than keep
+// counts whose closes nobody saw.
 //
 // A new master drops probe entries it finds in a handed-over probe map
 // (its predecessor must not Dial after Export; an entry left by one that

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,13 +17,17 @@ import (
 // handed a group with another layout rebuilds program and maps. Every
 // layout hands over program, socket array, configuration and counter
 // map first, in that order (layout 1 had only those four); later
-// layouts append: layout 2 added the probe map.
-const layoutVersion = 2
+// layouts append: layout 2 added the probe map, layout 3 the held,
+// pending and conns maps (connections held per socket) and least-held
+// selection. The tracepoint program that counts is not handed over: each
+// master loads and attaches its own over the maps it was given.
+const layoutVersion = 3
 
 // ebpfFds is the number of descriptors an eBPF selector of this layout
-// hands over; ebpfFdsV1 those of layout 1.
+// hands over; ebpfFdsV2 and ebpfFdsV1 those of layouts 2 and 1.
 const (
-	ebpfFds   = 5
+	ebpfFds   = 8
+	ebpfFdsV2 = 5
 	ebpfFdsV1 = 4
 )
 
@@ -31,17 +36,26 @@ const (
 	confRoundRobin = 0
 	confFlowHash   = 1
 	confSticky     = 2
+	// confLeastHeld is round robin among the active sockets holding
+	// the fewest connections. The master sets it only while its tracer
+	// counts: counts that nobody updates any more (a master whose
+	// tracer failed to load took over) must not steer.
+	confLeastHeld = 3
 )
 
 // Layout of the configuration value (native endian u32s):
 //
 //	0   n       number of active sockets (0: let the kernel pick)
-//	4   mode    confRoundRobin, confFlowHash or confSticky
+//	4   mode    confRoundRobin, confLeastHeld, confFlowHash or confSticky
 //	8   slots   modulus of sticky mode
+//	12  counts  1 while the master's tracer counts held connections
+//	            (not read by the program: tells a new master whether
+//	            the held counts it adopts are current)
 //	16  active  [MaxSlots] socket-array keys of the active sockets
 //	... slotkey [MaxSlots] socket-array key of each slot's active socket,
 //	            or noKey
 const (
+	confCounts  = 12
 	confActive  = 16
 	confSlotKey = confActive + 4*MaxSlots
 	confSize    = confSlotKey + 4*MaxSlots
@@ -77,7 +91,8 @@ const (
 )
 
 // ebpfSel is the eBPF selector of one group: the program attached to the
-// group and its four maps. Changing the choice is one update of the
+// group and its maps, and the tracepoint program that counts the
+// connections each socket holds. Changing the choice is one update of the
 // configuration map (a hash map without preallocation, so an update
 // replaces the value as a whole: the program sees the old or the new
 // configuration, never a mix).
@@ -89,9 +104,22 @@ type ebpfSel struct {
 	// HASH: TCP source port (2 bytes, network order) of a probe in
 	// flight → its target and source address (probeSize bytes).
 	probes *ebpf.Map
+	// ARRAY, one value of socketArraySize u64s: the connections each
+	// socket holds (see load_linux.go).
+	held *ebpf.Map
+	// LRU_HASH: tuple of a steered handshake → its socket's key.
+	pending *ebpf.Map
+	// HASH: tuple of a counted connection → its socket's key.
+	conns *ebpf.Map
+
+	tracer *tracer // nil: held connections are not counted
+	noLoad error   // why tracer is nil
 }
 
-func loadEBPF() (*ebpfSel, error) {
+// loadEBPF loads a new selector for a group listening on port (host
+// order; 0 for UDP: no tracer). A tracepoint program that cannot be loaded leaves held
+// connections uncounted (noLoad says why), not the selector unusable.
+func loadEBPF(port uint16) (*ebpfSel, error) {
 	e := &ebpfSel{}
 	var err error
 	e.socks, err = ebpf.NewMap(&ebpf.MapSpec{
@@ -125,29 +153,156 @@ func loadEBPF() (*ebpfSel, error) {
 		e.close()
 		return nil, fmt.Errorf("create probe map: %w", err)
 	}
-	e.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "handoff_steer",
-		Type:         ebpf.SkReuseport,
-		AttachType:   ebpf.AttachSkReuseportSelect,
-		Instructions: program(e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD()),
-		// Uses no GPL-only helper.
-		License: "",
+	if err := e.loadMaps(); err != nil {
+		e.close()
+		return nil, err
+	}
+	spec := func(scanning bool) *ebpf.ProgramSpec {
+		name := progScan
+		if !scanning {
+			name = progNoScan
+		}
+		return &ebpf.ProgramSpec{
+			Name:         name,
+			Type:         ebpf.SkReuseport,
+			AttachType:   ebpf.AttachSkReuseportSelect,
+			Instructions: program(e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD(), e.held.FD(), e.pending.FD(), scanning),
+			// Uses no GPL-only helper.
+			License: "",
+		}
+	}
+	var scanErr error
+	if !testNoBPFLoop {
+		e.prog, scanErr = ebpf.NewProgram(spec(true))
+	} else {
+		scanErr = errors.New("bpf_loop disabled by a test")
+	}
+	if scanErr != nil {
+		// Kernels before 5.17 have no bpf_loop: steer round robin,
+		// still counting nothing.
+		e.prog, err = ebpf.NewProgram(spec(false))
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("load SK_REUSEPORT program: %w", errors.Join(scanErr, err))
+		}
+		e.noLoad = fmt.Errorf("held connections not counted: the kernel cannot run the least-held scan (bpf_loop, Linux 5.17): %w", scanErr)
+		return e, nil
+	}
+	e.startTracer(port)
+	return e, nil
+}
+
+// Names of the selector program with and without the least-held scan:
+// a master adopting one tells them apart by name.
+const (
+	progScan   = "handoff_steer"
+	progNoScan = "handoff_steer_r"
+)
+
+// testNoBPFLoop makes loadEBPF build the selector without the least-held
+// scan, as on a kernel without bpf_loop.
+var testNoBPFLoop bool
+
+// loadMaps creates the maps of layout 3 that count held connections.
+func (e *ebpfSel) loadMaps() error {
+	var err error
+	e.held, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "handoff_held", Type: ebpf.Array,
+		KeySize: 4, ValueSize: 8 * socketArraySize, MaxEntries: 1,
 	})
 	if err != nil {
-		e.close()
-		return nil, fmt.Errorf("load SK_REUSEPORT program: %w", err)
+		return fmt.Errorf("create held map: %w", err)
 	}
-	return e, nil
+	e.pending, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "handoff_pend", Type: ebpf.LRUHash,
+		KeySize: tupleSize, ValueSize: 4, MaxEntries: pendingEntries,
+	})
+	if err != nil {
+		return fmt.Errorf("create pending map: %w", err)
+	}
+	e.conns, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "handoff_conns", Type: ebpf.Hash,
+		KeySize: tupleSize, ValueSize: 4, MaxEntries: connEntries, Flags: unix.BPF_F_NO_PREALLOC,
+	})
+	if err != nil {
+		return fmt.Errorf("create connection map: %w", err)
+	}
+	return nil
+}
+
+// startTracer attaches a tracepoint program counting into the
+// selector's maps; on failure it records why in noLoad.
+func (e *ebpfSel) startTracer(port uint16) {
+	if port == 0 {
+		e.noLoad = errors.New("held connections not counted: not TCP")
+		return
+	}
+	t, err := startTracer(port, e.held, e.pending, e.conns)
+	if err != nil {
+		e.noLoad = fmt.Errorf("held connections not counted: %w", err)
+		return
+	}
+	e.tracer = t
+}
+
+// resetStaleCounts empties the held, pending and conns maps of an adopted
+// selector whose previous master did not count (its configuration says
+// so: its tracer had failed to load, or it steered UDP): closes it missed
+// left counts that would never come down.
+// Connections open now are then not counted; those made from now on
+// are. Counts of a master that counted are kept.
+func (e *ebpfSel) resetStaleCounts() error {
+	v := make([]byte, confSize)
+	if err := e.conf.Lookup(uint32(0), v); err == nil && binary.NativeEndian.Uint32(v[confCounts:]) == 1 {
+		return nil
+	}
+	var k [tupleSize]byte
+	var val uint32
+	for _, m := range []*ebpf.Map{e.conns, e.pending} {
+		var keys [][tupleSize]byte
+		it := m.Iterate()
+		for it.Next(&k, &val) {
+			keys = append(keys, k)
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("reset held counts: %w", err)
+		}
+		for _, k := range keys {
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("reset held counts: %w", err)
+			}
+		}
+	}
+	if err := e.held.Update(uint32(0), make([]byte, 8*socketArraySize), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset held counts: %w", err)
+	}
+	return nil
+}
+
+// heldCounts reads the connections held by every socket.
+func (e *ebpfSel) heldCounts() ([]int64, error) {
+	v := make([]byte, 8*socketArraySize)
+	if err := e.held.Lookup(uint32(0), v); err != nil {
+		return nil, fmt.Errorf("held map: %w", err)
+	}
+	out := make([]int64, socketArraySize)
+	for i := range out {
+		out[i] = int64(binary.NativeEndian.Uint64(v[8*i:]))
+	}
+	return out, nil
 }
 
 // adoptEBPF wraps descriptors handed over by another master whose
 // selector has the given layout: program, socket array, configuration
-// and counter map, then (layout 2 on) the probe map. It takes ownership
+// and counter map, then (layout 2 on) the probe map, then (layout 3 on)
+// the held, pending and conns maps; with this layout it attaches a
+// tracepoint program of its own (port, host order, is the group's) over
+// the adopted maps. It takes ownership
 // of all of them (at least ebpfFdsV1). A selector of another layout is
 // an error, but its socket array is kept, so that the caller can empty
 // it (forget) before building a new one. On error the selector returned
 // holds what could be opened, for forget and close.
-func adoptEBPF(fds []int, layout int) (*ebpfSel, error) {
+func adoptEBPF(fds []int, layout int, port uint16) (*ebpfSel, error) {
 	e := &ebpfSel{}
 	var errs []error
 	if p, err := ebpf.NewProgramFromFD(fds[0]); err != nil {
@@ -155,7 +310,7 @@ func adoptEBPF(fds []int, layout int) (*ebpfSel, error) {
 	} else {
 		e.prog = p
 	}
-	maps := []**ebpf.Map{&e.socks, &e.conf, &e.rr, &e.probes}
+	maps := []**ebpf.Map{&e.socks, &e.conf, &e.rr, &e.probes, &e.held, &e.pending, &e.conns}
 	for i, fd := range fds[1:] {
 		if i >= len(maps) {
 			unix.Close(fd)
@@ -177,9 +332,21 @@ func adoptEBPF(fds []int, layout int) (*ebpfSel, error) {
 		e.socks.Type() != ebpf.ReusePortSockArray || e.socks.MaxEntries() != socketArraySize ||
 		e.conf.Type() != ebpf.Hash || e.conf.ValueSize() != confSize ||
 		e.rr.Type() != ebpf.Array || e.rr.ValueSize() != 8 ||
-		e.probes == nil || e.probes.Type() != ebpf.Hash || e.probes.KeySize() != 2 || e.probes.ValueSize() != probeSize {
+		e.probes == nil || e.probes.Type() != ebpf.Hash || e.probes.KeySize() != 2 || e.probes.ValueSize() != probeSize ||
+		e.held == nil || e.held.Type() != ebpf.Array || e.held.ValueSize() != 8*socketArraySize ||
+		e.pending == nil || e.pending.Type() != ebpf.LRUHash || e.pending.KeySize() != tupleSize ||
+		e.conns == nil || e.conns.Type() != ebpf.Hash || e.conns.KeySize() != tupleSize {
 		return e, errors.New("program or maps have another layout")
 	}
+	if info, err := e.prog.Info(); err == nil && info.Name == progNoScan {
+		// Built where bpf_loop is missing: this kernel has none either.
+		e.noLoad = errors.New("held connections not counted: the handed-over selector has no least-held scan (bpf_loop, Linux 5.17)")
+		return e, nil
+	}
+	if err := e.resetStaleCounts(); err != nil {
+		return e, err
+	}
+	e.startTracer(port)
 	return e, nil
 }
 
@@ -187,10 +354,12 @@ func (e *ebpfSel) close() {
 	if e == nil {
 		return
 	}
+	e.tracer.close()
+	e.tracer = nil
 	if e.prog != nil {
 		e.prog.Close()
 	}
-	for _, m := range []*ebpf.Map{e.socks, e.conf, e.rr, e.probes} {
+	for _, m := range []*ebpf.Map{e.socks, e.conf, e.rr, e.probes, e.held, e.pending, e.conns} {
 		if m != nil {
 			m.Close()
 		}
@@ -199,7 +368,7 @@ func (e *ebpfSel) close() {
 
 // fds returns the descriptors to hand over, in the order adoptEBPF takes.
 func (e *ebpfSel) fds() []int {
-	return []int{e.prog.FD(), e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD()}
+	return []int{e.prog.FD(), e.socks.FD(), e.conf.FD(), e.rr.FD(), e.probes.FD(), e.held.FD(), e.pending.FD(), e.conns.FD()}
 }
 
 // setProbe makes the program send a TCP SYN from addr (4 or 16 bytes,
@@ -295,6 +464,9 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 	ne.PutUint32(v[0:], uint32(len(active)))
 	ne.PutUint32(v[4:], mode)
 	ne.PutUint32(v[8:], uint32(len(slotKeys)))
+	if e.tracer != nil {
+		ne.PutUint32(v[confCounts:], 1)
+	}
 	for i, k := range active {
 		ne.PutUint32(v[confActive+4*i:], k)
 	}
@@ -321,7 +493,13 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 //	}
 //	conf = lookup(conf_map, 0); if (!conf || !conf->n) return SK_PASS;
 //	switch (conf->mode) {
-//	case ROUND_ROBIN: h = fetch_add(rr[0], 1); break;   // then pick
+//	case ROUND_ROBIN: case LEAST_HELD:
+//		h = fetch_add(rr[0], 1);
+//		if (conf->mode != LEAST_HELD || !(s.held = lookup(held, 0))) goto pick;
+//		s = { conf, start: h, n: conf->n, best: ~0, best_held: ~0 };
+//		bpf_loop(conf->n, scan, &s, 0);   // least held from h % n on
+//		if (s.best >= socketArraySize) goto pick;
+//		key = s.best; goto select;
 //	case FLOW_HASH:   h = ctx->hash; break;             // then pick
 //	case STICKY:
 //		h = hash of the source address;
@@ -329,7 +507,11 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 //		if (key != none) goto select;
 //	}
 //	pick:   key = conf->active[h % conf->n];
-//	select: bpf_sk_select_reuseport(ctx, socks, &key, 0);
+//	select: if (bpf_sk_select_reuseport(ctx, socks, &key, 0)) return SK_PASS;
+//	if (ctx->ip_protocol == TCP) {   // for the tracer (load_linux.go)
+//		t = { source address, destination address, source port };
+//		update(pending, &t, &key, BPF_ANY);
+//	}
 //	return SK_PASS;
 //
 // Apart from a probe whose target cannot be selected (which must not
@@ -338,10 +520,12 @@ func (e *ebpfSel) set(mode uint32, active []uint32, slotKeys []uint32) error {
 // kernel hash over the group. During the listener lookup skb->data, from
 // which bpf_skb_load_bytes counts, points at the TCP header (see
 // TestKernelTCPHeaderAtData), so offset 0 is the source port.
-func program(socks, conf, rr, probes int) asm.Instructions {
+func program(socks, conf, rr, probes, held, pending int, scanning bool) asm.Instructions {
 	var ipv6 [2]byte
 	binary.BigEndian.PutUint16(ipv6[:], ethPIPv6)
 	ethIPv6 := int32(binary.NativeEndian.Uint16(ipv6[:]))
+	// The third word of a v4-mapped address, as it lies in memory.
+	v4mapped := int64(imm32(binary.NativeEndian.Uint32([]byte{0, 0, 0xff, 0xff})))
 
 	const (
 		ctx   = asm.R6
@@ -349,8 +533,10 @@ func program(socks, conf, rr, probes int) asm.Instructions {
 		n     = asm.R8
 		h     = asm.R9
 		fp    = asm.RFP
-		port  = -32 // 2 bytes: a TCP source port
-		stack = -24 // 16 bytes: a source address
+		scan  = -128 // scanSize bytes: the state of scanProgram
+		tuple = -88  // tupleSize bytes: the connection (load_linux.go)
+		port  = -32  // 2 bytes: a TCP source port
+		stack = -24  // 16 bytes: a source address
 		key   = -8
 		zero  = -4
 	)
@@ -363,16 +549,19 @@ func program(socks, conf, rr, probes int) asm.Instructions {
 			asm.Mov.Reg32(asm.R1, r), asm.RSh.Imm32(asm.R1, 16), asm.Xor.Reg32(r, asm.R1),
 		}
 	}
-	loadAddr := func(off, size int32, fail string) asm.Instructions {
+	loadTo := func(off, dst, size int32, fail string) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, ctx),
 			asm.Mov.Imm(asm.R2, off),
-			asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, stack),
+			asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, dst),
 			asm.Mov.Imm(asm.R4, size),
 			asm.Mov.Imm(asm.R5, bpfHdrStartNet),
 			asm.FnSkbLoadBytesRelative.Call(),
 			asm.JNE.Imm(asm.R0, 0, fail),
 		}
+	}
+	loadAddr := func(off, size int32, fail string) asm.Instructions {
+		return loadTo(off, stack, size, fail)
 	}
 	word := func(i int16) asm.Instructions { // r2 = big-endian word i of the address
 		return asm.Instructions{
@@ -463,8 +652,40 @@ func program(socks, conf, rr, probes int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "flowhash"),
 		asm.Mov.Imm(h, 1),
 		fetchAdd(asm.R0, h),
-		asm.Ja.Label("pick"),
+	)
+	if scanning {
+		add(
+			asm.LoadMem(asm.R1, cfg, 4, asm.Word),
+			asm.JNE.Imm(asm.R1, confLeastHeld, "pick"),
 
+			// Least held, ties round robin: scan the active sockets from
+			// h % n on, keep the first with the fewest held connections,
+			// stop at one holding none. (h is the counter's old value.)
+			asm.StoreImm(fp, zero, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, held),
+			asm.Mov.Reg(asm.R2, fp), asm.Add.Imm(asm.R2, zero),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "pick"),
+			asm.StoreMem(fp, scan+scanHeld, asm.R0, asm.DWord),
+			asm.StoreMem(fp, scan+scanConf, cfg, asm.DWord),
+			asm.StoreMem(fp, scan+scanStart, h, asm.Word),
+			asm.StoreMem(fp, scan+scanN, n, asm.Word),
+			asm.Mov.Imm(asm.R1, -1),
+			asm.StoreMem(fp, scan+scanBest, asm.R1, asm.DWord),
+			asm.StoreMem(fp, scan+scanBestHeld, asm.R1, asm.DWord),
+			asm.Mov.Reg(asm.R1, n),
+			asm.Instruction{OpCode: asm.LoadImmOp(asm.DWord), Dst: asm.R2, Src: asm.PseudoFunc, Constant: -1}.WithReference("scan"),
+			asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, scan),
+			asm.Mov.Imm(asm.R4, 0),
+			asm.FnLoop.Call(),
+			asm.LoadMem(asm.R2, fp, scan+scanBest, asm.DWord),
+			asm.JGE.Imm(asm.R2, socketArraySize, "pick"),
+			asm.Ja.Label("select"),
+		)
+	} else {
+		add(asm.Ja.Label("pick"))
+	}
+	add(
 		asm.LoadMem(h, ctx, mdHash, asm.Word).WithSymbol("flowhash"),
 
 		// pick: key = conf->active[h % n]
@@ -482,6 +703,45 @@ func program(socks, conf, rr, probes int) asm.Instructions {
 		asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, key),
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnSkSelectReuseport.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+
+		// A TCP connection: remember tuple → key for the tracer.
+		asm.LoadMem(asm.R1, ctx, mdIPProtocol, asm.Word),
+		asm.JNE.Imm(asm.R1, unix.IPPROTO_TCP, "pass"),
+		asm.StoreImm(fp, tuple+tuplePort, 0, asm.Word),
+		asm.Mov.Reg(asm.R1, ctx),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, tuple+tuplePort),
+		asm.Mov.Imm(asm.R4, 2),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R1, fp, tuple+tuplePort, asm.Half),
+		asm.HostTo(asm.BE, asm.R1, asm.Half),
+		asm.StoreMem(fp, tuple+tuplePort, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, ctx, mdEthProtocol, asm.Word),
+		asm.JEq.Imm(asm.R1, ethIPv6, "tuple6"),
+		// IPv4: both addresses as ::ffff:a.b.c.d.
+		asm.StoreImm(fp, tuple+tupleRemote, 0, asm.Word),
+		asm.StoreImm(fp, tuple+tupleRemote+4, 0, asm.Word),
+		asm.StoreImm(fp, tuple+tupleRemote+8, v4mapped, asm.Word),
+		asm.StoreImm(fp, tuple+tupleLocal, 0, asm.Word),
+		asm.StoreImm(fp, tuple+tupleLocal+4, 0, asm.Word),
+		asm.StoreImm(fp, tuple+tupleLocal+8, v4mapped, asm.Word),
+	)
+	addAll(
+		loadTo(12, tuple+tupleRemote+12, 4, "pass"),
+		loadTo(16, tuple+tupleLocal+12, 4, "pass"),
+	)
+	add(asm.Ja.Label("record"))
+	v6t := loadTo(8, tuple+tupleRemote, 16, "pass")
+	v6t[0] = v6t[0].WithSymbol("tuple6")
+	addAll(v6t, loadTo(24, tuple+tupleLocal, 16, "pass"))
+	add(
+		asm.LoadMapPtr(asm.R1, pending).WithSymbol("record"),
+		asm.Mov.Reg(asm.R2, fp), asm.Add.Imm(asm.R2, tuple),
+		asm.Mov.Reg(asm.R3, fp), asm.Add.Imm(asm.R3, key),
+		asm.Mov.Imm(asm.R4, unix.BPF_ANY),
+		asm.FnMapUpdateElem.Call(),
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
 		asm.Return(),
 	)
@@ -521,7 +781,90 @@ func program(socks, conf, rr, probes int) asm.Instructions {
 		asm.JGE.Imm(asm.R2, socketArraySize, "pick"),
 		asm.Ja.Label("select"),
 	)
-	return p
+	if !scanning {
+		return p
+	}
+	// bpf_loop's callback must be described in BTF (func_info), and
+	// then so must every function of the program.
+	p[0] = btf.WithFuncMetadata(p[0], &btf.Func{
+		Name: "handoff_steer", Linkage: btf.GlobalFunc,
+		Type: &btf.FuncProto{
+			Return: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed},
+			Params: []btf.FuncParam{{Name: "ctx", Type: &btf.Pointer{Target: &btf.Void{}}}},
+		},
+	})
+	sc := scanProgram()
+	sc[0] = btf.WithFuncMetadata(sc[0], &btf.Func{
+		Name: "scan", Linkage: btf.StaticFunc,
+		Type: &btf.FuncProto{
+			Return: &btf.Int{Name: "long", Size: 8, Encoding: btf.Signed},
+			Params: []btf.FuncParam{
+				{Name: "i", Type: &btf.Int{Name: "unsigned int", Size: 4}},
+				{Name: "s", Type: &btf.Pointer{Target: &btf.Void{}}},
+			},
+		},
+	})
+	return append(p, sc...)
+}
+
+// The state of the least-held scan, on the stack of the selector: a
+// pointer to held[0], one to the configuration, the index the scan
+// starts at (the round-robin counter) and the number of active sockets
+// (u32s), the best key so far and its held count (u64s, all ones for
+// none).
+const (
+	scanHeld     = 0
+	scanConf     = 8
+	scanStart    = 16
+	scanN        = 20
+	scanBest     = 24
+	scanBestHeld = 32
+	scanSize     = 40
+)
+
+// scanProgram is the bpf_loop callback of the least-held scan, called
+// with i = 0..n-1:
+//
+//	static long scan(u32 i, struct scan *s) {
+//		j = (s->start + i) % s->n;
+//		key = s->conf->active[j];
+//		if (key >= socketArraySize) return 0;
+//		h = s->held[key];
+//		if (h >= s->best_held) return 0;  // ties: the first seen wins
+//		s->best = key; s->best_held = h;
+//		return h == 0;                    // none fewer than 0: stop
+//	}
+//
+// A loop in the selector itself would cost the verifier one pass per
+// possible iteration (MaxSlots); bpf_loop's callback is verified once.
+func scanProgram() asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R3, asm.R2, scanStart, asm.Word).WithSymbol("scan"),
+		asm.LoadMem(asm.R4, asm.R2, scanN, asm.Word),
+		asm.JEq.Imm(asm.R4, 0, "scan_stop"),
+		asm.Add.Reg32(asm.R3, asm.R1),
+		asm.Mod.Reg32(asm.R3, asm.R4),
+		asm.JGE.Imm(asm.R3, MaxSlots, "scan_stop"),
+		asm.LSh.Imm(asm.R3, 2),
+		asm.LoadMem(asm.R5, asm.R2, scanConf, asm.DWord),
+		asm.Add.Reg(asm.R5, asm.R3),
+		asm.LoadMem(asm.R5, asm.R5, confActive, asm.Word),
+		asm.JGE.Imm(asm.R5, socketArraySize, "scan_next"),
+		asm.Mov.Reg(asm.R3, asm.R5),
+		asm.LSh.Imm(asm.R3, 3),
+		asm.LoadMem(asm.R0, asm.R2, scanHeld, asm.DWord),
+		asm.Add.Reg(asm.R0, asm.R3),
+		asm.LoadMem(asm.R0, asm.R0, 0, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R2, scanBestHeld, asm.DWord),
+		asm.JGE.Reg(asm.R0, asm.R3, "scan_next"),
+		asm.StoreMem(asm.R2, scanBest, asm.R5, asm.DWord),
+		asm.StoreMem(asm.R2, scanBestHeld, asm.R0, asm.DWord),
+		asm.JEq.Imm(asm.R0, 0, "scan_stop"),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("scan_next"),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 1).WithSymbol("scan_stop"),
+		asm.Return(),
+	}
 }
 
 // fetchAdd is "src = atomic_fetch_add((u64 *)dst, src)". cilium/ebpf

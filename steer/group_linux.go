@@ -141,7 +141,7 @@ func (g *Group) build(first int, mech Mechanism, keepFirst bool) (err error) {
 	g.sa = sa
 	g.addr = sockaddrString(sa)
 	if mech != CBPF {
-		err := g.useEBPF(loadEBPF())
+		err := g.useEBPF(loadEBPF(g.tcpPort()))
 		if errors.Is(err, unix.EPERM) {
 			err = fmt.Errorf("eBPF not permitted (needs root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
 		}
@@ -276,6 +276,8 @@ func (g *Group) apply(active []Target) error {
 			}
 		case g.sotype == unix.SOCK_DGRAM:
 			mode = confFlowHash
+		case g.ebpf.tracer != nil:
+			mode = confLeastHeld
 		}
 		if err := g.ebpf.set(mode, keys, slotKeys); err != nil {
 			return err
@@ -383,10 +385,75 @@ func (g *Group) selection() string {
 	switch {
 	case g.mode == ModeSticky:
 		return "client-address"
+	case g.ebpf != nil && g.sotype == unix.SOCK_STREAM && g.ebpf.tracer != nil:
+		return "least-held"
 	case g.ebpf != nil && g.sotype == unix.SOCK_STREAM:
 		return "round-robin"
 	}
 	return "flow-hash"
+}
+
+// tcpPort is the group's port, host order, for the tracer that counts
+// held connections; 0 for UDP, which has none to count.
+func (g *Group) tcpPort() uint16 {
+	if g.sotype != unix.SOCK_STREAM {
+		return 0
+	}
+	switch a := g.sa.(type) {
+	case *unix.SockaddrInet4:
+		return uint16(a.Port)
+	case *unix.SockaddrInet6:
+		return uint16(a.Port)
+	}
+	return 0
+}
+
+// LoadAware returns nil if the kernel counts the connections each socket
+// holds (Held) and, in ModeSteer over TCP, gives each new connection to
+// an active socket holding the fewest (ties round-robin); otherwise why
+// not, one line for the log: classic BPF (it cannot read maps), UDP
+// (datagrams are not held), or a tracepoint program that could not be
+// loaded (then eBPF selection is plain round-robin, and the master can
+// only steer away from slots whose QueueLen grows).
+func (g *Group) LoadAware() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.ebpf == nil:
+		return errors.New("classic BPF cannot count held connections")
+	case g.sotype != unix.SOCK_STREAM:
+		return errors.New("UDP: no connections to count")
+	case g.ebpf.tracer == nil:
+		if g.ebpf.noLoad != nil {
+			return g.ebpf.noLoad
+		}
+		return errors.New("held connections not counted")
+	}
+	return nil
+}
+
+// Held returns the connections the kernel steered to the socket of bank
+// and slot that are established and that the server's side has not
+// closed: waiting in its accept queue, or accepted by the worker and
+// still open (a client that closed first leaves it held until the worker
+// closes it; a reset ends it).
+// Handshakes in progress are not counted. Only TCP groups with eBPF and
+// the tracepoint program count (LoadAware is nil); otherwise Held is an
+// error. Counts survive a hand-over to a master of this layout.
+func (g *Group) Held(bank, slot int) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.fd(bank, slot) < 0 {
+		return 0, fmt.Errorf("steer %s: no socket in bank %d slot %d", g.spec, bank, slot)
+	}
+	if g.ebpf == nil || g.ebpf.tracer == nil || g.sotype != unix.SOCK_STREAM {
+		return 0, fmt.Errorf("steer %s: held connections are not counted", g.spec)
+	}
+	held, err := g.ebpf.heldCounts()
+	if err != nil {
+		return 0, fmt.Errorf("steer %s: %w", g.spec, err)
+	}
+	return int(max(held[index(Target{Slot: slot, Bank: bank})], 0)), nil
 }
 
 // Fallback returns why the group does not use eBPF, or nil if it does:
@@ -474,7 +541,8 @@ func (g *Group) WaitDrained(ctx context.Context, bank, slot int, since time.Time
 
 // Export returns what a new master needs to take the group over: the
 // state, and the descriptors (every socket in index order, then for eBPF
-// the program, socket array, configuration, counter and probe map). They
+// the program, socket array, configuration, counter, probe, held, pending
+// and conns map; not the tracepoint program, see doc.go). They
 // stay the group's: send them (SCM_RIGHTS copies them), then Close the
 // group as usual; the group and its program live on while any socket is
 // open. Do not Dial after Export: the new master drops probe entries.
@@ -519,6 +587,8 @@ func Import(st State, fds []int) (*Group, error) {
 		switch {
 		case st.Layout == layoutVersion:
 			want += ebpfFds
+		case st.Layout == 2:
+			want += ebpfFdsV2
 		case st.Layout <= 1:
 			want += ebpfFdsV1
 		default:
@@ -554,7 +624,7 @@ func Import(st State, fds []int) (*Group, error) {
 		}
 		return g, nil
 	}
-	e, err := adoptEBPF(fds[nsock:], st.Layout)
+	e, err := adoptEBPF(fds[nsock:], st.Layout, g.tcpPort())
 	if err == nil {
 		g.ebpf = e
 		// Probes of the previous master are over: it must not Dial
@@ -593,7 +663,7 @@ func Import(st State, fds []int) (*Group, error) {
 // sockets already members) and attaches it; on failure the group stays
 // on classic BPF.
 func (g *Group) rebuildEBPF(active []Target) error {
-	e, err := loadEBPF()
+	e, err := loadEBPF(g.tcpPort())
 	if err != nil {
 		return err
 	}

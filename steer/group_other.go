@@ -67,6 +67,12 @@ func (g *Group) Fallback() error { return ErrUnsupported }
 // QueueLen fails: there is no group.
 func (g *Group) QueueLen(bank, slot int) (int, error) { return 0, ErrUnsupported }
 
+// Held fails: there is no group.
+func (g *Group) Held(bank, slot int) (int, error) { return 0, ErrUnsupported }
+
+// LoadAware returns ErrUnsupported.
+func (g *Group) LoadAware() error { return ErrUnsupported }
+
 // WaitDrained fails: there is no group.
 func (g *Group) WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error {
 	return ErrUnsupported

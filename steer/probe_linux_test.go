@@ -666,7 +666,7 @@ func TestDialAfterHandover(t *testing.T) {
 		}
 		// A layout 1 master hands over four eBPF descriptors.
 		st, fds = g.Export()
-		d := dupAll(t, fds[:len(fds)-1])
+		d := dupAll(t, fds[:len(fds)-(ebpfFds-ebpfFdsV1)])
 		st.Layout = 1
 		g1, err := Import(st, d)
 		if err != nil {
