@@ -130,7 +130,7 @@ func (b *bench) balance(ctx context.Context) section {
 				if l.Mechanism != "" {
 					res.selection = fmt.Sprintf("%s (%s, %s)", l.Balance, l.Mechanism, l.Selection)
 				}
-				res.exact = l.Selection == "round-robin"
+				res.exact = l.Selection == "round-robin" || l.Selection == "least-held"
 			}
 			addr := strings.TrimSuffix(strings.TrimPrefix(srv.url(), "http://"), "/")
 			res.worstRatio = -1

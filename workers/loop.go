@@ -42,6 +42,7 @@ type steerGroup interface {
 	Steer(active []steer.Target) error
 	Grow(slots int) error
 	QueueLen(bank, slot int) (int, error)
+	Held(bank, slot int) (int, error)
 	WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error
 	Spec() upgrade.Spec
 	Mode() steer.Mode

@@ -123,6 +123,10 @@ type WorkerStatus struct {
 	// accept queue of this worker's own socket (for UDP, the bytes of
 	// queued datagrams).
 	Queue map[string]int `json:"queue,omitempty"`
+	// Held is, per steered TCP listener where the kernel counts them
+	// (eBPF, least-held selection), the connections this worker's socket
+	// holds: waiting in its queue or accepted and not yet closed by it.
+	Held map[string]int `json:"held,omitempty"`
 	// RSS is the resident memory of the worker's whole process tree, in
 	// bytes, and CPU its CPU time in seconds, as last sampled (zero
 	// before the first sample).

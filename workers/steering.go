@@ -159,16 +159,23 @@ type drainTarget struct {
 	slot  int
 }
 
-// queues reads the accept queues of a worker's steered sockets.
-func queues(ds []drainTarget) map[string]int {
+// queues reads the accept queues of a worker's steered sockets, and the
+// connections each holds where the kernel counts them.
+func queues(ds []drainTarget) (queue, held map[string]int) {
 	if len(ds) == 0 {
-		return nil
+		return nil, nil
 	}
-	m := make(map[string]int, len(ds))
+	queue = make(map[string]int, len(ds))
 	for _, d := range ds {
 		if n, err := d.group.QueueLen(d.bank, d.slot); err == nil {
-			m[d.name] = n
+			queue[d.name] = n
+		}
+		if n, err := d.group.Held(d.bank, d.slot); err == nil {
+			if held == nil {
+				held = map[string]int{}
+			}
+			held[d.name] = n
 		}
 	}
-	return m
+	return queue, held
 }

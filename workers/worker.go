@@ -469,7 +469,7 @@ func (w *worker) snapshot(restarts int) WorkerStatus {
 func (w *worker) snapshotLive(restarts int) WorkerStatus {
 	w.rss, w.cpu = w.s.usage(w.proc)
 	st := w.snapshot(restarts)
-	st.Queue = queues(w.drains)
+	st.Queue, st.Held = queues(w.drains)
 	return st
 }
 
