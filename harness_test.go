@@ -45,6 +45,13 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.timeout"); f != nil && f.Value.String() == (10*time.Minute).String() {
 		f.Value.Set((40 * time.Minute).String())
 	}
+	if testing.Short() {
+		// -short is the in-process tests' fast feedback (the simulator
+		// among them); this package is the end-to-end tests: real
+		// binaries, processes and load. They run in go test ./....
+		fmt.Println("handoff: end-to-end tests skipped with -short")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "handoff-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -457,7 +457,9 @@ func (r *runner) handleCmd(ctx context.Context, req control.Request) control.Res
 	at := time.Now()
 	switch req.Cmd {
 	case "status":
-		return result(true, "", r.sup.Status())
+		st := r.sup.Status()
+		st.Version = versionString()
+		return result(true, "", st)
 	case "reload":
 		if !req.Wait {
 			go r.reload(context.Background(), req.Master, at)

@@ -163,7 +163,7 @@ func newStatusCollector(s *Server) *statusCollector {
 		workerAway: d("worker_away", "1 for a ready worker that gets no new connections, by the rule that steered it away: queue (its accept queue does not move), health, or hung, watchdog, unhealthy while it is replaced.", "slot", "generation", "pid", "rule"),
 		workerRSS:  d("worker_resident_memory_bytes", "Resident memory of a worker's whole process tree, as last sampled.", "slot", "generation", "pid"),
 		workerCPU:  d("worker_cpu_seconds_total", "CPU time of a worker's whole process tree, as last sampled.", "slot", "generation", "pid"),
-		restarts: d("worker_restarts_total", "Workers replaced since the master started, by reason: failed (exited before ready or within the minimum uptime: backed off), killed (killed from outside after ready), exited (exited on its own after the minimum uptime), memory (recycled above --max-memory).",
+		restarts: d("worker_restarts_total", "Workers replaced since the master started, by reason: failed (exited before ready or within the minimum uptime: backed off), killed (killed from outside after ready), exited (exited on its own after the minimum uptime), memory (recycled above --max-memory), hung (its queue did not move for --hang-timeout), watchdog (no WATCHDOG=1 in time), unhealthy (--health failed).",
 			"reason"),
 		reloads:      d("reloads_total", "Reloads since the master started, by result: ok, failed (rolled back), master_ok, master_failed (master self-upgrades).", "result"),
 		rollbacks:    d("rollbacks_total", "Failed reloads since the master started, the previous generation (kind=workers) or master (kind=master) serving on.", "kind"),

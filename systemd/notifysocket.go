@@ -16,6 +16,9 @@ import (
 type Datagram struct {
 	Msg Message
 	Err error
+	// PID is the sender's process, as the kernel vouches for it
+	// (SCM_CREDENTIALS); 0 if it did not say.
+	PID int
 }
 
 // NotifySocket is the receiving end of one worker's NOTIFY_SOCKET. Giving
@@ -31,8 +34,9 @@ type NotifySocket struct {
 }
 
 // ListenNotify creates a notify socket at path, which must not exist.
-// Ancillary data (credentials, file descriptors) is never accepted: the
-// kernel discards descriptors sent along with a datagram.
+// The kernel attaches each sender's credentials (SO_PASSCRED), so that
+// the receiver can check who spoke (Datagram.PID); file descriptors sent
+// along with a datagram are never accepted: the kernel discards them.
 func ListenNotify(path string) (*NotifySocket, error) {
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
@@ -42,6 +46,11 @@ func ListenNotify(path string) (*NotifySocket, error) {
 	// privileges) must be able to write to it; the directory guards it.
 	if err := os.Chmod(path, 0o666); err != nil {
 		conn.Close()
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	if err := passCred(conn); err != nil {
+		conn.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
 	s := &NotifySocket{conn: conn, path: path, c: make(chan Datagram, 16)}
@@ -73,8 +82,9 @@ func (s *NotifySocket) read() {
 	defer os.Remove(s.path)
 	defer s.conn.Close()
 	buf := make([]byte, maxMessage+1)
+	oob := make([]byte, oobSize)
 	for {
-		n, _, flags, _, err := s.conn.ReadMsgUnix(buf, nil)
+		n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
 			if s.closing.Load() {
 				s.drainQueued(buf)
@@ -86,12 +96,13 @@ func (s *NotifySocket) read() {
 			s.c <- Datagram{Err: fmt.Errorf("read notify socket: %w", err)}
 			continue
 		}
-		s.c <- decode(buf[:n], flags)
+		s.c <- decode(buf[:n], flags, oob[:oobn])
 	}
 }
 
 // drainQueued delivers what is still queued without waiting for more.
 func (s *NotifySocket) drainQueued(buf []byte) {
+	oob := make([]byte, oobSize)
 	rc, err := s.conn.SyscallConn()
 	if err != nil {
 		return
@@ -99,14 +110,14 @@ func (s *NotifySocket) drainQueued(buf []byte) {
 	var queued []Datagram
 	rc.Control(func(fd uintptr) {
 		for {
-			n, _, flags, _, err := unix.Recvmsg(int(fd), buf, nil, unix.MSG_DONTWAIT)
+			n, oobn, flags, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			if err != nil {
 				return
 			}
-			queued = append(queued, decode(buf[:n], flags))
+			queued = append(queued, decode(buf[:n], flags, oob[:oobn]))
 		}
 	})
 	for _, d := range queued {
@@ -114,10 +125,11 @@ func (s *NotifySocket) drainQueued(buf []byte) {
 	}
 }
 
-func decode(b []byte, flags int) Datagram {
+func decode(b []byte, flags int, oob []byte) Datagram {
+	pid := senderPID(oob)
 	if flags&unix.MSG_TRUNC != 0 || len(b) > maxMessage {
-		return Datagram{Err: fmt.Errorf("datagram larger than %d bytes", maxMessage)}
+		return Datagram{Err: fmt.Errorf("datagram larger than %d bytes", maxMessage), PID: pid}
 	}
 	m, err := parseMessage(b)
-	return Datagram{Msg: m, Err: err}
+	return Datagram{Msg: m, Err: err, PID: pid}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -404,5 +405,23 @@ func TestWatchdogInterval(t *testing.T) {
 				t.Fatalf("WatchdogInterval = %v, %v; want %v (error: %v)", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+// The kernel vouches for who sent a datagram: the receiver sees the
+// sender's pid, here this process's, and a child's own.
+func TestNotifySenderPID(t *testing.T) {
+	s := listenNotify(t)
+	send(t, s.socketPath(), "READY=1")
+	if d := next(t, s); d.PID != os.Getpid() {
+		t.Fatalf("sender pid %d, want %d", d.PID, os.Getpid())
+	}
+	cmd := exec.Command("/bin/sh", "-c", `printf 'STATUS=child' | socat - UNIX-SENDTO:"$1" 2>/dev/null || python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b"STATUS=child", sys.argv[1])' "$1"`, "sh", s.socketPath())
+	if err := cmd.Run(); err != nil {
+		t.Skipf("no way to send from a child process here: %v", err)
+	}
+	d := next(t, s)
+	if d.PID == 0 || d.PID == os.Getpid() {
+		t.Fatalf("a child's datagram: sender pid %d, want the child's own", d.PID)
 	}
 }

@@ -126,6 +126,7 @@ func (p *fakeProc) pid() int                { return p.id }
 func (p *fakeProc) exited() <-chan exitInfo { return p.exit }
 func (p *fakeProc) release()                {}
 func (p *fakeProc) pids() []int             { return nil }
+func (p *fakeProc) owns(pid int) bool       { return pid == os.Getpid() } // it speaks from the test's process
 
 func (p *fakeProc) treeEmpty() bool {
 	p.mu.Lock()

@@ -50,6 +50,10 @@ type process interface {
 	treeEmpty() bool
 	// pids lists the processes of the tree (for memory and CPU).
 	pids() []int
+	// owns reports whether pid is a process of the tree: its cgroup's,
+	// or its process group's or a descendant of its main process. A pid
+	// that is gone already cannot be told, and counts as its own.
+	owns(pid int) bool
 	// release frees what the process holds. Call it last, once.
 	release()
 }

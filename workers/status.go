@@ -170,6 +170,11 @@ type RolloverStatus struct {
 	Master     bool          `json:"master,omitempty"`
 	Strategy   Strategy      `json:"strategy,omitempty"`
 	Phase      RolloverPhase `json:"phase"`
+	// ProbationEnds, in the probation phase, is when the new workers
+	// will have served the minimum uptime (zero otherwise).
+	ProbationEnds time.Time `json:"probation_ends,omitzero"`
+	// Workers is how many workers the new generation runs.
+	Workers int `json:"workers,omitempty"`
 }
 
 // ListenerStatus describes one listener.
@@ -189,6 +194,8 @@ type ListenerStatus struct {
 
 // Status is a snapshot of the supervisor.
 type Status struct {
+	// Version is the master's own version (its runner sets it).
+	Version string `json:"version,omitempty"`
 	PID     int         `json:"pid"`
 	Started time.Time   `json:"started"`
 	Phase   MasterPhase `json:"phase"`

@@ -852,6 +852,12 @@ func (s *Supervisor) status(live bool) Status {
 		st.Rollover = &RolloverStatus{Generation: r.num, Master: r.master, Phase: r.phase}
 		if !r.master {
 			st.Rollover.Strategy = r.strategy
+			if r.g != nil {
+				st.Rollover.Workers = len(r.g.slots)
+			}
+		}
+		if r.phase == RollProbation && r.probation.stop != nil {
+			st.Rollover.ProbationEnds = r.lastReady.Add(s.cfg.MinUptime)
 		}
 	}
 	if s.lastReload != nil {

@@ -75,3 +75,34 @@ func descendants(pid int) []int {
 	}
 	return out
 }
+
+// owns reports whether pid belongs to the worker's tree (see process).
+func (p *proc) owns(pid int) bool {
+	if pid == p.id {
+		return true
+	}
+	if p.cg != nil {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+		if err != nil {
+			return os.IsNotExist(err) // gone: cannot be told
+		}
+		want := "/" + filepath.Base(filepath.Dir(p.cg.dir)) + "/" + filepath.Base(p.cg.dir)
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if strings.HasSuffix(line, want) {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; i < 64 && pid > 1; i++ {
+		ppid, pgrp, err := procStat(pid)
+		if err != nil {
+			return i == 0 && os.IsNotExist(err)
+		}
+		if pgrp == p.id || ppid == p.id {
+			return true
+		}
+		pid = ppid
+	}
+	return false
+}

@@ -188,6 +188,11 @@ func (w *worker) probe() {
 
 // onDatagram handles one datagram from the worker's notify socket.
 func (w *worker) onDatagram(d systemd.Datagram) {
+	if d.Err == nil && d.PID != 0 && !w.proc.owns(d.PID) {
+		// Its socket's name is no secret (/proc/net/unix, its
+		// environment): the kernel's word on the sender decides.
+		d.Err = fmt.Errorf("sent by pid %d, which is not of the worker's process tree", d.PID)
+	}
 	if d.Err != nil {
 		w.garbage.log(w.log, d.Err)
 		return
