@@ -109,7 +109,7 @@ type simProc struct {
 func (p *simProc) pid() int                { return p.id }
 func (p *simProc) exited() <-chan exitInfo { return nil }
 func (p *simProc) pids() []int             { return []int{p.id} }
-func (p *simProc) owns(int) bool            { return true }
+func (p *simProc) owns(int) bool           { return true }
 func (p *simProc) treeEmpty() bool         { return !p.alive && !p.leftover }
 
 func (p *simProc) release() {

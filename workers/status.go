@@ -195,7 +195,7 @@ type ListenerStatus struct {
 // Status is a snapshot of the supervisor.
 type Status struct {
 	// Version is the master's own version (its runner sets it).
-	Version string `json:"version,omitempty"`
+	Version string      `json:"version,omitempty"`
 	PID     int         `json:"pid"`
 	Started time.Time   `json:"started"`
 	Phase   MasterPhase `json:"phase"`
