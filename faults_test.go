@@ -259,3 +259,60 @@ func TestFaultSetsidHelperNeedsCgroup(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// A deploy by mv whose release is rolled back leaves the broken file at
+// the command's path; a worker of the serving generation that is then
+// killed restarts from the file its generation started with, not from
+// what is on disk now.
+func TestRolledBackMvDeployRestartsServingVersion(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	copyFile(t, bin.hello1, app)
+	m := startMaster(t, []string{"--workers", "2"}, app)
+	st := m.waitServing(1, 2)
+	l := startStrictNew(m.addr(), 4)
+	defer l.stop()
+	if !l.waitRequests(100, 20*time.Second) {
+		t.Fatal("load is not getting answers")
+	}
+	broken := filepath.Join(dir, "app.new")
+	copyFile(t, "/bin/false", broken)
+	if err := os.Rename(broken, app); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := m.cli("reload", "--wait"); code != 1 {
+		t.Fatalf("reload of a broken release: exit %d, want 1 (rolled back)", code)
+	}
+	victim := workerPID(st, 1, 0)
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st = m.replacedIn(1, 0, victim, 20*time.Second)
+	if n := st.Counters.Restarts["failed"]; n != 0 {
+		t.Errorf("the replacement failed %d times: it ran the file now at the path", n)
+	}
+	for i := 0; i < 20; i++ {
+		body, err := get(m.addr(), "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := field(body, "version"); v != "v1" {
+			t.Fatalf("answer from version %q, want v1", v)
+		}
+	}
+	if fails := l.stop(); len(fails) > 4 {
+		t.Errorf("%d requests failed, more than the 4 clients could have had on the killed worker:\n%s", len(fails), summarize(fails))
+	}
+}
+
+// copyFile copies an executable.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}

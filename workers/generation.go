@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 )
 
 // GenPhase is where a generation is in its life. Every change goes
@@ -40,6 +41,7 @@ type generation struct {
 	cfg   *Config  // the configuration it started with (a reload may bring another)
 	env   []string // its workers' base environment
 	path  string   // the command, resolved when the generation was made
+	exe   int      // an O_PATH descriptor of that file (-1: none), which every worker of the generation runs
 	argv  []string
 	phase GenPhase
 	slots []*slot
@@ -73,6 +75,9 @@ func (g *generation) transition(to GenPhase, why string) {
 	}
 	g.phase = to
 	g.log.Info("generation "+string(to), "was", string(from), "why", why)
+	if to == GenGone {
+		g.closeExe()
+	}
 }
 
 // replaces reports whether an exited worker of g is replaced.
@@ -113,4 +118,32 @@ func ResolveCommand(argv0 string) (string, error) {
 		abs = real
 	}
 	return abs, nil
+}
+
+// openExe opens a compiled (ELF) binary at path for its generation's
+// workers to run by descriptor, so that a generation runs the same file
+// for its whole life: restarts, scaling and recycling do not pick up what
+// a deploy moved over the path since (and a rolled-back release stays
+// rolled back). Scripts are run by path: their interpreter reads them, and
+// the source files they import, by name anyway. -1 if the file is not ELF
+// or cannot be opened.
+func openExe(path string) int {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	var magic [4]byte
+	if n, err := unix.Pread(fd, magic[:], 0); err != nil || n != 4 || string(magic[:]) != "\x7fELF" {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// closeExe releases the generation's binary.
+func (g *generation) closeExe() {
+	if g.exe >= 0 {
+		unix.Close(g.exe)
+		g.exe = -1
+	}
 }

@@ -87,6 +87,7 @@ type slot struct {
 	curReady bool      // cur is ready, and counted in gen.ready
 	exiting  []*worker // exited or being stopped, tree not gone yet
 	restarts int
+	lastExit string    // how its last worker that was not stopped on purpose ended
 	failures int       // consecutive: the backoff exponent
 	retired  bool      // the slot runs no more workers
 	passed   bool      // rolling: the slot's new worker passed probation and serves
@@ -200,6 +201,9 @@ func (sl *slot) snapshot(out []WorkerStatus, live bool) []WorkerStatus {
 		out = append(out, snap(sl.cur, sl.restarts))
 	case !sl.wake.IsZero():
 		out = append(out, WorkerStatus{Slot: sl.index, Generation: sl.gen.num, State: Backoff, Since: sl.wake, Restarts: sl.restarts})
+	}
+	if sl.lastExit != "" && len(out) > 0 && out[len(out)-1].Slot == sl.index {
+		out[len(out)-1].LastExit = sl.lastExit
 	}
 	return out
 }

@@ -136,6 +136,9 @@ type WorkerStatus struct {
 	// it is ready: its queue does not move, its health check fails, or
 	// it is being replaced as hung (liveness.go).
 	Away string `json:"away,omitempty"`
+	// LastExit is how the slot's last worker that was not stopped on
+	// purpose ended (a backoff's reason, say).
+	LastExit string `json:"last_exit,omitempty"`
 	// AwayFor names the rule behind Away: "queue", "health", or, once
 	// it is being replaced, "hung", "watchdog" or "unhealthy".
 	AwayFor string `json:"away_for,omitempty"`

@@ -154,6 +154,15 @@ func New(cfg Config) (*Supervisor, error) {
 	return s, nil
 }
 
+// release frees what the supervisor holds once Run is over.
+func (s *Supervisor) release() {
+	for _, g := range s.gens {
+		g.closeExe()
+	}
+	unix.Close(s.devnull)
+	s.cleanupDir()
+}
+
 func (s *Supervisor) cleanupDir() {
 	if s.ownDir {
 		os.RemoveAll(s.cfg.RuntimeDir)
@@ -171,8 +180,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.final.Store(&st)
 		close(s.done)
 		s.starter.close()
-		unix.Close(s.devnull)
-		s.cleanupDir()
+		s.release()
 	}()
 	if err := s.begin(); err != nil {
 		return err
@@ -443,7 +451,7 @@ func (s *Supervisor) newGenerationWith(num int, phase GenPhase, cfg *Config) (*g
 	if err != nil {
 		return nil, err
 	}
-	g := &generation{num: num, cfg: cfg, env: userEnv(cleanEnv(cfg.Environ), cfg.User), path: path, argv: cfg.Command, phase: phase, log: s.log.With("generation", num), s: s}
+	g := &generation{num: num, cfg: cfg, env: userEnv(cleanEnv(cfg.Environ), cfg.User), path: path, exe: openExe(path), argv: cfg.Command, phase: phase, log: s.log.With("generation", num), s: s}
 	g.slots = make([]*slot, cfg.Workers)
 	for i := range g.slots {
 		g.slots[i] = &slot{gen: g, index: i, bank: s.freeBank(i)}
@@ -563,8 +571,15 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 			"LISTEN_FDNAMES="+strings.Join(names, ":"),
 		)
 	}
+	exe := g.path
+	if g.exe >= 0 {
+		// The file this generation resolved, whatever is at its path
+		// now (a release moved over it, then rolled back).
+		exe = fmt.Sprintf("/proc/self/fd/%d", len(files))
+		files = append(files, g.exe)
+	}
 	p, err := s.starter.start(procSpec{
-		path:      g.path,
+		path:      exe,
 		argv:      g.argv,
 		env:       env,
 		files:     files,
@@ -722,6 +737,7 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 		return
 	}
 	sl.restarts++
+	sl.lastExit = v.reason
 	s.restarts[v.kind()]++
 	if !v.failed {
 		sl.failures = 0

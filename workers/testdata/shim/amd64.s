@@ -6,7 +6,10 @@
 #   envp = [..., "LISTEN_PID=" followed by 20 placeholder bytes, ...]
 # It writes its own pid (which is the worker's: execve keeps it) over the
 # first LISTEN_PID's value, NUL-terminated, and executes argv[0] with
-# argv+1 and envp.
+# argv+1 and envp. An argv[0] of /proc/self/fd/N (a generation's binary,
+# held open by the master) gets FD_CLOEXEC on N first: the kernel resolves
+# the path before it closes such descriptors, so the worker runs that file
+# and does not inherit the descriptor.
 # If execve fails it writes "handoff: cannot execute worker command PATH"
 # to stderr and exits with status 127, as a shell does.
 #
@@ -53,7 +56,31 @@ _start:
 	jmp	6f
 8:	add	$8, %rbx
 	jmp	5b
-6:	mov	(%r12), %rdi		# execve(argv[0], argv + 1, envp)
+6:	mov	(%r12), %rdi		# argv[0] is /proc/self/fd/N?
+	lea	fdpfx(%rip), %rsi
+	xor	%ecx, %ecx
+9:	mov	(%rsi,%rcx), %al	# stops at argv[0]'s NUL at the latest
+	cmp	%al, (%rdi,%rcx)
+	jne	10f
+	inc	%ecx
+	cmp	$14, %ecx
+	jne	9b
+	add	$14, %rdi
+	xor	%esi, %esi		# N
+11:	movzbl	(%rdi), %eax
+	sub	$48, %eax
+	cmp	$9, %eax
+	ja	12f			# not a digit (the NUL): N is complete
+	imul	$10, %esi, %esi
+	add	%eax, %esi
+	inc	%rdi
+	jmp	11b
+12:	mov	%esi, %edi		# fcntl(N, F_SETFD, FD_CLOEXEC)
+	mov	$2, %esi
+	mov	$1, %edx
+	mov	$72, %eax
+	syscall
+10:	mov	(%r12), %rdi		# execve(argv[0], argv + 1, envp)
 	lea	8(%r12), %rsi
 	mov	%r13, %rdx
 	mov	$59, %eax
@@ -86,3 +113,5 @@ msg:
 	.ascii	"handoff: cannot execute worker command "
 msgend:
 	.ascii	"\n"
+fdpfx:
+	.ascii	"/proc/self/fd/"

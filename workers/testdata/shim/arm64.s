@@ -51,7 +51,31 @@ _start:
 	b	6f
 8:	add	x21, x21, #8
 	b	5b
-6:	ldr	x0, [x19]		// execve(argv[0], argv + 1, envp)
+6:	ldr	x0, [x19]		// argv[0] is /proc/self/fd/N?
+	adr	x7, fdpfx
+	mov	x9, #0
+9:	ldrb	w10, [x7, x9]		// stops at argv[0]'s NUL at the latest
+	ldrb	w11, [x0, x9]
+	cmp	w10, w11
+	b.ne	10f
+	add	x9, x9, #1
+	cmp	x9, #14
+	b.ne	9b
+	add	x0, x0, #14
+	mov	x3, #0			// N
+	mov	x5, #10
+11:	ldrb	w4, [x0], #1
+	sub	w4, w4, #48
+	cmp	w4, #9
+	b.hi	12f			// not a digit (the NUL): N is complete
+	madd	x3, x3, x5, x4
+	b	11b
+12:	mov	x0, x3			// fcntl(N, F_SETFD, FD_CLOEXEC)
+	mov	x1, #2
+	mov	x2, #1
+	mov	x8, #25
+	svc	#0
+10:	ldr	x0, [x19]		// execve(argv[0], argv + 1, envp)
 	add	x1, x19, #8
 	mov	x2, x20
 	mov	x8, #221
@@ -84,3 +108,5 @@ msg:
 	.ascii	"handoff: cannot execute worker command "
 msgend:
 	.ascii	"\n"
+fdpfx:
+	.ascii	"/proc/self/fd/"
