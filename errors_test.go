@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Each startup error gives one line on stderr naming the problem, exit 2
@@ -187,5 +188,22 @@ func TestClientErrors(t *testing.T) {
 		if code != c.code || !strings.Contains(stderr, c.msg) || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "handoff: ") {
 			t.Errorf("handoff %v: exit %d stderr %q; want exit %d and one line with %q", c.args, code, stderr, c.code, c.msg)
 		}
+	}
+}
+
+// A first generation that can never start (outside systemd) is given up
+// after --start-attempts failures of every slot: exit 1 with the reason,
+// the control socket removed, no worker left.
+func TestFirstGenerationThatNeverStartsGivesUp(t *testing.T) {
+	m := startMaster(t, []string{"--workers", "2"}, "/bin/false")
+	if code := m.waitExit(60 * time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	line := m.log.waitLine(t, time.Second, "no worker of the first generation became ready", "every slot failed 5 times")
+	if !strings.Contains(line, "exited with status 1 before ready") {
+		t.Errorf("the reason is missing: %s", line)
+	}
+	if _, err := os.Stat(m.ctl); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
 	}
 }

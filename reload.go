@@ -32,6 +32,9 @@ func (r *runner) workerConfig(o *runOptions, ls []listener) (workers.Config, err
 		Environ:        append(os.Environ(), o.Environment...),
 	}
 	c.HangTimeout, c.Watchdog = o.HangTimeout, o.Watchdog
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		c.StartAttempts = o.StartAttempts // under systemd, TimeoutStartSec= decides
+	}
 	if o.HangTimeout == 0 {
 		c.HangTimeout = -1 // steered away from, never replaced
 	}

@@ -192,14 +192,14 @@ func cmdRun(args []string, stderr io.Writer) error {
 	go r.watchdog(ctx)
 	go r.handleSignals(sigc)
 	log.Info("master started", "version", versionString(), "pid", os.Getpid(), "workers", o.Workers, "took_over", master.Inherited())
-	if err := sup.Run(ctx); err != nil {
-		master.Stop()
-		return err
-	}
-	if !r.handedOver() {
+	err = sup.Run(ctx)
+	if err != nil || !r.handedOver() {
 		master.Stop()
 		os.Remove(ctlPath)
 		removePIDFile(o.PIDFile)
+	}
+	if err != nil {
+		return runtimeError{err}
 	}
 	log.Info("master exiting")
 	return nil

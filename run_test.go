@@ -236,7 +236,7 @@ func TestRunKilledWorkerReplacedNoRefusedConnections(t *testing.T) {
 // A worker that never becomes ready is killed at the ready timeout and
 // retried with doubling backoff.
 func TestRunNeverReadyWorkerBacksOff(t *testing.T) {
-	m := startMaster(t, []string{"--workers", "1", "--ready-timeout", "300ms"}, bin.testapp, "-mode", "never-ready")
+	m := startMaster(t, []string{"--workers", "1", "--ready-timeout", "300ms", "--start-attempts", "0"}, bin.testapp, "-mode", "never-ready")
 	m.log.waitLine(t, 20*time.Second, "worker not ready in time")
 	m.log.waitLine(t, 20*time.Second, "restarting after backoff", "backoff=100ms")
 	m.log.waitLine(t, 20*time.Second, "restarting after backoff", "backoff=200ms")

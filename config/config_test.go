@@ -74,6 +74,7 @@ func TestDefaults(t *testing.T) {
 		SteerBPF:       "auto",
 		WorkerOutput:   OutputPrefix,
 		HangTimeout:    5 * time.Second,
+		StartAttempts:  5,
 		HealthInterval: time.Second,
 		HealthFailures: 3,
 		LogFormat:      "text",

@@ -343,6 +343,14 @@ func validate(r *raw, sys *system, p *problems) *Options {
 		o.MaxMemory, err = ParseSize(s)
 		return err
 	})
+	scalar(KeyStartAttempts, func(s string) (err error) {
+		if s == "0" {
+			o.StartAttempts = 0
+			return nil
+		}
+		o.StartAttempts, err = parseCount(s)
+		return err
+	})
 	scalar(KeyHangTimeout, func(s string) (err error) {
 		o.HangTimeout, err = parseDuration(s, true)
 		return err

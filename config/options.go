@@ -53,6 +53,7 @@ const (
 	KeyWorkerOutput   = "worker_output"
 	KeyMaxMemory      = "max_memory"
 	KeyHangTimeout    = "hang_timeout"
+	KeyStartAttempts  = "start_attempts"
 	KeyWatchdog       = "watchdog"
 	KeyHealth         = "health"
 	KeyHealthInterval = "health_interval"
@@ -100,6 +101,8 @@ func Keys() []Key {
 			Usage: "workers' stdout and stderr: inherit (the master's, as is), prefix (each line after [slot N gen G]) or json (one JSON object a line); auto is inherit when stderr is the journal, else prefix"},
 		{Name: KeyMaxMemory, Flag: "max-memory", Arg: "SIZE", Default: "0",
 			Usage: "replace a worker gracefully once its memory exceeds SIZE (512MiB, 1GiB, 800MB; K, M, G are 1024-based as in systemd); 0 is off"},
+		{Name: KeyStartAttempts, Flag: "start-attempts", Arg: "N", Default: "5",
+			Usage: "outside systemd, give up (exit 1, with the reason) when every slot of the first generation has failed to start N times in a row, no worker ever ready; 0 keeps trying (under systemd, always: TimeoutStartSec= decides)"},
 		{Name: KeyHangTimeout, Flag: "hang-timeout", Arg: "D", Default: "5s",
 			Usage: "a ready worker whose accept queue does not move gets no new connections at once (100ms), and is replaced once its queue has not moved for D; 0 never replaces it"},
 		{Name: KeyWatchdog, Flag: "watchdog", Arg: "D", Default: "0",
@@ -252,6 +255,9 @@ type Options struct {
 	// HangTimeout replaces a worker whose queue has not moved that long
 	// (zero: never); Watchdog is each worker's WATCHDOG_USEC (zero: off).
 	HangTimeout, Watchdog time.Duration
+	// StartAttempts bounds the first generation's failed starts per slot
+	// outside systemd; zero is no bound.
+	StartAttempts int
 	// Health, if its Mode is set (tcp or http), checks ready workers
 	// every HealthInterval; HealthFailures in a row replace one.
 	Health         Ready

@@ -56,6 +56,10 @@ type Config struct {
 	// DrainTimeout is how long a worker may take to exit after the stop
 	// signal before it is killed.
 	DrainTimeout time.Duration
+	// StartAttempts, if positive, makes Run give up (and return the
+	// reason) once every slot of the first generation has failed to start
+	// that many times in a row with no worker ever ready.
+	StartAttempts int
 	// HangTimeout is how long a ready worker steered away because its
 	// accept queue did not move may go on not moving before it is
 	// killed and replaced (liveness.go). Zero means DefaultHangTimeout;

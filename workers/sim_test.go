@@ -404,6 +404,9 @@ func newSim(t testing.TB, seed uint64, dir string) *sim {
 	if m.rng.IntN(4) == 0 {
 		cfg.RetireParallel = 1 + m.rng.IntN(3)
 	}
+	if m.rng.IntN(3) == 0 {
+		cfg.StartAttempts = 1 + m.rng.IntN(5)
+	}
 	cfg.UpgradeMaster = func(ctx context.Context, h Handover) error {
 		switch m.rng.IntN(3) {
 		case 0:

@@ -58,6 +58,7 @@ type Supervisor struct {
 	// onRefused, if set, hears of each refused transition (the
 	// simulator fails on one).
 	onRefused func(string)
+	giveUp    error // the first generation could not start (Config.StartAttempts)
 	done      chan struct{} // closed when Run has returned
 	final     atomic.Pointer[Status]
 
@@ -197,7 +198,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.settle()
 	}
 	s.log.Info("all workers stopped")
-	return nil
+	return s.giveUp
 }
 
 // begin starts the first generation.
@@ -746,6 +747,18 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 		return
 	}
 	sl.failures++
+	if n := s.cfg.StartAttempts; n > 0 && !s.served && g.phase == GenStarting && s.giveUp == nil {
+		all := true
+		for _, x := range g.slots {
+			all = all && x.failures >= n
+		}
+		if all {
+			s.giveUp = fmt.Errorf("no worker of the first generation became ready: every slot failed %d times in a row, slot %d last: %s", n, sl.index, v.reason)
+			s.log.Error("giving up", "error", s.giveUp)
+			s.beginStop()
+			return
+		}
+	}
 	d := backoffFor(sl.failures)
 	s.lim.log(s.log, hclog.Warn, "worker failed, restarting after backoff", "generation", g.num, "slot", sl.index, "reason", v.reason, "backoff", d.String())
 	sl.cancelRestart()

@@ -99,6 +99,12 @@ worker_output = "prefix"
 # 1GiB, 800MB (K, M, G alone are 1024-based, as in systemd). "0" is off.
 max_memory = "512MiB"
 
+# Outside systemd, give up (exit 1, with the reason) when every slot of the
+# first generation has failed to start this many times in a row and no
+# worker was ever ready. "0" keeps trying. Under systemd, handoff keeps
+# trying and TimeoutStartSec= decides.
+start_attempts = 5
+
 # Liveness. A ready worker whose accept queue does not move gets no new
 # connections at once, and is replaced (its tree killed; the replacement
 # takes the connections still queued) once the queue has not moved for
