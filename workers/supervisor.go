@@ -58,7 +58,7 @@ type Supervisor struct {
 	// onRefused, if set, hears of each refused transition (the
 	// simulator fails on one).
 	onRefused func(string)
-	giveUp    error // the first generation could not start (Config.StartAttempts)
+	giveUp    error         // the first generation could not start (Config.StartAttempts)
 	done      chan struct{} // closed when Run has returned
 	final     atomic.Pointer[Status]
 
