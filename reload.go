@@ -82,12 +82,54 @@ func (r *runner) workerConfig(o *runOptions, ls []listener) (workers.Config, err
 // nothing. Configuration reloads run one at a time (each reads the file
 // against the listeners the previous one left): the turn is released by
 // the outcome too.
+//
+// Requests that arrive while one waits for its turn join it (they asked
+// before it reads the file): ten SIGHUPs in a burst make at most two
+// reloads, as without --config.
 func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.ReloadResult {
+	r.configMu.Lock()
+	p := r.configPending
+	if p == nil {
+		p = &pendingConfig{done: make(chan struct{}), at: at}
+		r.configPending = p
+		go r.runConfigReload(p)
+	}
+	r.configMu.Unlock()
 	select {
-	case r.configTurn <- struct{}{}:
+	case <-p.done:
+		return p.res
 	case <-ctx.Done():
+		select {
+		case <-p.done:
+			return p.res
+		default:
+		}
 		return workers.ReloadResult{Error: "gave up waiting: " + ctx.Err().Error()}
 	}
+}
+
+// pendingConfig is a configuration reload waiting for its turn, with
+// every request that joined it.
+type pendingConfig struct {
+	at   time.Time // the earliest request's
+	done chan struct{}
+	res  workers.ReloadResult
+}
+
+// runConfigReload runs p once the previous configuration reload's outcome
+// is in, whoever still waits for it.
+func (r *runner) runConfigReload(p *pendingConfig) {
+	r.configTurn <- struct{}{}
+	r.configMu.Lock()
+	r.configPending = nil // from here on, the file is read: later requests need a reload of their own
+	r.configMu.Unlock()
+	p.res = r.configReload(p.at)
+	close(p.done)
+}
+
+// configReload reads the file and reloads with it, holding the turn,
+// which the reload's outcome gives back.
+func (r *runner) configReload(at time.Time) workers.ReloadResult {
 	release := func() { <-r.configTurn }
 	r.reloadMu.Lock()
 	cur, curLs := r.o, r.listeners
@@ -132,7 +174,7 @@ func (r *runner) reloadWithConfig(ctx context.Context, at time.Time) workers.Rel
 		r.reloadMu.Unlock()
 		closeListeners(gone, false)
 	}
-	return r.waitReload(ctx, workers.ReloadRequest{At: at, Config: &cfg, KeepWorkers: next.Workers == cur.Workers, Outcome: outcome})
+	return r.waitReload(context.Background(), workers.ReloadRequest{At: at, Config: &cfg, KeepWorkers: next.Workers == cur.Workers, Outcome: outcome})
 }
 
 // relisten returns the listeners of next: those of the running

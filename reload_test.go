@@ -166,12 +166,23 @@ func TestReloadRollback(t *testing.T) {
 	}
 }
 
-// Five SIGHUPs in a burst: rollovers never overlap and at most two run
-// (the one started and one follow-up for the rest).
+// Ten SIGHUPs in a burst: rollovers never overlap and at most two run
+// (the one started and one follow-up for the rest), with a config file
+// (each reload reads it) as without.
 func TestReloadSighupBurstCoalesces(t *testing.T) {
-	m := startMaster(t, []string{"--workers", "2"}, bin.hello1)
+	t.Run("flags", func(t *testing.T) {
+		sighupBurst(t, startMaster(t, []string{"--workers", "2"}, bin.hello1))
+	})
+	t.Run("config", func(t *testing.T) {
+		cfg := filepath.Join(t.TempDir(), "app.hcl")
+		replaceConfig(t, cfg, fmt.Sprintf("command = [%q]\nworkers = 2\nlisten \"http\" { address = \"tcp://127.0.0.1:0\" }\n", bin.hello1))
+		sighupBurst(t, startMaster(t, []string{"--config", cfg}))
+	})
+}
+
+func sighupBurst(t *testing.T, m *master) {
 	m.waitServing(1, 2)
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 10; i++ {
 		if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}

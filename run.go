@@ -239,7 +239,11 @@ type runner struct {
 	// taken before the file is read, given back by the reload's outcome.
 	reloadMu   sync.Mutex
 	configTurn chan struct{}
-	configPath string // --config, fixed for the master's life
+	// configMu guards configPending, the configuration reload waiting
+	// for its turn, which new requests join.
+	configMu      sync.Mutex
+	configPending *pendingConfig
+	configPath    string // --config, fixed for the master's life
 }
 
 func (r *runner) handedOver() bool {
