@@ -298,7 +298,17 @@ func (r *runner) reload(ctx context.Context, forceMaster bool, at time.Time) wor
 	if !upgradeMaster && r.configPath != "" {
 		return r.reloadWithConfig(ctx, at)
 	}
-	return r.waitReload(ctx, workers.ReloadRequest{Master: upgradeMaster, At: at})
+	res := r.waitReload(ctx, workers.ReloadRequest{Master: upgradeMaster, At: at})
+	if upgradeMaster && !forceMaster && !res.OK && ctx.Err() == nil && !strings.HasPrefix(res.Error, "master is no longer running") {
+		// A broken handoff binary on disk must not turn every reload
+		// into a failed master upgrade: the workers still reload.
+		r.log.Warn("the new handoff binary did not take over; reloading the workers with this master", "error", res.Error)
+		if r.configPath != "" {
+			return r.reloadWithConfig(ctx, at)
+		}
+		return r.waitReload(ctx, workers.ReloadRequest{At: at})
+	}
+	return res
 }
 
 // waitReload asks the supervisor for a reload and waits for its result,
