@@ -23,6 +23,8 @@
 // WATCHDOG_USEC sends WATCHDOG=1 four times as often until the file
 // -watchdog-stop.PID exists.
 //
+//	flood        serve, READY=1, then send notify datagrams (STATUS= and
+//	             garbage) as fast as it can, for ever
 //	alloc        serve; whenever file -gate appears, the one worker that
 //	             removes it allocates -alloc bytes and touches every page
 //	             (to be OOM-killed under a memory limit)
@@ -124,6 +126,17 @@ func main() {
 	case "gate":
 		waitFile(*gate)
 		notify("READY=1")
+	case "flood":
+		notify("READY=1")
+		go func() {
+			for i := 0; ; i++ {
+				if i%2 == 0 {
+					notify(fmt.Sprintf("STATUS=flood %d", i))
+				} else {
+					notify("not an assignment")
+				}
+			}
+		}()
 	case "alloc":
 		n, err := parseSize(*allocSize)
 		if err != nil {
