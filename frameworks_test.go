@@ -111,8 +111,10 @@ func TestFrameworkUvicorn(t *testing.T) {
 	t.Parallel()
 	py := needPythonModule(t, "uvicorn", "python3-uvicorn")
 	runFramework(t, frameworkServer{
-		name:       "uvicorn",
-		flags:      []string{"--ready", "http=/"},
+		name: "uvicorn",
+		// As examples/python/README.md runs it: asgi.py sends READY=1
+		// from its lifespan startup (a probe, --ready http=/, is for
+		// apps that cannot).
 		command:    []string{py, "-m", "uvicorn", "--app-dir", "examples/python", "--fd", "3", "--no-access-log", "asgi:app"},
 		path:       "/",
 		want:       "server=uvicorn",
