@@ -517,25 +517,9 @@ func (s *Supervisor) startWorker(sl *slot) {
 func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	g := sl.gen
 	s.seq++
-	// Unguessable: the directory cannot be listed by workers, and a
-	// worker may not write to another's socket by guessing its name.
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d-%x.sock", s.seq, rnd))
-	ns, err := s.env.notifySocket(path)
+	path, ns, err := s.notifySocket()
 	if err != nil {
 		return nil, err
-	}
-	if u := s.cfg.User; u != nil && ns != nil {
-		// Only the worker's user may write to it.
-		err := os.Chown(path, int(u.UID), int(u.GID))
-		if err == nil {
-			err = os.Chmod(path, 0o600)
-		}
-		if err != nil {
-			closeNotify(ns)
-			return nil, fmt.Errorf("notify socket: %w", err)
-		}
 	}
 	files := []int{s.devnull, 1, 2}
 	var streams [2]*os.File // the read ends of the output pipes
@@ -556,9 +540,68 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		files = append(files, l.fd(bank, sl.index))
 		names[j] = l.Name
 	}
+	exe := g.path
+	if g.exe >= 0 {
+		// The file this generation resolved, whatever is at its path
+		// now (a release moved over it, then rolled back).
+		exe = fmt.Sprintf("/proc/self/fd/%d", len(files))
+		files = append(files, g.exe)
+	}
+	p, err := s.starter.start(procSpec{
+		path:      exe,
+		argv:      g.argv,
+		env:       workerEnv(g, sl.index, path, names),
+		files:     files,
+		listenPID: len(names) > 0,
+		user:      s.cfg.User,
+		name:      fmt.Sprintf("w%d-g%d-s%d", s.seq, g.num, sl.index),
+	})
+	if err != nil {
+		closeFiles(streams[:])
+		closeNotify(ns)
+		return nil, err
+	}
+	w := s.newWorker(sl, bank, p, ns)
+	w.streams = streams
+	if streams[0] != nil {
+		w.outDone = s.forwardOutput(streams, sl.index, g.num, p.pid())
+	}
+	s.lim.log(w.log, hclog.Info, "worker starting")
+	w.begin()
+	return w, nil
+}
+
+// notifySocket opens a new worker's notify socket, under an unguessable
+// name: the directory cannot be listed by workers, and a worker may not
+// write to another's socket by guessing its name. With --user only the
+// worker's user may write to it.
+func (s *Supervisor) notifySocket() (string, *systemd.NotifySocket, error) {
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("n%d-%x.sock", s.seq, rnd))
+	ns, err := s.env.notifySocket(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if u := s.cfg.User; u != nil && ns != nil {
+		err := os.Chown(path, int(u.UID), int(u.GID))
+		if err == nil {
+			err = os.Chmod(path, 0o600)
+		}
+		if err != nil {
+			closeNotify(ns)
+			return "", nil, fmt.Errorf("notify socket: %w", err)
+		}
+	}
+	return path, ns, nil
+}
+
+// workerEnv is the environment of a worker of g in slot, with its notify
+// socket and the names of its listeners.
+func workerEnv(g *generation, slot int, notify string, names []string) []string {
 	env := append(g.env[:len(g.env):len(g.env)],
-		"NOTIFY_SOCKET="+path,
-		fmt.Sprintf("HANDOFF_WORKER=%d", sl.index),
+		"NOTIFY_SOCKET="+notify,
+		fmt.Sprintf("HANDOFF_WORKER=%d", slot),
 		fmt.Sprintf("HANDOFF_GENERATION=%d", g.num),
 	)
 	if d := g.cfg.Watchdog; d > 0 {
@@ -572,44 +615,32 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 			"LISTEN_FDNAMES="+strings.Join(names, ":"),
 		)
 	}
-	exe := g.path
-	if g.exe >= 0 {
-		// The file this generation resolved, whatever is at its path
-		// now (a release moved over it, then rolled back).
-		exe = fmt.Sprintf("/proc/self/fd/%d", len(files))
-		files = append(files, g.exe)
-	}
-	p, err := s.starter.start(procSpec{
-		path:      exe,
-		argv:      g.argv,
-		env:       env,
-		files:     files,
-		listenPID: len(names) > 0,
-		user:      s.cfg.User,
-		name:      fmt.Sprintf("w%d-g%d-s%d", s.seq, g.num, sl.index),
-	})
-	if err != nil {
-		closeFiles(streams[:])
-		closeNotify(ns)
-		return nil, err
-	}
-	var outDone chan struct{}
-	if streams[0] != nil {
-		outDone = make(chan struct{})
-		o := &output{mode: s.cfg.Output, w: s.cfg.OutputTo, mu: s.cfg.OutputLock}
-		var wg sync.WaitGroup
-		for i, name := range []string{"stdout", "stderr"} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				o.forward(streams[i], name, sl.index, g.num, p.pid())
-			}()
-		}
+	return env
+}
+
+// forwardOutput copies a worker's stdout and stderr to the master's
+// output; the channel it returns closes at the end of both.
+func (s *Supervisor) forwardOutput(streams [2]*os.File, slot, gen, pid int) chan struct{} {
+	done := make(chan struct{})
+	o := &output{mode: s.cfg.Output, w: s.cfg.OutputTo, mu: s.cfg.OutputLock}
+	var wg sync.WaitGroup
+	for i, name := range []string{"stdout", "stderr"} {
+		wg.Add(1)
 		go func() {
-			wg.Wait()
-			close(outDone)
+			defer wg.Done()
+			o.forward(streams[i], name, slot, gen, pid)
 		}()
 	}
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// newWorker makes the worker of a process just started in sl.
+func (s *Supervisor) newWorker(sl *slot, bank int, p process, ns *systemd.NotifySocket) *worker {
+	g := sl.gen
 	w := &worker{
 		s:       s,
 		slot:    sl.index,
@@ -632,10 +663,8 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 			exited: func(w *worker) { s.workerExited(sl, w) },
 			gone:   func(w *worker) { s.workerGone(sl, w) },
 		},
-		drains:  drainTargets(g.cfg.Listeners, sl.index, bank),
-		outDone: outDone,
-		streams: streams,
-		state:   Starting,
+		drains: drainTargets(g.cfg.Listeners, sl.index, bank),
+		state:  Starting,
 	}
 	if p := g.cfg.Probe; p != nil {
 		l := g.cfg.Listeners[p.Listener]
@@ -645,9 +674,7 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 		l := g.cfg.Listeners[h.Listener]
 		w.health = &prober{group: l.Group, bank: bank, slot: sl.index, path: h.HTTP, host: l.Addr}
 	}
-	s.lim.log(w.log, hclog.Info, "worker starting")
-	w.begin()
-	return w, nil
+	return w
 }
 
 // closeNotify closes the notify socket of a worker that did not start.
