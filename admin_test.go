@@ -30,7 +30,7 @@ func skipWithoutAdmin(t *testing.T) {
 	t.Helper()
 	out, _ := exec.Command(bin.handoff, "run", "-h").CombinedOutput()
 	if !strings.Contains(string(out), "-admin") {
-		t.Skip("handoff run has no --admin flag yet ('handoff run -h' does not list it)")
+		skipf(t, "handoff run has no --admin flag yet ('handoff run -h' does not list it)")
 	}
 }
 

@@ -212,7 +212,7 @@ func TestBuildVersion(t *testing.T) {
 func TestGenDocs(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
-		t.Skip("builds handoff with -tags gendocs")
+		skipf(t, "builds handoff with -tags gendocs")
 	}
 	out := t.TempDir()
 	cmd := exec.Command("bash", ".ci/gendocs", out)
@@ -372,7 +372,7 @@ func TestDefaultControlPath(t *testing.T) {
 	}
 	_, stderr, code := runHandoffIn(t, env, "status")
 	if code == 0 {
-		t.Skipf("a handoff master answers at %s on this machine", want)
+		skipf(t, "a handoff master answers at %s on this machine", want)
 	}
 	if code != 1 || stderr != "handoff: no handoff master at "+want+" (is it running? use --control to name its socket)\n" {
 		t.Errorf("status: exit %d, stderr %q; want no master at %s", code, stderr, want)

@@ -19,10 +19,10 @@ import (
 func TestCompatLibsystemdWorker(t *testing.T) {
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
-		t.Skip("gcc not installed")
+		skipf(t, "gcc not installed")
 	}
 	if _, err := os.Stat("/usr/include/systemd/sd-daemon.h"); err != nil {
-		t.Skip("libsystemd-dev not installed (apt-get install libsystemd-dev)")
+		skipf(t, "libsystemd-dev not installed (apt-get install libsystemd-dev)")
 	}
 	exe := filepath.Join(t.TempDir(), "sdlisten")
 	if out, err := exec.Command(gcc, "-Wall", "-o", exe, "testdata/compat/sdlisten.c", "-lsystemd").CombinedOutput(); err != nil {
@@ -44,7 +44,7 @@ func TestCompatLibsystemdWorker(t *testing.T) {
 func TestCompatGunicornWorker(t *testing.T) {
 	gunicorn, err := exec.LookPath("gunicorn")
 	if err != nil {
-		t.Skip("gunicorn not installed (apt-get install gunicorn)")
+		skipf(t, "gunicorn not installed (apt-get install gunicorn)")
 	}
 	m := startMaster(t, []string{"--workers", "2"}, gunicorn, "--chdir", "testdata/compat", "--workers", "1", "wsgi:app")
 	m.waitServing(1, 2)

@@ -234,7 +234,7 @@ func readPids(t *testing.T, path string, n int) []int {
 // make cgroups (as root, or delegated).
 func TestFaultSetsidHelperNeedsCgroup(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to make cgroups for workers")
+		skipf(t, "needs root to make cgroups for workers")
 	}
 	dir := t.TempDir()
 	pids := filepath.Join(dir, "helpers")
@@ -242,7 +242,7 @@ func TestFaultSetsidHelperNeedsCgroup(t *testing.T) {
 	m := startMaster(t, []string{"--workers", "1", "--drain-timeout", "2s"}, app)
 	m.waitServing(1, 1)
 	if strings.Contains(m.log.String(), "worker trees are process groups") {
-		t.Skip("no cgroups here: " + m.log.String())
+		skipf(t, "no cgroups here: %s", m.log.String())
 	}
 	addr := m.addr()
 	helpers := readPids(t, pids, 1)

@@ -524,7 +524,7 @@ func needExecutable(t *testing.T, name, pkg string) string {
 			return p
 		}
 	}
-	t.Skipf("%s not installed (apt-get install %s, or bash examples/install-runtimes.sh)", name, pkg)
+	skipf(t, "%s not installed (apt-get install %s, or bash examples/install-runtimes.sh)", name, pkg)
 	return ""
 }
 
@@ -547,7 +547,7 @@ func needGunicorn(t *testing.T) string {
 		}
 	}
 	if err := exec.Command(py, "-c", "import flask").Run(); err != nil {
-		t.Skipf("flask not importable by gunicorn's %s (apt-get install python3-flask, or bash examples/install-runtimes.sh)", py)
+		skipf(t, "flask not importable by gunicorn's %s (apt-get install python3-flask, or bash examples/install-runtimes.sh)", py)
 	}
 	return gunicorn
 }
@@ -564,7 +564,7 @@ func needPythonModule(t *testing.T, module, pkg string) string {
 			}
 		}
 	}
-	t.Skipf("no python3 can import %s (apt-get install %s, or bash examples/install-runtimes.sh)", module, pkg)
+	skipf(t, "no python3 can import %s (apt-get install %s, or bash examples/install-runtimes.sh)", module, pkg)
 	return ""
 }
 
@@ -574,7 +574,7 @@ func needPuma(t *testing.T) string {
 	t.Helper()
 	puma := needExecutable(t, "puma", "puma")
 	if err := exec.Command("ruby", "-e", "require 'sd_notify'").Run(); err != nil {
-		t.Skip("the sd_notify gem is missing, without which puma never sends READY=1 (apt-get install ruby-sd-notify, or bash examples/install-runtimes.sh)")
+		skipf(t, "the sd_notify gem is missing, without which puma never sends READY=1 (apt-get install ruby-sd-notify, or bash examples/install-runtimes.sh)")
 	}
 	return puma
 }
@@ -585,10 +585,10 @@ func needNodeModule(t *testing.T, module string) (string, []string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node not installed")
+		skipf(t, "node not installed")
 	}
 	if _, err := os.Stat(filepath.Join("examples/node/node_modules", module, "package.json")); err != nil {
-		t.Skipf("%s not installed in examples/node (cd examples/node && npm ci, or bash examples/install-runtimes.sh)", module)
+		skipf(t, "%s not installed in examples/node (cd examples/node && npm ci, or bash examples/install-runtimes.sh)", module)
 	}
 	// The apps send READY=1 through systemd-notify; without it, a worker
 	// alive for 3 s counts as ready.

@@ -84,7 +84,39 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	skips.print()
 	os.Exit(code)
+}
+
+// skips are the end-to-end tests that skipped, and why: go test shows
+// them only with -v, so TestMain prints them at the end in any case.
+var skips skipList
+
+type skipList struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (s *skipList) print() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.list) == 0 {
+		return
+	}
+	fmt.Printf("handoff: %d end-to-end tests skipped:\n", len(s.list))
+	for _, l := range s.list {
+		fmt.Println("  " + l)
+	}
+}
+
+// skipf skips t, saying why, and records it for TestMain's summary.
+func skipf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	why := fmt.Sprintf(format, args...)
+	skips.mu.Lock()
+	skips.list = append(skips.list, t.Name()+": "+why)
+	skips.mu.Unlock()
+	t.Skip(why)
 }
 
 // logBuf collects a process's stderr and lets a test wait for a line.

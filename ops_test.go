@@ -142,7 +142,7 @@ func lowPort(t *testing.T) string {
 			return ln.Addr().String()
 		}
 	}
-	t.Skip("no free port below 1024")
+	skipf(t, "no free port below 1024")
 	return ""
 }
 
@@ -150,7 +150,7 @@ func lowPort(t *testing.T) string {
 // as nobody.
 func TestWorkersAsNobodyOnLowPort(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		skipf(t, "needs root")
 	}
 	// nobody must be able to execute the worker's binary.
 	dir, err := os.MkdirTemp("", "nobody-")

@@ -79,7 +79,7 @@ systemd-notify --ready --status="slot $HANDOFF_WORKER up"
 exec sleep 600
 `), 0o755)
 	if _, err := os.Stat("/usr/bin/systemd-notify"); err != nil {
-		t.Skip("systemd-notify not installed")
+		skipf(t, "systemd-notify not installed")
 	}
 	sock := filepath.Join(dir, "u.sock")
 	m := startMaster(t, []string{"--workers", "2",
@@ -350,11 +350,11 @@ func TestRunStopWait(t *testing.T) {
 // tells its own workers' exits apart.
 func TestRunAsPid1ReapsOrphans(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root for a pid namespace")
+		skipf(t, "needs root for a pid namespace")
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		t.Skip("unshare not installed")
+		skipf(t, "unshare not installed")
 	}
 	dir, _ := os.MkdirTemp("", "p1-")
 	defer os.RemoveAll(dir)

@@ -95,7 +95,7 @@ func TestNotifyFloodDoesNotStarveSupervisor(t *testing.T) {
 // directory is 0700) and, past that, SO_PEERCRED refuses them.
 func TestControlRefusesOtherUser(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to run a client as another user")
+		skipf(t, "needs root to run a client as another user")
 	}
 	m := startMaster(t, []string{"--workers", "1"}, bin.hello1)
 	m.waitServing(1, 1)

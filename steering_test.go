@@ -35,7 +35,7 @@ var balances = []struct {
 func needEBPF(t *testing.T, flags []string) {
 	t.Helper()
 	if os.Geteuid() != 0 && strings.Contains(strings.Join(flags, " "), "ebpf") {
-		t.Skip("eBPF steering needs root (or CAP_BPF and CAP_NET_ADMIN)")
+		skipf(t, "eBPF steering needs root (or CAP_BPF and CAP_NET_ADMIN)")
 	}
 }
 
