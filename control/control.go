@@ -19,7 +19,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/internal/lograte"
 	"github.com/handoff-dev/handoff/upgrade"
+	"github.com/handoff-dev/handoff/workers"
 )
 
 // MaxRequest is the largest request accepted, newline included.
@@ -38,8 +40,9 @@ const MaxConns = 64
 // with MaxWorkers workers is well under it.
 const MaxReply = 4 << 20
 
-// MaxWorkers bounds a scale request's Workers (workers.MaxWorkers).
-const MaxWorkers = 1024
+// MaxWorkers bounds a scale request's Workers: the supervisor's own
+// bound, defined once.
+const MaxWorkers = workers.MaxWorkers
 
 // Request is one line of JSON sent by a client.
 type Request struct {
@@ -80,7 +83,7 @@ type Server struct {
 	ln      *net.UnixListener
 	handle  Handler
 	log     hclog.Logger
-	lim     *logLimit
+	lim     *lograte.Limiter
 	wg      sync.WaitGroup
 	allowed func(uid uint32) bool
 	refuse  func(pid int32) error
@@ -226,7 +229,7 @@ func NewServer(ln *net.UnixListener, h Handler, log hclog.Logger, opts Options) 
 		ln:      ln,
 		handle:  h,
 		log:     log,
-		lim:     newLogLimit(time.Second),
+		lim:     lograte.Every(time.Second),
 		allowed: func(uid uint32) bool { return uid == 0 || uid == own },
 		refuse:  opts.Refuse,
 		slots:   make(chan struct{}, 2*MaxConns),
@@ -274,7 +277,7 @@ func (s *Server) Serve(ctx context.Context) {
 				s.log.Error("control socket closed while serving", "error", err)
 				break
 			}
-			s.lim.log(s.log, hclog.Error, "control socket accept failed", "error", err)
+			s.lim.Log(s.log, hclog.Error, "control socket accept failed", "error", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -313,7 +316,7 @@ func (s *Server) admit(c *net.UnixConn) *conn {
 		old.evicted = true
 		s.held--
 		old.c.SetReadDeadline(time.Now())
-		s.lim.log(s.log, hclog.Warn, "control socket: at its connection cap: closed the oldest idle one", "cap", MaxConns)
+		s.lim.Log(s.log, hclog.Warn, "control socket: at its connection cap: closed the oldest idle one", "cap", MaxConns)
 	}
 	s.held++
 	cn.elem = s.idle.PushBack(cn)
@@ -359,19 +362,19 @@ func (s *Server) serveConn(ctx context.Context, cn *conn) {
 	c := cn.c
 	defer c.Close()
 	if cn.busy {
-		s.lim.log(s.log, hclog.Warn, "control socket: busy: every connection has a request in hand", "cap", MaxConns)
+		s.lim.Log(s.log, hclog.Warn, "control socket: busy: every connection has a request in hand", "cap", MaxConns)
 		writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: %d requests in hand; try again", MaxConns)})
 		return
 	}
 	uid, pid, err := peerCred(c)
 	if err != nil || !s.allowed(uid) {
-		s.lim.log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "error", err)
+		s.lim.Log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "error", err)
 		writeResponse(c, Response{Error: "permission denied: only root or the master's user may control it"})
 		return
 	}
 	if s.refuse != nil {
 		if err := s.refuse(pid); err != nil {
-			s.lim.log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "pid", pid, "error", err)
+			s.lim.Log(s.log, hclog.Warn, "control socket: refused peer", "uid", uid, "pid", pid, "error", err)
 			writeResponse(c, Response{Error: "permission denied: " + err.Error()})
 			return
 		}
@@ -389,7 +392,7 @@ func (s *Server) serveConn(ctx context.Context, cn *conn) {
 			}
 			err = fmt.Errorf("no complete request within %s", readTimeout)
 		}
-		s.lim.log(s.log, hclog.Warn, "control socket: bad request", "error", err)
+		s.lim.Log(s.log, hclog.Warn, "control socket: bad request", "error", err)
 		writeResponse(c, Response{Error: err.Error()})
 		return
 	}

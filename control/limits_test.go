@@ -291,30 +291,6 @@ func TestBadRequestLogBounded(t *testing.T) {
 	t.Logf("%d bad requests in %v: %d log lines", bad, elapsed.Round(time.Millisecond), lines)
 }
 
-func TestLogLimit(t *testing.T) {
-	t.Parallel()
-	now := time.Unix(1000, 0)
-	l := newLogLimit(time.Second)
-	l.now = func() time.Time { return now }
-	var out bytes.Buffer
-	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Debug, DisableTime: true})
-	for range 100 {
-		l.log(log, hclog.Warn, "bad request", "error", "x")
-		l.log(log, hclog.Warn, "refused peer", "uid", 7)
-	}
-	if got := strings.Count(out.String(), "\n"); got != 2 {
-		t.Fatalf("100 of each of two messages at one instant: %d lines, want 2:\n%s", got, out.String())
-	}
-	now = now.Add(999 * time.Millisecond)
-	l.log(log, hclog.Warn, "bad request", "error", "x")
-	now = now.Add(time.Millisecond)
-	l.log(log, hclog.Warn, "bad request", "error", "y")
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 3 || !strings.Contains(lines[2], "error=y suppressed=100") {
-		t.Fatalf("after a second: %q, want a third line with suppressed=100", lines)
-	}
-}
-
 func TestScaleRequests(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, nil, nil)

@@ -69,9 +69,9 @@ func (s *Supervisor) setAway(w *worker, why string) {
 		return
 	}
 	if why == "" {
-		s.lim.log(w.log, hclog.Info, "worker gets connections again", "was", w.away)
+		s.lim.Log(w.log, hclog.Info, "worker gets connections again", "was", w.away)
 	} else {
-		s.lim.log(w.log, hclog.Warn, "steering connections away from worker", "why", why)
+		s.lim.Log(w.log, hclog.Warn, "steering connections away from worker", "why", why)
 	}
 	w.away = why
 	if why == "" {
@@ -95,7 +95,7 @@ func (s *Supervisor) replaceHung(w *worker, kind, why string) {
 	}
 	s.setAway(w, why)
 	w.hung, w.hungKind = why, kind
-	s.lim.log(w.log, hclog.Error, "worker does not serve, replacing it", "kind", kind, "why", why)
+	s.lim.Log(w.log, hclog.Error, "worker does not serve, replacing it", "kind", kind, "why", why)
 	if kind == "hung" {
 		w.kill()
 		return

@@ -146,7 +146,7 @@ func (t transitions[S]) allows(from, to S) bool {
 // refuse records a transition a state machine does not allow.
 func (s *Supervisor) refuse(machine string, from, to any, why string) {
 	s.refused++
-	s.lim.log(s.log, hclog.Error, "refused state transition", "machine", machine, "from", fmt.Sprint(from), "to", fmt.Sprint(to), "why", why)
+	s.lim.Log(s.log, hclog.Error, "refused state transition", "machine", machine, "from", fmt.Sprint(from), "to", fmt.Sprint(to), "why", why)
 	if s.onRefused != nil {
 		s.onRefused(fmt.Sprintf("%s: %v → %v (%s)", machine, from, to, why))
 	}

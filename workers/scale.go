@@ -121,7 +121,7 @@ func (s *Supervisor) advanceScale() {
 	res := ScaleResult{Workers: o.to}
 	if err != nil {
 		res.Error = err.Error()
-		s.lim.log(s.log, hclog.Warn, "scaled, but a new worker is not ready", "workers", o.to, "error", err)
+		s.lim.Log(s.log, hclog.Warn, "scaled, but a new worker is not ready", "workers", o.to, "error", err)
 	} else {
 		s.log.Info("scaled", "workers", o.to)
 	}
@@ -170,7 +170,7 @@ func (s *Supervisor) overMemory(sl *slot, w *worker, rss int64) {
 			return
 		}
 	}
-	s.lim.log(s.log, hclog.Warn, "worker above the memory limit, replacing it", "generation", sl.gen.num, "slot", sl.index, "pid", w.proc.pid(), "rss", rss, "max_memory", s.cfg.MaxMemory)
+	s.lim.Log(s.log, hclog.Warn, "worker above the memory limit, replacing it", "generation", sl.gen.num, "slot", sl.index, "pid", w.proc.pid(), "rss", rss, "max_memory", s.cfg.MaxMemory)
 	s.queue = append(s.queue, &op{recycle: &recycleOp{sl: sl, old: w, rss: rss, as: "memory", why: fmt.Sprintf("its memory (%d bytes) was above the limit", rss)}})
 	s.dirty = true
 	s.nextOp()
@@ -184,7 +184,7 @@ func (s *Supervisor) beginRecycle(o *recycleOp) {
 	}
 	w, err := s.spawn(sl, 1-o.old.bank)
 	if err != nil {
-		s.lim.log(s.log, hclog.Error, "cannot start a replacement for a worker", "why", o.why, "slot", sl.index, "error", err)
+		s.lim.Log(s.log, hclog.Error, "cannot start a replacement for a worker", "why", o.why, "slot", sl.index, "error", err)
 		s.nextOp()
 		return
 	}
@@ -223,12 +223,12 @@ func (s *Supervisor) recycleExited(sl *slot, w *worker) {
 		sl.exiting = append(sl.exiting, w)
 		o := s.recycling()
 		if o == nil || o.as == "memory" || sl.cur != o.old {
-			s.lim.log(s.log, hclog.Warn, "the replacement of a worker above the memory limit failed; the worker serves on", "slot", sl.index)
+			s.lim.Log(s.log, hclog.Warn, "the replacement of a worker above the memory limit failed; the worker serves on", "slot", sl.index)
 			return
 		}
 		// A worker that does not serve cannot serve on: it is killed and
 		// replaced in place, as a hung one is.
-		s.lim.log(s.log, hclog.Warn, "the replacement of a worker that does not serve failed; killing it to restart its slot", "slot", sl.index, "why", o.why)
+		s.lim.Log(s.log, hclog.Warn, "the replacement of a worker that does not serve failed; killing it to restart its slot", "slot", sl.index, "why", o.why)
 		o.old.kill()
 	}
 }

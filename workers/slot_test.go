@@ -96,36 +96,3 @@ func TestKilledFromOutside(t *testing.T) {
 		t.Error("exit status 137 counted as a kill")
 	}
 }
-
-func TestLogLimiter(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newLogLimiter(1) // burst 20, 11 a second
-	l.now = func() time.Time { return now }
-	allowed := 0
-	for range 1000 {
-		if ok, _ := l.allow("worker exited"); ok {
-			allowed++
-		}
-	}
-	if allowed != 20 {
-		t.Errorf("burst: %d lines allowed, want 20", allowed)
-	}
-	if ok, _ := l.allow("another message"); !ok {
-		t.Error("one message's flood suppressed another")
-	}
-	now = now.Add(time.Second)
-	ok, suppressed := l.allow("worker exited")
-	if !ok || suppressed != 980 {
-		t.Errorf("after a second: allowed %v, suppressed %d; want true, 980", ok, suppressed)
-	}
-	for range 10 {
-		l.allow("worker exited")
-	}
-	if ok, _ := l.allow("worker exited"); ok {
-		t.Error("more than the rate allowed within a second")
-	}
-	var nilLim *logLimiter
-	if ok, n := nilLim.allow("x"); !ok || n != 0 {
-		t.Error("a nil limiter limits")
-	}
-}

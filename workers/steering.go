@@ -79,7 +79,7 @@ func (s *Supervisor) resteer() {
 			ws = s.routedBy[grp]
 		} else if !slices.Equal(targets, s.steered[grp]) {
 			if err := grp.Steer(targets); err != nil {
-				s.lim.log(s.log, hclog.Error, "cannot steer connections", "listener", grp.Spec().Name, "error", err)
+				s.lim.Log(s.log, hclog.Error, "cannot steer connections", "listener", grp.Spec().Name, "error", err)
 			}
 			s.steered[grp], s.routedBy[grp] = targets, ws
 			s.log.Debug("steered connections", "listener", grp.Spec().Name, "sockets", len(targets))

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/handoff-dev/handoff/internal/lograte"
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/steer"
@@ -45,7 +47,7 @@ const (
 type Supervisor struct {
 	cfg     Config
 	log     hclog.Logger
-	lim     *logLimiter
+	lim     *lograte.Limiter
 	devnull int
 	ownDir  bool
 	starter starter
@@ -106,7 +108,7 @@ func New(cfg Config) (*Supervisor, error) {
 	s := &Supervisor{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		lim:      newLogLimiter(cfg.Workers),
+		lim:      lograte.New(float64(4*cfg.Workers+16), float64(cfg.Workers+10)), // a reload logs a few lines per worker
 		events:   make(chan func()),
 		done:     make(chan struct{}),
 		phase:    MasterStarting,
@@ -122,7 +124,7 @@ func New(cfg Config) (*Supervisor, error) {
 		var orphans func(int, exitInfo)
 		if cfg.ReapOrphans {
 			orphans = func(pid int, e exitInfo) {
-				s.lim.log(s.log, hclog.Debug, "reaped orphan", "pid", pid, "status", e.String())
+				s.lim.Log(s.log, hclog.Debug, "reaped orphan", "pid", pid, "status", e.String())
 			}
 		}
 		return newProcs(s.log, orphans)
@@ -504,7 +506,7 @@ func (s *Supervisor) startWorker(sl *slot) {
 	}
 	w, err := s.spawn(sl, sl.bank)
 	if err != nil {
-		s.lim.log(s.log, hclog.Error, "cannot start worker", "generation", sl.gen.num, "slot", sl.index, "error", err)
+		s.lim.Log(s.log, hclog.Error, "cannot start worker", "generation", sl.gen.num, "slot", sl.index, "error", err)
 		s.judged(sl, verdict{failed: true, reason: "cannot start: " + err.Error()})
 		return
 	}
@@ -566,7 +568,7 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	if streams[0] != nil {
 		w.outDone = s.forwardOutput(streams, sl.index, g.num, p.pid())
 	}
-	s.lim.log(w.log, hclog.Info, "worker starting")
+	s.lim.Log(w.log, hclog.Info, "worker starting")
 	w.begin()
 	return w, nil
 }
@@ -663,8 +665,9 @@ func (s *Supervisor) newWorker(sl *slot, bank int, p process, ns *systemd.Notify
 			exited: func(w *worker) { s.workerExited(sl, w) },
 			gone:   func(w *worker) { s.workerGone(sl, w) },
 		},
-		drains: drainTargets(g.cfg.Listeners, sl.index, bank),
-		state:  Starting,
+		drains:  drainTargets(g.cfg.Listeners, sl.index, bank),
+		garbage: lograte.Every(time.Second),
+		state:   Starting,
 	}
 	if p := g.cfg.Probe; p != nil {
 		l := g.cfg.Listeners[p.Listener]
@@ -769,7 +772,7 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 	s.restarts[v.kind()]++
 	if !v.failed {
 		sl.failures = 0
-		s.lim.log(s.log, hclog.Info, "replacing worker", "generation", g.num, "slot", sl.index, "previous", v.reason)
+		s.lim.Log(s.log, hclog.Info, "replacing worker", "generation", g.num, "slot", sl.index, "previous", v.reason)
 		s.startWorker(sl)
 		return
 	}
@@ -787,7 +790,7 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 		}
 	}
 	d := backoffFor(sl.failures)
-	s.lim.log(s.log, hclog.Warn, "worker failed, restarting after backoff", "generation", g.num, "slot", sl.index, "reason", v.reason, "backoff", d.String())
+	s.lim.Log(s.log, hclog.Warn, "worker failed, restarting after backoff", "generation", g.num, "slot", sl.index, "reason", v.reason, "backoff", d.String())
 	sl.cancelRestart()
 	sl.wake = s.env.now().Add(d)
 	sl.timer.set(s.env, d, func() {

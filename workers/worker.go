@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/handoff-dev/handoff/internal/lograte"
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/systemd"
@@ -129,7 +131,7 @@ type worker struct {
 	treeDone      func(empty bool)
 	treeKilled    bool // cleaning up: what was left got SIGKILL
 
-	garbage dropLog
+	garbage *lograte.Limiter // the log line about dropped datagrams: one a second
 }
 
 // begin arms the worker's timers and starts watching its process: the
@@ -194,7 +196,7 @@ func (w *worker) onDatagram(d systemd.Datagram) {
 		d.Err = fmt.Errorf("sent by pid %d, which is not of the worker's process tree", d.PID)
 	}
 	if d.Err != nil {
-		w.garbage.log(w.log, d.Err)
+		w.garbage.Log(w.log, hclog.Warn, "dropped notify datagram", "reason", d.Err)
 		return
 	}
 	m := d.Msg
@@ -253,7 +255,7 @@ func (w *worker) retire(since time.Time) {
 	// Steered away already: stop it once its queues have been empty for
 	// a quiet period, so it holds no connection it accepted but has not
 	// read.
-	w.s.lim.log(w.log, hclog.Debug, "worker retiring: waiting until its sockets' queues are empty")
+	w.s.lim.Log(w.log, hclog.Debug, "worker retiring: waiting until its sockets' queues are empty")
 	seq := w.retireSeq
 	var err error
 	ctx, drains, timeout := w.ctx, w.drains, w.opts.drainTimeout
@@ -326,7 +328,7 @@ func (w *worker) onExit(e exitInfo) {
 	if !w.drainDeadline.IsZero() {
 		grace = max(w.drainDeadline.Sub(w.s.env.now()), 0)
 	} else {
-		w.s.lim.log(w.log, hclog.Warn, "worker's main process exited; stopping the rest of its process tree", "grace", grace.String())
+		w.s.lim.Log(w.log, hclog.Warn, "worker's main process exited; stopping the rest of its process tree", "grace", grace.String())
 		w.signal(w.opts.stopSignal)
 	}
 	if w.killed {
@@ -337,12 +339,12 @@ func (w *worker) onExit(e exitInfo) {
 			w.finish()
 			return
 		}
-		w.s.lim.log(w.log, hclog.Warn, "killing what is left of the worker's process tree")
+		w.s.lim.Log(w.log, hclog.Warn, "killing what is left of the worker's process tree")
 		w.treeKilled = true
 		w.signal(unix.SIGKILL)
 		w.waitTree(killWait, func(empty bool) {
 			if !empty {
-				w.s.lim.log(w.log, hclog.Error, "processes of the worker's tree survive SIGKILL; giving up on them")
+				w.s.lim.Log(w.log, hclog.Error, "processes of the worker's tree survive SIGKILL; giving up on them")
 			}
 			w.finish()
 		})
@@ -384,7 +386,7 @@ func (w *worker) finish() {
 
 func (w *worker) signal(sig syscall.Signal) {
 	if err := w.proc.signal(sig); err != nil {
-		w.s.lim.log(w.log, hclog.Warn, "cannot signal worker", "signal", unix.SignalName(sig), "error", err)
+		w.s.lim.Log(w.log, hclog.Warn, "cannot signal worker", "signal", unix.SignalName(sig), "error", err)
 	}
 }
 
@@ -400,21 +402,21 @@ func (w *worker) transition(to State, why string) {
 	switch to {
 	case Ready:
 		w.readyAt = w.s.env.now()
-		w.s.lim.log(w.log, hclog.Info, "worker ready", "after", w.readyAt.Sub(w.started).Round(time.Millisecond).String(), "how", why)
+		w.s.lim.Log(w.log, hclog.Info, "worker ready", "after", w.readyAt.Sub(w.started).Round(time.Millisecond).String(), "how", why)
 		w.armWatchdog()
 		w.scheduleHealth()
 		w.s.fact(func() { w.ev.ready(w) })
 	case Draining:
 		w.watchdogTimer.clear()
 		w.healthTimer.clear()
-		w.s.lim.log(w.log, hclog.Info, "worker draining", "how", why)
+		w.s.lim.Log(w.log, hclog.Info, "worker draining", "how", why)
 		w.s.dirty = true
 	case Exited:
 		lvl := hclog.Info
 		if from != Draining {
 			lvl = hclog.Warn
 		}
-		w.s.lim.log(w.log, lvl, "worker exited", "status", why, "was", string(from))
+		w.s.lim.Log(w.log, lvl, "worker exited", "status", why, "was", string(from))
 		w.s.fact(func() { w.ev.exited(w) })
 	case Gone:
 		w.s.fact(func() { w.ev.gone(w) })
@@ -476,21 +478,4 @@ func (w *worker) snapshotLive(restarts int) WorkerStatus {
 	st := w.snapshot(restarts)
 	st.Queue, st.Held = queues(w.drains)
 	return st
-}
-
-// dropLog rate-limits the log line about dropped notify datagrams to one a
-// second per worker, counting what it did not log.
-type dropLog struct {
-	last       time.Time
-	suppressed int
-}
-
-func (d *dropLog) log(l hclog.Logger, err error) {
-	now := time.Now()
-	if now.Sub(d.last) < time.Second {
-		d.suppressed++
-		return
-	}
-	l.Warn("dropped notify datagram", "reason", err, "suppressed_since_last", d.suppressed)
-	d.last, d.suppressed = now, 0
 }
