@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -59,7 +60,56 @@ func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, l
 		}
 	}
 	m.DropInherited()
+	for _, l := range out {
+		if l.Group != nil {
+			go watchForeign(l.Group, foreignEvery, log)
+		}
+	}
 	return out, nil
+}
+
+// foreignEvery is how often a steered listener's address is checked for
+// sockets that are not its group's.
+const foreignEvery = 5 * time.Second
+
+// foreignGroup is the part of steer.Group watchForeign uses.
+type foreignGroup interface {
+	Foreign() (int, error)
+	Spec() upgrade.Spec
+	Addr() string
+}
+
+// watchForeign checks g's address every interval for sockets that are
+// not the group's (another process that joined its SO_REUSEPORT group,
+// or listens on an overlapping address) and logs when their number
+// changes: such a socket takes connections no worker accepts, or its
+// owner's program replaces the group's selector. It returns once the
+// group is closed.
+func watchForeign(g foreignGroup, interval time.Duration, log hclog.Logger) {
+	last := 0
+	var lastErr string
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := g.Foreign()
+		switch {
+		case errors.Is(err, steer.ErrClosed), errors.Is(err, steer.ErrUnsupported):
+			return
+		case err != nil:
+			if err.Error() != lastErr {
+				log.Debug("cannot check the listener's address for foreign sockets", "name", g.Spec().Name, "error", err)
+				lastErr = err.Error()
+			}
+		case n > 0 && n != last:
+			log.Error("foreign sockets on a steered listener's address: another process listens there and takes connections no worker accepts; stop it", "name", g.Spec().Name, "addr", g.Addr(), "foreign", n)
+		case n == 0 && last > 0:
+			log.Info("no foreign socket on the listener's address any more", "name", g.Spec().Name, "addr", g.Addr())
+		}
+		if err == nil {
+			last = n
+		}
+		<-t.C
+	}
 }
 
 func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated map[string]int, log hclog.Logger) (listener, error) {

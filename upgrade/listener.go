@@ -196,7 +196,8 @@ func bindIP(spec Spec) (int, error) {
 	}
 	if err := unix.Bind(fd, a.Sockaddr); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return fail("bind", fmt.Errorf("address %s is already in use", spec.Address))
+			unix.Close(fd)
+			return -1, InUse(a.Type, a.V6Only, a.Sockaddr, nil)
 		}
 		return fail("bind", err)
 	}
