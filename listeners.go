@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -39,15 +38,9 @@ func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, l
 	used := map[string]bool{}
 	for _, lc := range o.Listen {
 		spec := lc.Spec
-		l, err := openListener(o, m, spec, activated, log)
+		l, err := openListener(o, m, lc, activated, log)
 		if err != nil {
 			return fail(err)
-		}
-		if l.how == "bound" && spec.Network == "unix" {
-			if err := unixPermissions(lc); err != nil {
-				closeListeners(append(out, l), false)
-				return nil, err
-			}
 		}
 		if _, ok := activated[spec.Name]; ok {
 			used[spec.Name] = true
@@ -112,7 +105,8 @@ func watchForeign(g foreignGroup, interval time.Duration, log hclog.Logger) {
 	}
 }
 
-func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated map[string]int, log hclog.Logger) (listener, error) {
+func openListener(o *runOptions, m *upgrade.Master, lc config.Listen, activated map[string]int, log hclog.Logger) (listener, error) {
+	spec := lc.Spec
 	mode, wantSteer := steerMode(string(o.Balance))
 	ip := spec.Network != "unix"
 	if g, ok := m.InheritedGroup(spec.Name); ok {
@@ -167,7 +161,7 @@ func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated
 	} else if wantSteer {
 		log.Info("listener is shared by all workers: unix sockets are not steered", "name", spec.Name)
 	}
-	l, err := m.Listener(spec, activated)
+	l, err := m.ListenerWith(spec, activated, unixOptions(lc))
 	if err != nil {
 		return listener{}, err
 	}
@@ -199,21 +193,12 @@ func groupListener(spec upgrade.Spec, g *steer.Group, how string) listener {
 	}
 }
 
-// unixPermissions gives a unix socket this master bound the mode and
-// owner its listener asks for (a web server running as another user must
-// be able to connect).
-func unixPermissions(lc config.Listen) error {
-	if lc.HasMode {
-		if err := os.Chmod(lc.Address, lc.Mode); err != nil {
-			return fmt.Errorf("listen %s: %w", lc.Spec, err)
-		}
-	}
-	if lc.UID >= 0 || lc.GID >= 0 {
-		if err := os.Chown(lc.Address, lc.UID, lc.GID); err != nil {
-			return fmt.Errorf("listen %s: %w", lc.Spec, err)
-		}
-	}
-	return nil
+// unixOptions is the mode and owner a unix socket this master binds is
+// created with (a web server running as another user must be able to
+// connect). upgrade.BindUnix gives them to the file before it appears
+// at its path, never following a symlink.
+func unixOptions(lc config.Listen) upgrade.UnixOptions {
+	return upgrade.UnixOptions{Mode: lc.Mode, HasMode: lc.HasMode, UID: lc.UID, GID: lc.GID}
 }
 
 // steerMode maps --balance to a steering mode, and says whether it asks
