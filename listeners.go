@@ -127,6 +127,7 @@ func openListener(o *runOptions, m *upgrade.Master, lc config.Listen, activated 
 		}
 		return groupListener(spec, grp, "inherited from the previous master"), nil
 	}
+	sayShared := func() {}
 	if wantSteer && ip {
 		opts := steer.Options{Slots: o.Workers, Mode: mode}
 		switch o.SteerBPF {
@@ -157,14 +158,17 @@ func openListener(o *runOptions, m *upgrade.Master, lc config.Listen, activated 
 		if !errors.Is(err, steer.ErrUnsupported) && len(activated) == 0 {
 			return listener{}, err
 		}
-		log.Warn("listener is shared by all workers, not steered", "name", spec.Name, "reason", err)
+		steerErr := err
+		sayShared = func() { log.Warn("listener is shared by all workers, not steered", "name", spec.Name, "reason", steerErr) }
 	} else if wantSteer {
-		log.Info("listener is shared by all workers: unix sockets are not steered", "name", spec.Name)
+		sayShared = func() { log.Info("listener is shared by all workers: unix sockets are not steered", "name", spec.Name) }
 	}
 	l, err := m.ListenerWith(spec, activated, unixOptions(lc))
 	if err != nil {
 		return listener{}, err
 	}
+	// Said once the shared socket exists: a startup error is one line.
+	sayShared()
 	how := "bound"
 	if m.Inherited() {
 		how = "inherited from the previous master"

@@ -125,3 +125,55 @@ func TestPortsForeignSocketLogged(t *testing.T) {
 	open = false
 	a.log.waitLine(t, 60*time.Second, "no foreign socket on the listener's address any more")
 }
+
+// A unix listener's socket appears with the mode and owner it asks for,
+// at its path (status says so too), and nothing else is left in its
+// directory; in a directory every user may write without the sticky bit
+// handoff refuses to start, with one line.
+func TestUnixListenerModeAndOwner(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "api.sock")
+	url := "api=unix://" + path + "?mode=0660"
+	if os.Geteuid() == 0 {
+		url += "&owner=nobody"
+	}
+	m := startMaster(t, []string{"--workers", "1", "--listen", "http=tcp://127.0.0.1:0", "--listen", url}, bin.testapp)
+	st := m.waitServing(1, 1)
+	if len(st.Listeners) != 2 || st.Listeners[1].Addr != path {
+		t.Errorf("listeners %+v, want the second at %s", st.Listeners, path)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != os.ModeSocket|0o660 {
+		t.Errorf("mode %v, want %v", fi.Mode(), os.ModeSocket|0o660)
+	}
+	if os.Geteuid() == 0 {
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
+			t.Errorf("owner uid %d, want nobody (65534)", uid)
+		}
+	}
+	if es, _ := os.ReadDir(dir); len(es) != 1 {
+		t.Errorf("%s holds %v, want only api.sock", dir, es)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	c.Close()
+
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	stderr, code := runBounded(t, 30*time.Second, "run", "--control", filepath.Join(t.TempDir(), "c.sock"),
+		"--listen", "api=unix://"+filepath.Join(open, "api.sock"), "--", bin.testapp)
+	want := "directory " + open + " is writable by every user and has no sticky bit"
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("exit %d, stderr %q; want exit 1 and one line containing %q", code, stderr, want)
+	}
+	if es, _ := os.ReadDir(open); len(es) != 0 {
+		t.Errorf("%s holds %v after the refusal", open, es)
+	}
+}
