@@ -159,7 +159,9 @@ func openListener(o *runOptions, m *upgrade.Master, lc config.Listen, activated 
 			return listener{}, err
 		}
 		steerErr := err
-		sayShared = func() { log.Warn("listener is shared by all workers, not steered", "name", spec.Name, "reason", steerErr) }
+		sayShared = func() {
+			log.Warn("listener is shared by all workers, not steered", "name", spec.Name, "reason", steerErr)
+		}
 	} else if wantSteer {
 		sayShared = func() { log.Info("listener is shared by all workers: unix sockets are not steered", "name", spec.Name) }
 	}
