@@ -103,6 +103,7 @@ type procEntry struct {
 }
 
 // Overlapping lists the inodes of the sockets in this network namespace
+// (from sock_diag, else /proc/net)
 // that listen (TCP) or are bound unconnected (UDP) on an address whose
 // traffic overlaps sa's: the same address and port, or the same port with
 // either address a wildcard of the same family. An IPv4 socket overlaps a
@@ -125,13 +126,22 @@ func Overlapping(sotype, v6only int, sa unix.Sockaddr) ([]uint64, error) {
 	default:
 		return nil, fmt.Errorf("not an IP address: %v", sa)
 	}
-	proto, state := "tcp", "0A" // TCP_LISTEN
+	proto, state, diagState := "tcp", "0A", uint8(10) // TCP_LISTEN
 	if sotype == unix.SOCK_DGRAM {
-		proto, state = "udp", "07" // TCP_CLOSE: unconnected
+		proto, state, diagState = "udp", "07", 7 // TCP_CLOSE: unconnected
 	}
 	var out []uint64
 	for _, suffix := range []string{"", "6"} {
-		es, err := readProcNet("/proc/net/"+proto+suffix, state)
+		family := unix.AF_INET
+		if suffix == "6" {
+			family = unix.AF_INET6
+		}
+		es, err := diagSockets(family, sotype, diagState)
+		if err != nil {
+			// No sock_diag (udp_diag not loaded, say): /proc/net lists
+			// every socket, connections included, which is slower.
+			es, err = readProcNet("/proc/net/"+proto+suffix, state)
+		}
 		if err != nil {
 			if suffix == "6" && errors.Is(err, os.ErrNotExist) {
 				continue // no IPv6
