@@ -35,6 +35,7 @@ func runBounded(t *testing.T, timeout time.Duration, args ...string) (stderr str
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		t.Errorf("handoff %v was still running after %s; it should have refused to start; stderr:\n%s", args, timeout, e.String())
+		return e.String(), -1
 	}
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
