@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -38,15 +38,9 @@ func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, l
 	used := map[string]bool{}
 	for _, lc := range o.Listen {
 		spec := lc.Spec
-		l, err := openListener(o, m, spec, activated, log)
+		l, err := openListener(o, m, lc, activated, log)
 		if err != nil {
 			return fail(err)
-		}
-		if l.how == "bound" && spec.Network == "unix" {
-			if err := unixPermissions(lc); err != nil {
-				closeListeners(append(out, l), false)
-				return nil, err
-			}
 		}
 		if _, ok := activated[spec.Name]; ok {
 			used[spec.Name] = true
@@ -59,10 +53,60 @@ func openListeners(o *runOptions, m *upgrade.Master, activated map[string]int, l
 		}
 	}
 	m.DropInherited()
+	for _, l := range out {
+		if l.Group != nil {
+			go watchForeign(l.Group, foreignEvery, log)
+		}
+	}
 	return out, nil
 }
 
-func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated map[string]int, log hclog.Logger) (listener, error) {
+// foreignEvery is how often a steered listener's address is checked for
+// sockets that are not its group's.
+const foreignEvery = 5 * time.Second
+
+// foreignGroup is the part of steer.Group watchForeign uses.
+type foreignGroup interface {
+	Foreign() (int, error)
+	Spec() upgrade.Spec
+	Addr() string
+}
+
+// watchForeign checks g's address every interval for sockets that are
+// not the group's (another process that joined its SO_REUSEPORT group,
+// or listens on an overlapping address) and logs when their number
+// changes: such a socket takes connections no worker accepts, or its
+// owner's program replaces the group's selector. It returns once the
+// group is closed.
+func watchForeign(g foreignGroup, interval time.Duration, log hclog.Logger) {
+	last := 0
+	var lastErr string
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := g.Foreign()
+		switch {
+		case errors.Is(err, steer.ErrClosed), errors.Is(err, steer.ErrUnsupported):
+			return
+		case err != nil:
+			if err.Error() != lastErr {
+				log.Debug("cannot check the listener's address for foreign sockets", "name", g.Spec().Name, "error", err)
+				lastErr = err.Error()
+			}
+		case n > 0 && n != last:
+			log.Error("foreign sockets on a steered listener's address: another process listens there and takes connections no worker accepts; stop it", "name", g.Spec().Name, "addr", g.Addr(), "foreign", n)
+		case n == 0 && last > 0:
+			log.Info("no foreign socket on the listener's address any more", "name", g.Spec().Name, "addr", g.Addr())
+		}
+		if err == nil {
+			last = n
+		}
+		<-t.C
+	}
+}
+
+func openListener(o *runOptions, m *upgrade.Master, lc config.Listen, activated map[string]int, log hclog.Logger) (listener, error) {
+	spec := lc.Spec
 	mode, wantSteer := steerMode(string(o.Balance))
 	ip := spec.Network != "unix"
 	if g, ok := m.InheritedGroup(spec.Name); ok {
@@ -83,6 +127,7 @@ func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated
 		}
 		return groupListener(spec, grp, "inherited from the previous master"), nil
 	}
+	sayShared := func() {}
 	if wantSteer && ip {
 		opts := steer.Options{Slots: o.Workers, Mode: mode}
 		switch o.SteerBPF {
@@ -113,14 +158,19 @@ func openListener(o *runOptions, m *upgrade.Master, spec upgrade.Spec, activated
 		if !errors.Is(err, steer.ErrUnsupported) && len(activated) == 0 {
 			return listener{}, err
 		}
-		log.Warn("listener is shared by all workers, not steered", "name", spec.Name, "reason", err)
+		steerErr := err
+		sayShared = func() {
+			log.Warn("listener is shared by all workers, not steered", "name", spec.Name, "reason", steerErr)
+		}
 	} else if wantSteer {
-		log.Info("listener is shared by all workers: unix sockets are not steered", "name", spec.Name)
+		sayShared = func() { log.Info("listener is shared by all workers: unix sockets are not steered", "name", spec.Name) }
 	}
-	l, err := m.Listener(spec, activated)
+	l, err := m.ListenerWith(spec, activated, unixOptions(lc))
 	if err != nil {
 		return listener{}, err
 	}
+	// Said once the shared socket exists: a startup error is one line.
+	sayShared()
 	how := "bound"
 	if m.Inherited() {
 		how = "inherited from the previous master"
@@ -149,21 +199,12 @@ func groupListener(spec upgrade.Spec, g *steer.Group, how string) listener {
 	}
 }
 
-// unixPermissions gives a unix socket this master bound the mode and
-// owner its listener asks for (a web server running as another user must
-// be able to connect).
-func unixPermissions(lc config.Listen) error {
-	if lc.HasMode {
-		if err := os.Chmod(lc.Address, lc.Mode); err != nil {
-			return fmt.Errorf("listen %s: %w", lc.Spec, err)
-		}
-	}
-	if lc.UID >= 0 || lc.GID >= 0 {
-		if err := os.Chown(lc.Address, lc.UID, lc.GID); err != nil {
-			return fmt.Errorf("listen %s: %w", lc.Spec, err)
-		}
-	}
-	return nil
+// unixOptions is the mode and owner a unix socket this master binds is
+// created with (a web server running as another user must be able to
+// connect). upgrade.BindUnix gives them to the file before it appears
+// at its path, never following a symlink.
+func unixOptions(lc config.Listen) upgrade.UnixOptions {
+	return upgrade.UnixOptions{Mode: lc.Mode, HasMode: lc.HasMode, UID: lc.UID, GID: lc.GID}
 }
 
 // steerMode maps --balance to a steering mode, and says whether it asks

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/user"
@@ -470,6 +471,7 @@ func validateEnv(env []envValue, p *problems) []string {
 
 func validateListen(r *raw, sys *system, o *Options, p *problems) {
 	seen := map[string]bool{}
+	var bound []boundAddr // the addresses so far, to find one given twice
 	for _, lv := range r.listen {
 		// label names the listener in messages.
 		label := fmt.Sprintf("listen %q", lv.name)
@@ -492,6 +494,14 @@ func validateListen(r *raw, sys *system, o *Options, p *problems) {
 			continue
 		}
 		seen[spec.Name] = true
+		if b, ok := addrKey(spec); ok {
+			if prev, dup := overlapping(bound, b); dup {
+				p.add(lv.addrFrom, false, "%s: address %s is also listener %q's (%s): one address, one listener", label, spec.Address, prev.name, prev.address)
+				continue
+			}
+			b.name, b.address = spec.Name, spec.Address
+			bound = append(bound, b)
+		}
 		l := Listen{Spec: spec, UID: -1, GID: -1}
 		ok := true
 		for _, opt := range []string{"mode", "owner", "group"} {
@@ -547,6 +557,84 @@ func validateListen(r *raw, sys *system, o *Options, p *problems) {
 			o.Listen = append(o.Listen, l)
 		}
 	}
+}
+
+// boundAddr is where a listener binds, reduced to what decides whether
+// two listeners would collide: the transport (TCP or UDP, "unix" for a
+// path), the host as an IP (nil for a wildcard or a name) and the port.
+type boundAddr struct {
+	proto   string
+	host    string // literal host, normalized; "" for the wildcard
+	family  string // "4", "6", or "" for either (a dual-stack wildcard, a name)
+	port    string
+	name    string // the listener's name, for the message
+	address string // as given
+}
+
+// addrKey is where spec binds; false for an address that cannot collide
+// with another (port 0 picks a free port each time).
+func addrKey(spec upgrade.Spec) (boundAddr, bool) {
+	switch spec.Network {
+	case "unix":
+		return boundAddr{proto: "unix", host: spec.Address}, true
+	case "tcp", "tcp4", "tcp6", "udp":
+	default:
+		return boundAddr{}, false
+	}
+	host, port, err := net.SplitHostPort(spec.Address)
+	if err != nil {
+		return boundAddr{}, false
+	}
+	proto := "tcp"
+	if spec.Network == "udp" {
+		proto = "udp"
+	}
+	if n, err := net.LookupPort(proto, port); err == nil {
+		if n == 0 {
+			return boundAddr{}, false
+		}
+		port = strconv.Itoa(n)
+	}
+	b := boundAddr{proto: proto, host: strings.ToLower(host), port: port}
+	switch spec.Network {
+	case "tcp4":
+		b.family = "4"
+	case "tcp6":
+		b.family = "6"
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.To4() != nil {
+			b.family = "4"
+		} else {
+			b.family = "6"
+		}
+		if ip.IsUnspecified() {
+			b.host = ""
+		} else {
+			b.host = ip.String()
+		}
+	}
+	return b, true
+}
+
+// overlapping finds an address in seen that b collides with: the same
+// path, or the same transport and port on the same host or where either
+// is a wildcard (0.0.0.0 and 127.0.0.1 share a port, and the kernel would
+// let our own SO_REUSEPORT groups on both split the traffic).
+func overlapping(seen []boundAddr, b boundAddr) (boundAddr, bool) {
+	for _, s := range seen {
+		if s.proto != b.proto || s.port != b.port {
+			continue
+		}
+		if s.host == b.host && s.family == b.family {
+			return s, true
+		}
+		sameFamily := s.family == "" || b.family == "" || s.family == b.family
+		if s.proto != "unix" && sameFamily && (s.host == "" || b.host == "") {
+			return s, true
+		}
+	}
+	return boundAddr{}, false
 }
 
 // validateRunAs resolves user and group.

@@ -106,8 +106,10 @@ type conn struct {
 	busy    bool          // accepted at the cap with none idle: refused
 }
 
-// ListenUnix creates the control socket at path with mode 0600, replacing
-// a stale socket left by a dead master. A live one is an error. Closing
+// ListenUnix creates the control socket at path with mode 0600 from the
+// start (see upgrade.BindUnix), replacing a stale socket left by a dead
+// master. A parent directory every user may write without the sticky
+// bit is refused. A live one is an error. Closing
 // the listener does not remove the path (a new master may serve on it).
 //
 // The directories it creates for path (mode 0700) are removed again if it
@@ -132,22 +134,30 @@ func ListenUnix(path string) (ln *net.UnixListener, err error) {
 	if err := checkTmpDir(path); err != nil {
 		return nil, err
 	}
-	if err := upgrade.RemoveStaleSocket(path); err != nil {
-		if errors.Is(err, upgrade.ErrSocketInUse) {
-			return nil, fmt.Errorf("control socket %s is in use by another running handoff (use --control to pick another path)", path)
-		}
-		return nil, fmt.Errorf("control socket: %w", err)
+	return listenUnix(path, upgrade.UnixOptions{Mode: 0o600, HasMode: true, UID: -1, GID: -1})
+}
+
+// listenUnix creates the socket with upgrade.BindUnix: mode 0600 from
+// the start (bound in a private directory and renamed into place), so
+// nobody can connect before the mode is set, nor make the chmod follow
+// a symlink.
+func listenUnix(path string, opts upgrade.UnixOptions) (*net.UnixListener, error) {
+	fd, err := upgrade.BindUnix(path, opts)
+	if errors.Is(err, upgrade.ErrSocketInUse) {
+		return nil, fmt.Errorf("control socket %s is in use by another running handoff (use --control to pick another path)", path)
 	}
-	ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+	f := os.NewFile(uintptr(fd), path)
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
 		os.Remove(path)
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	ln := l.(*net.UnixListener)
+	ln.SetUnlinkOnClose(false)
 	return ln, nil
 }
 

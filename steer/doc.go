@@ -42,6 +42,28 @@
 // worker will use. Once complete, a new group steers to bank 0 of every
 // slot.
 //
+// # Only our sockets (Foreign)
+//
+// SO_REUSEPORT lets any socket of the same user join a group bound to the
+// same address, and a member that attaches a program replaces the
+// group's selector for everyone; a socket on an overlapping address (a
+// wildcard and a specific address on one port) takes connections too.
+// Either way connections would queue on sockets no worker of ours reads.
+// So New first binds a plain socket (no SO_REUSEPORT; SO_REUSEADDR for
+// TCP, so TIME_WAIT does not count) to the address and closes it: the
+// kernel's bind check fails with EADDRINUSE if any socket listens (TCP)
+// or is bound (UDP) on the address or one overlapping it, and New
+// returns an error wrapping upgrade.ErrAddressInUse naming the address
+// and, best effort, the processes holding the sockets (their inodes in
+// /proc/net/{tcp,udp}{,6}, found in /proc/*/fd). Once the group is
+// complete it checks again (closing the window between the probe and
+// the first bind) and fails the same way. Join and Import build on
+// sockets handed over (systemd, the previous master) and do not probe:
+// those sockets are ours. Foreign counts, at any time, the sockets on
+// the group's address or overlapping it whose inode is not one of the
+// group's (copies in workers, systemd or a previous master share the
+// inode); the master logs when it changes.
+//
 // # eBPF (EBPF)
 //
 // Where the process may load it (root, or CAP_BPF with CAP_NET_ADMIN),

@@ -53,18 +53,32 @@ type Group struct {
 // port for the whole group. The group starts steered to bank 0 of every
 // slot. An error wrapping ErrUnsupported means the caller should fall
 // back to one shared socket; other errors (a bad or busy address) would
-// fail a shared socket too.
+// fail a shared socket too. An address where another socket listens
+// (TCP) or is bound (UDP), on the same address or one that overlaps it,
+// yields an error wrapping upgrade.ErrAddressInUse that names it and,
+// where /proc shows it, the process: New never joins a group it did not
+// create.
 func New(spec upgrade.Spec, opts Options) (*Group, error) {
 	g, err := newGroup(spec, opts)
 	if err != nil {
 		return nil, err
 	}
 	first, err := g.resolve()
+	if errors.Is(err, upgrade.ErrAddressInUse) {
+		return nil, fmt.Errorf("listen %s: %w", spec, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("steer %s: %w", spec, err)
 	}
 	if err := g.build(first, opts.Mechanism, false); err != nil {
 		return nil, fmt.Errorf("steer %s: %w", spec, err)
+	}
+	g.mu.Lock()
+	err = g.checkAlone()
+	g.mu.Unlock()
+	if err != nil {
+		g.Close()
+		return nil, fmt.Errorf("listen %s: %w", spec, err)
 	}
 	return g, nil
 }
@@ -724,6 +738,17 @@ func (g *Group) String() string {
 // binds the first socket.
 func (g *Group) resolve() (int, error) {
 	a, err := sockaddr.Resolve(g.spec.Network, g.spec.Address)
+	if err != nil {
+		return -1, err
+	}
+	// Refuse an address another socket holds: our members set
+	// SO_REUSEPORT, so the kernel would let them join (or overlap) a
+	// group of another process of the same user, which would then take
+	// a share of the connections that no worker of ours accepts.
+	err = upgrade.CheckFree(a.Type, a.V6Only, a.Sockaddr)
+	if errors.Is(err, unix.EAFNOSUPPORT) && a.DualStack {
+		err = upgrade.CheckFree(a.Type, 0, a.IPv4().Sockaddr)
+	}
 	if err != nil {
 		return -1, err
 	}

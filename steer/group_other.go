@@ -91,3 +91,7 @@ func (g *Group) Close() error { return nil }
 
 // String returns "".
 func (g *Group) String() string { return "" }
+
+// Foreign counts foreign sockets on the group's address: not on this
+// platform.
+func (g *Group) Foreign() (int, error) { return 0, ErrUnsupported }

@@ -10,6 +10,20 @@
 // its O_NONBLOCK flag, which belongs to the open file description shared
 // with every worker and which workers change at will.
 //
+// Bind refuses an address another socket holds with an error wrapping
+// ErrAddressInUse that names the holder where /proc shows it (CheckFree
+// does the same check for package steer before it builds a group).
+//
+// A unix socket's file gets its mode and owner before it appears at its
+// path (BindUnix): it is bound in a private 0700 directory made next to
+// the path, changed there through an O_PATH|O_NOFOLLOW descriptor (never
+// through a symlink), and renamed into place with RENAME_NOREPLACE, which
+// fails rather than replace what appeared there. A parent directory that
+// every user may write without the sticky bit is refused. The kernel
+// keeps the name the socket was bound with: getsockname on it (and the
+// address its clients see as their peer) is the private directory's
+// path, which no longer exists; use the configured path.
+//
 // Master wraps github.com/cloudflare/tableflip for self-upgrades. The new
 // master is started by tableflip; the listeners travel to it as raw
 // SCM_RIGHTS descriptors on a socketpair (one end handed over through

@@ -60,13 +60,19 @@ func (l *Listener) Remove() error {
 // spec describes. A unix socket path left behind by a dead process is
 // removed first; one that still accepts connections is an error.
 func Bind(spec Spec) (*Listener, error) {
+	return BindWith(spec, NoOwner)
+}
+
+// BindWith is Bind with the mode and owner of a unix socket's file (see
+// BindUnix); opts are ignored for other networks.
+func BindWith(spec Spec, opts UnixOptions) (*Listener, error) {
 	var (
 		fd  int
 		err error
 	)
 	switch spec.Network {
 	case "unix":
-		fd, err = bindUnix(spec.Address)
+		fd, err = BindUnix(spec.Address, opts)
 	default:
 		fd, err = bindIP(spec)
 	}
@@ -162,6 +168,12 @@ func localAddr(fd int, spec Spec) string {
 	case *unix.SockaddrInet6:
 		return net.JoinHostPort(net.IP(a.Addr[:]).String(), fmt.Sprint(a.Port))
 	case *unix.SockaddrUnix:
+		if spec.Address != "" {
+			// BindUnix binds in a private directory and renames the
+			// socket into place: the kernel keeps the name it was
+			// bound with.
+			return spec.Address
+		}
 		return a.Name
 	}
 	return spec.Address
@@ -196,7 +208,8 @@ func bindIP(spec Spec) (int, error) {
 	}
 	if err := unix.Bind(fd, a.Sockaddr); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return fail("bind", fmt.Errorf("address %s is already in use", spec.Address))
+			unix.Close(fd)
+			return -1, InUse(a.Type, a.V6Only, a.Sockaddr, nil)
 		}
 		return fail("bind", err)
 	}
@@ -204,29 +217,6 @@ func bindIP(spec Spec) (int, error) {
 		if err := unix.Listen(fd, backlog()); err != nil {
 			return fail("listen", err)
 		}
-	}
-	return fd, nil
-}
-
-func bindUnix(path string) (int, error) {
-	if err := RemoveStaleSocket(path); err != nil {
-		return -1, err
-	}
-	fd, err := socket(unix.AF_UNIX, unix.SOCK_STREAM)
-	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return -1, fmt.Errorf("bind: %s exists and is not a socket handoff may replace", path)
-		}
-		return -1, fmt.Errorf("bind: %w", err)
-	}
-	if err := unix.Listen(fd, backlog()); err != nil {
-		unix.Close(fd)
-		os.Remove(path)
-		return -1, fmt.Errorf("listen: %w", err)
 	}
 	return fd, nil
 }
