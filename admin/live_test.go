@@ -98,11 +98,17 @@ func TestStatusPage(t *testing.T) {
 	s := newServer(t, src, Options{})
 	base := start(t, s)
 	s.Observe(workers.Event{Kind: workers.EventServing, Generation: 1, Status: liveStatus(1, 101, 102)})
+	s.Observe(workers.Event{Kind: workers.EventReloaded, Generation: 2, Status: liveStatus(1, 101, 102),
+		Reload: &workers.ReloadResult{Generation: 2, Error: "worker exited before ready", Duration: 1500 * time.Millisecond}})
+	s.Observe(workers.Event{Kind: workers.EventReloaded, Generation: 3, Status: liveStatus(3, 301, 302),
+		Reload: &workers.ReloadResult{Generation: 3, OK: true, Duration: 2 * time.Second}})
+	src.set(liveStatus(3, 301, 302))
 	code, h, body := fetch(t, "GET", base+"/")
 	if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /: %d %s", code, h.Get("Content-Type"))
 	}
-	for _, want := range []string{`<b id="gen">1</b>`, `data-pid="102"`, `data-kind="serving"`, "v9", "4242", "3.0 MB"} {
+	for _, want := range []string{`<b id="gen">3</b>`, `data-pid="302"`, `data-kind="serving"`, "v9", "4242", "3.0 MB",
+		`<td>reload <span class="ok">ok</span> in 2.0s</td>`, `<td>reload <span class="bad">rolled back</span></td><td>2</td>`, "worker exited before ready"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q:\n%s", want, body)
 		}

@@ -110,6 +110,8 @@ func chartSVG(s queueSeries, now time.Time) template.HTML {
 type pageData struct {
 	frame
 	History []history.Entry
+	// Reloads is, by generation, the reload that started it.
+	Reloads map[int]*history.Entry
 	Script  template.JS
 }
 
@@ -128,6 +130,12 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 		from = last - pageHistory
 	}
 	d.History, _ = s.hist.Since(from, 0)
+	d.Reloads = map[int]*history.Entry{}
+	for _, e := range d.History {
+		if e.Kind == history.KindReload || e.Kind == history.KindUpgrade {
+			d.Reloads[e.Generation] = &e
+		}
+	}
 	for i, j := 0, len(d.History)-1; i < j; i, j = i+1, j-1 {
 		d.History[i], d.History[j] = d.History[j], d.History[i]
 	}

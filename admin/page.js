@@ -14,7 +14,8 @@ var st=d.status,now=Date.parse(d.now);last=d;
 $("pid").textContent=st.pid;$("version").textContent=st.version||"";$("phase").textContent=st.phase;$("gen").textContent=st.generation;
 $("serving").textContent=(st.serving?"serving":"not serving yet")+(st.reloading?", reloading to "+st.reloading:"");
 $("live").textContent="live "+stamp(d.now);
-$("gens").innerHTML=(d.generations||[]).map(function(g){var end=g.until?Date.parse(g.until):now;return row([g.generation,stamp(g.since),dur(end-Date.parse(g.since))+(g.until?"":" (serving)")])}).join("");
+$("gens").innerHTML=(d.generations||[]).map(function(g){var end=g.until?Date.parse(g.until):now;var r=hist.filter(function(e){return(e.kind=="reload"||e.kind=="upgrade")&&e.generation==g.generation}).pop();
+return row([g.generation,stamp(g.since),dur(end-Date.parse(g.since))+(g.until?"":" (serving)"),r?outcome(r)+" in "+dur(r.duration_ms||0):""])}).join("");
 $("workers").innerHTML=(st.workers||[]).map(function(w){var q=w.queue?Object.keys(w.queue).sort().map(function(k){return k+"="+w.queue[k]}).join(" "):"";
 return row([w.slot,w.pid,w.generation,esc(w.state)+(w.away?' <span class="away">away: '+esc(w.away)+"</span>":""),dur(now-Date.parse(w.since)),w.restarts,esc(q),w.rss_bytes?(w.rss_bytes/1048576).toFixed(1)+" MB":""],' data-pid="'+w.pid+'"')}).join("");
 $("queues").innerHTML=(d.queues||[]).map(function(c){return"<p>"+esc(c.listener)+"<br>"+c.slots.map(function(s){return chart(s,now)}).join("")+"</p>"}).join("")||'<p class="dim">no steered listener</p>';
@@ -22,6 +23,7 @@ $("queues").innerHTML=(d.queues||[]).map(function(c){return"<p>"+esc(c.listener)
 function history(d){
 var f=(d.entries||[])[0];if(f)hist=hist.filter(function(e){return e.seq<f.seq});
 hist=hist.concat(d.entries||[]).slice(-256);
+if(last)status(last);
 $("history").innerHTML=hist.slice().reverse().map(function(e){return row([e.seq,stamp(e.time),outcome(e),e.generation||"",e.slot<0?"":e.slot,e.pid||"",e.duration_ms?dur(e.duration_ms):"",esc(e.reason)],' data-kind="'+esc(e.kind)+'" data-gen="'+(e.generation||0)+'" data-pid="'+(e.pid||0)+'"')}).join("");
 }
 if(!window.EventSource)return;
