@@ -99,6 +99,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 		document.getElementById("live").textContent.startsWith("live") &&
 		document.querySelector('#history tr[data-kind="serving"][data-gen="1"]') !== null`)
 	checkConsole("on load")
+	if st, err := m.status(); err == nil && len(st.Listeners) > 0 && st.Listeners[0].Balance != "shared" {
+		// A steered listener: a chart of its queue per slot.
+		poll("the queue charts", `document.querySelectorAll("#queues svg polyline").length === 2`)
+	}
 
 	if _, stderr, code := m.cli("reload", "--wait"); code != 0 {
 		t.Fatalf("reload --wait: exit %d: %s", code, stderr)

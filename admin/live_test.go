@@ -235,3 +235,33 @@ func TestWatchersBounded(t *testing.T) {
 		t.Fatalf("stream after the others left: %d", resp.StatusCode)
 	}
 }
+
+// A stream does not hold the endpoint up when it stops: Serve returns at
+// once, and the stream ends.
+func TestStreamsEndWithServe(t *testing.T) {
+	src := &fakeSource{}
+	src.set(liveStatus(1, 101))
+	s := newServer(t, src, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	resp, ch := stream(t, sctx, "http://"+s.Addr().String()+"/events")
+	if resp.StatusCode != 200 {
+		t.Fatalf("/events: %d", resp.StatusCode)
+	}
+	var seen []sseEvent
+	waitEvent(t, ch, &seen, "a status", func(ev sseEvent) bool { return ev.name == "status" })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(drainWait - time.Second):
+		t.Fatal("Serve waited for the stream to end")
+	}
+	for range ch {
+	}
+}
