@@ -139,7 +139,15 @@ type History struct {
 	// Observe's own state (one writer).
 	prev    workers.Status
 	hasPrev bool
+	// gone holds the workers that went away (not while draining) and
+	// that no restart has been matched to yet, the last maxGone: the
+	// supervisor may count a restart in a later status than the one
+	// where its worker went.
+	gone []workers.WorkerStatus
 }
+
+// maxGone bounds History.gone.
+const maxGone = 16
 
 // New returns a History of the last size entries (DefaultSize if size
 // is not positive).
@@ -292,14 +300,17 @@ func (h *History) diff(prev, cur workers.Status, now time.Time) {
 			pids[w.PID] = true
 		}
 	}
-	// The workers that went away since prev, by slot.
+	// The workers that went away since prev, by slot, after those gone
+	// before and not matched yet (a draining one
+	// retires: no restart is its).
 	var gone []workers.WorkerStatus
 	for _, w := range prev.Workers {
-		if w.PID > 0 && w.State != workers.Exited && w.State != workers.Gone && !pids[w.PID] {
+		if w.PID > 0 && w.State != workers.Exited && w.State != workers.Gone && w.State != workers.Draining && !pids[w.PID] {
 			gone = append(gone, w)
 		}
 	}
 	sort.Slice(gone, func(i, j int) bool { return gone[i].Slot < gone[j].Slot })
+	gone = append(h.gone, gone...)
 	reasons := make([]string, 0, len(cur.Counters.Restarts))
 	for r := range cur.Counters.Restarts {
 		reasons = append(reasons, r)
@@ -319,6 +330,10 @@ func (h *History) diff(prev, cur workers.Status, now time.Time) {
 			h.Add(e)
 		}
 	}
+	if len(gone) > maxGone {
+		gone = gone[len(gone)-maxGone:]
+	}
+	h.gone = append(h.gone[:0:0], gone...)
 	was := make(map[int]string, len(prev.Workers))
 	for _, w := range prev.Workers {
 		was[w.PID] = w.AwayFor
@@ -330,16 +345,14 @@ func (h *History) diff(prev, cur workers.Status, now time.Time) {
 	}
 }
 
-// pick chooses, among the workers gone, the one a restart for reason
-// most likely concerns: one away for that reason, else the first.
+// pick chooses, among the workers gone (oldest first), the one a
+// restart for reason most likely concerns: the last gone of those away
+// for that reason, else the last gone.
 func pick(gone []workers.WorkerStatus, reason string) int {
-	if len(gone) == 0 {
-		return -1
-	}
-	for i, w := range gone {
-		if w.AwayFor == reason {
+	for i := len(gone) - 1; i >= 0; i-- {
+		if gone[i].AwayFor == reason {
 			return i
 		}
 	}
-	return 0
+	return len(gone) - 1
 }

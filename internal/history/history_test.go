@@ -156,3 +156,25 @@ func TestConcurrentReaders(t *testing.T) {
 		t.Fatalf("last seq %d", h.Last())
 	}
 }
+
+// The supervisor may show a worker gone in one status and count its
+// restart in a later one; a draining worker's going is no restart.
+func TestRestartCountedLater(t *testing.T) {
+	h := New(16)
+	h.Observe(workers.Event{Kind: workers.EventServing, Status: status(1, nil, worker(0, 10, 1), worker(1, 11, 1))})
+	draining := worker(0, 10, 1)
+	draining.State = workers.Draining
+	h.Observe(workers.Event{Kind: workers.EventChanged, Status: status(1, nil, draining, worker(1, 11, 1), worker(0, 20, 2))})
+	h.Observe(workers.Event{Kind: workers.EventChanged, Status: status(1, nil, worker(1, 11, 1), worker(0, 20, 2))})
+	exited := worker(1, 11, 1)
+	exited.State = workers.Exited
+	h.Observe(workers.Event{Kind: workers.EventChanged, Status: status(1, nil, exited, worker(0, 20, 2))})
+	h.Observe(workers.Event{Kind: workers.EventChanged, Status: status(1, map[string]int{"exited": 1}, worker(0, 20, 2))})
+	es, _ := h.Since(0, 0)
+	if got, want := kinds(es), "serving(g1 s-1 p0 ) restart(g1 s1 p11 exited) "; got != want {
+		t.Fatalf("entries:\n got %s\nwant %s", got, want)
+	}
+	if len(h.gone) != 0 {
+		t.Fatalf("gone workers left unmatched: %+v", h.gone)
+	}
+}
