@@ -30,8 +30,13 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 		}
 		return t.Local().Format("15:04:05")
 	},
-	"dur":    fmtDur,
-	"uptime": func(since, now time.Time) string { return fmtDur(now.Sub(since)) },
+	"dur": fmtDur,
+	"uptime": func(since, now time.Time) string {
+		if since.IsZero() {
+			return ""
+		}
+		return fmtDur(now.Sub(since))
+	},
 	"served": func(g history.Generation, now time.Time) string {
 		if g.Until.IsZero() {
 			return fmtDur(now.Sub(g.Since)) + " (serving)"
@@ -73,6 +78,8 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 // fmtDur is d, short: 850ms, 4.2s, 3m12s, 5h07m.
 func fmtDur(d time.Duration) string {
 	switch {
+	case d < time.Millisecond:
+		return "<1ms"
 	case d < time.Second:
 		return fmt.Sprintf("%dms", d.Milliseconds())
 	case d < time.Minute:

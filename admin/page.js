@@ -3,7 +3,7 @@
 var $=function(i){return document.getElementById(i)};
 var hist=[],last=null;
 function esc(s){return String(s==null?"":s).replace(/[&<>"]/g,function(c){return{"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]})}
-function dur(ms){if(ms<1000)return Math.round(ms)+"ms";var s=ms/1000;if(s<60)return s.toFixed(1)+"s";var m=Math.floor(s/60);if(m<60)return m+"m"+Math.floor(s%60)+"s";return Math.floor(m/60)+"h"+m%60+"m"}
+function dur(ms){if(ms<1)return"<1ms";if(ms<1000)return Math.round(ms)+"ms";var s=ms/1000;if(s<60)return s.toFixed(1)+"s";var m=Math.floor(s/60);if(m<60)return m+"m"+Math.floor(s%60)+"s";return Math.floor(m/60)+"h"+m%60+"m"}
 function stamp(t){var d=new Date(t);return isNaN(d)?"":d.toLocaleTimeString()}
 function row(cells,attrs){return"<tr"+(attrs||"")+">"+cells.map(function(c){return"<td>"+c+"</td>"}).join("")+"</tr>"}
 function chart(s,now){var w=180,h=40,max=Math.max(1,Math.max.apply(null,s.v)),p=s.t.map(function(t,i){return(w-(now-t)/60000*w).toFixed(1)+","+(h-2-s.v[i]/max*(h-4)).toFixed(1)}).join(" ");
@@ -17,7 +17,7 @@ $("live").textContent="live "+stamp(d.now);
 $("gens").innerHTML=(d.generations||[]).map(function(g){var end=g.until?Date.parse(g.until):now;var r=hist.filter(function(e){return(e.kind=="reload"||e.kind=="upgrade")&&e.generation==g.generation}).pop();
 return row([g.generation,stamp(g.since),dur(end-Date.parse(g.since))+(g.until?"":" (serving)"),r?outcome(r)+" in "+dur(r.duration_ms||0):""])}).join("");
 $("workers").innerHTML=(st.workers||[]).map(function(w){var q=w.queue?Object.keys(w.queue).sort().map(function(k){return k+"="+w.queue[k]}).join(" "):"";
-return row([w.slot,w.pid,w.generation,esc(w.state)+(w.away?' <span class="away">away: '+esc(w.away)+"</span>":""),dur(now-Date.parse(w.since)),w.restarts,esc(q),w.rss_bytes?(w.rss_bytes/1048576).toFixed(1)+" MB":""],' data-pid="'+w.pid+'"')}).join("");
+return row([w.slot,w.pid,w.generation,esc(w.state)+(w.away?' <span class="away">away: '+esc(w.away)+"</span>":""),(Date.parse(w.since)>0?dur(now-Date.parse(w.since)):""),w.restarts,esc(q),w.rss_bytes?(w.rss_bytes/1048576).toFixed(1)+" MB":""],' data-pid="'+w.pid+'"')}).join("");
 $("queues").innerHTML=(d.queues||[]).map(function(c){return"<p>"+esc(c.listener)+"<br>"+c.slots.map(function(s){return chart(s,now)}).join("")+"</p>"}).join("")||'<p class="dim">no steered listener</p>';
 }
 function history(d){
