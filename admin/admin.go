@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/handoff-dev/handoff/internal/history"
 	"github.com/handoff-dev/handoff/workers"
 )
 
@@ -76,6 +77,15 @@ type Options struct {
 	// connection takes the place of the one idle the longest; it waits
 	// only while every connection is in the middle of a request.
 	MaxConns int
+	// History, if set, is the master's event history, which its owner
+	// feeds (History.Observe) and the status page shows. Unset, the
+	// server keeps one of its own (history.DefaultSize entries), fed by
+	// Observe.
+	History *history.History
+	// MaxWatchers caps the /events streams open at once (default
+	// DefaultMaxWatchers); it must stay below MaxConns, which they
+	// count against.
+	MaxWatchers int
 }
 
 // Server is the admin endpoint. Create it with New, or Listen and
@@ -89,6 +99,10 @@ type Server struct {
 	reg  *prometheus.Registry
 	prom http.Handler
 	ev   *eventMetrics
+
+	hist     *history.History
+	feedHist bool // the history is the server's own: Observe feeds it
+	live     *live
 
 	servingC  chan struct{} // closed at the first EventServing
 	handoverC chan struct{} // closed at the hand-over to a new master
@@ -155,6 +169,14 @@ func FromListener(ln net.Listener, src Source, log hclog.Logger, opts Options) *
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = DefaultMaxConns
 	}
+	if opts.MaxWatchers <= 0 {
+		opts.MaxWatchers = DefaultMaxWatchers
+	}
+	if opts.MaxWatchers > opts.MaxConns/2 {
+		// Streams are never idle, so never evicted: leave the probes
+		// room.
+		opts.MaxWatchers = max(1, opts.MaxConns/2)
+	}
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
@@ -167,7 +189,12 @@ func FromListener(ln net.Listener, src Source, log hclog.Logger, opts Options) *
 		ev:        newEventMetrics(),
 		servingC:  make(chan struct{}),
 		handoverC: make(chan struct{}),
+		hist:      opts.History,
 	}
+	if s.hist == nil {
+		s.hist, s.feedHist = history.New(history.DefaultSize), true
+	}
+	s.live = newLive(s, s.hist, opts.MaxWatchers)
 	s.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -262,6 +289,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // reached the old master an instant before it closed its listener.
 func (s *Server) drain() {
 	s.ln.Close()
+	s.live.stop()                     // ends the /events streams
 	s.srv.SetKeepAlivesEnabled(false) // closes idle connections; no more keep-alive
 	t := time.NewTimer(drainWait)
 	defer t.Stop()
@@ -277,9 +305,14 @@ func (s *Server) drain() {
 }
 
 // Observe takes a lifecycle event of the supervisor into account:
-// readiness, and the reload histograms. It runs on the supervisor's
-// goroutine and never blocks on the network.
+// readiness, the reload histograms, the history (unless
+// Options.History is set: its owner feeds it) and the status page. It
+// runs on the supervisor's goroutine and never blocks on the network.
 func (s *Server) Observe(e workers.Event) {
+	if s.feedHist {
+		s.hist.Observe(e)
+	}
+	s.live.observe(e.Status)
 	if e.Kind == workers.EventReloaded && e.Reload != nil {
 		s.ev.reloaded(*e.Reload)
 	}
@@ -348,14 +381,14 @@ func (s *Server) ready() (bool, string) {
 	return true, fmt.Sprintf("generation %d serving, %d workers ready", r.generation, r.ready)
 }
 
-// ServeHTTP routes the three endpoints.
+// ServeHTTP routes the endpoints.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lc, ok := r.Context().Value(connKey{}).(*limitConn); ok {
 		// A complete request header: no longer evictable until answered.
 		s.ln.busy(lc)
 	}
 	switch r.URL.Path {
-	case "/metrics", "/healthz", "/readyz":
+	case "/metrics", "/healthz", "/readyz", "/", "/events":
 	default:
 		http.NotFound(w, r)
 		return
@@ -367,6 +400,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	switch r.URL.Path {
+	case "/":
+		s.servePage(w, r)
+	case "/events":
+		s.serveEvents(w, r)
 	case "/metrics":
 		s.prom.ServeHTTP(w, r)
 	case "/healthz":

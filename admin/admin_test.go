@@ -572,14 +572,14 @@ func TestOnlyReads(t *testing.T) {
 	src := &fakeSource{}
 	s := newServer(t, src, Options{})
 	base := start(t, s)
-	for _, path := range []string{"/", "/metrics/", "/metricsx", "/reload", "/stop", "/debug/pprof/", "/healthz/x", "/READYZ"} {
+	for _, path := range []string{"/index.html", "/events/", "/metrics/", "/metricsx", "/reload", "/stop", "/debug/pprof/", "/healthz/x", "/READYZ"} {
 		for _, method := range []string{"GET", "POST"} {
 			if code, _, _ := fetch(t, method, base+path); code != http.StatusNotFound {
 				t.Errorf("%s %s: %d, want 404", method, path, code)
 			}
 		}
 	}
-	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
+	for _, path := range []string{"/metrics", "/healthz", "/readyz", "/", "/events"} {
 		for _, method := range []string{"POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {
 			code, h, _ := fetch(t, method, base+path)
 			if code != http.StatusMethodNotAllowed || h.Get("Allow") != "GET, HEAD" {

@@ -1,6 +1,7 @@
 // Package admin serves handoff's HTTP admin endpoint (--admin HOST:PORT):
-// Prometheus metrics, a liveness probe and a readiness probe. It is
-// handoff's own package, not a stable library API.
+// Prometheus metrics, a liveness probe, a readiness probe and a status
+// page for people. It is handoff's own package, not a stable library
+// API.
 //
 // # What it serves
 //
@@ -12,6 +13,8 @@
 //     served, it is not stopping, it has not handed over to a new
 //     master, and at least one worker is ready); 503 otherwise: a
 //     readiness probe, for a load balancer or Kubernetes.
+//   - /: the status page (see below), HTML.
+//   - /events: the status page's live feed, server-sent events.
 //
 // Everything else is 404, and any method but GET and HEAD is 405: the
 // endpoint only reads. Reloads and stops stay on the control socket,
@@ -68,6 +71,46 @@
 // Requests are not
 // logged; the server's own errors (a client speaking TLS to it, say)
 // are, at most one line per ten seconds with a count of those dropped.
+//
+// # Status page
+//
+// GET / is one HTML page, its style and script inline (go:embed, about
+// 6 KB, nothing loaded from elsewhere; its Content-Security-Policy
+// allows nothing else): the master (pid, version, phase), the serving
+// generation, the generations that served (since when, for how long),
+// the workers (slot, pid, generation, state and why it is steered away
+// from, uptime, restarts, accept queue, memory), each steered
+// listener's accept queue per slot over the last minute as a small SVG
+// chart, and the history: reloads and master upgrades with their
+// outcome, reason and duration, workers restarted, killed, recycled or
+// replaced as hung, workers steered away from. The server renders it
+// complete from a status snapshot (as a scrape takes one), so it reads
+// without JavaScript; the script then follows /events and redraws the
+// page in place.
+//
+// The history is internal/history's: Options.History when the runner
+// keeps one (and feeds it), else the server's own, fed by Observe. It is
+// derived from the events alone, so it holds what happened while the
+// endpoint ran in this master (a new master after a self-upgrade starts
+// an empty one).
+//
+// /events sends "status" messages (a JSON frame: the status, the
+// generations, the queue charts) and "history" messages (entries after
+// the one the client last saw: ?since=N, or Last-Event-ID on an
+// EventSource's reconnection; at most 64 per message, and "missed" when
+// the ring no longer holds some). Frames are made by one goroutine for
+// all streams, only while at least one is open: at each event Observe
+// passes on (its status, no call to the supervisor), and every second
+// without one (a snapshot, for queues and memory, which move without
+// events), at most one per 200 ms; a stream writes at most once per
+// 200 ms. With no stream open nothing runs: Observe keeps the last
+// status and returns. An open stream is a goroutine parked on channels
+// and a connection, plus a comment line every 25 s; each write has a
+// 10 s deadline, so a client that stops reading is dropped. At most
+// Options.MaxWatchers streams are open (16 by default, never more than
+// half of MaxConns, since a stream is never idle and so never evicted:
+// the probes keep the other half); one more gets 503. Streams end when
+// the endpoint stops or hands over, before it drains.
 //
 // # Across a master self-upgrade
 //
