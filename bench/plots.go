@@ -116,6 +116,11 @@ func plotReload(d *benchData) (*figure, error) {
 	if len(d.Reload) == 0 {
 		return nil, nil
 	}
+	// One time axis for all: the panels compare at a glance.
+	span := 0.0
+	for _, s := range d.Reload {
+		span = max(span, float64(len(s.OK))*float64(s.BucketMS)/1000)
+	}
 	var rows [][]*plot.Plot
 	for i, s := range d.Reload {
 		t := s.Side
@@ -172,6 +177,7 @@ func plotReload(d *benchData) (*figure, error) {
 			p.Legend.Add("failed: none")
 		}
 		p.Y.Min, p.Y.Max = 0, top*1.45 // room for the legend
+		p.X.Min, p.X.Max = 0, span
 		rows = append(rows, []*plot.Plot{p})
 	}
 	h := vg.Length(len(rows))*2.2*vg.Inch + 0.8*vg.Inch
@@ -311,21 +317,24 @@ func workerTicks(ss []scaleSeries) plot.Ticker {
 }
 
 // plotLoad: the distribution of the fast requests' times beside a slow
-// one, per side: the share of them done within x (log x).
+// one, per side, as the share of them slower than x (log-log, so that the
+// tail a p99 sits in shows): one colour per app and balancer, solid for
+// handoff's steer, dashed for its shared socket, dotted for Node's
+// cluster and PM2.
 func plotLoad(d *benchData) (*figure, error) {
 	if len(d.Load) == 0 {
 		return nil, nil
 	}
-	p := newPlot(title(d, "Load: fast requests beside a client looping on a slow one: share done within x; solid: handoff steer, dashed: shared, dotted: Node's cluster and PM2", "load"),
-		"time of a fast request, connect to close (ms, log)", "share of fast requests")
-	p.X.Scale = plot.LogScale{}
-	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Y.Min, p.Y.Max = 0, 1
+	p := newPlot(title(d, "Load: fast requests beside a client looping on a slow one: share slower than x; solid: handoff steer, dashed: handoff shared, dotted: Node's cluster, PM2", "load"),
+		"time of a fast request, connect to close (ms, log)", "share of fast requests slower (log)")
+	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: -1}, plot.LogTicks{Prec: -1}
 	for i, s := range d.Load {
 		var xys plotter.XYs
+		n := len(s.FastMS)
 		for j, v := range s.FastMS {
 			if v > 0 {
-				xys = append(xys, plotter.XY{X: v, Y: float64(j+1) / float64(len(s.FastMS))})
+				xys = append(xys, plotter.XY{X: v, Y: float64(n-j) / float64(n)})
 			}
 		}
 		if len(xys) == 0 {
@@ -336,6 +345,16 @@ func plotLoad(d *benchData) (*figure, error) {
 			return nil, err
 		}
 		l.Color = colorOf(i)
+		switch {
+		case strings.Contains(s.Side, "gunicorn"):
+			l.Color = colorOf(0)
+		case strings.HasPrefix(s.Side, "handoff"):
+			l.Color = colorOf(1)
+		case strings.HasPrefix(s.Side, "PM2"):
+			l.Color = colorOf(3)
+		default:
+			l.Color = colorOf(2)
+		}
 		l.Width = vg.Points(1.5)
 		switch {
 		case s.Shared:
@@ -346,7 +365,7 @@ func plotLoad(d *benchData) (*figure, error) {
 		p.Add(l)
 		p.Legend.Add(fmt.Sprintf("%s (%d requests)", s.Side, max(s.Count, len(s.FastMS))), l)
 	}
-	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.Top, p.Legend.Left = true, false // the slow and rare corner is empty
 	p.Add(plotter.NewGrid())
 	return canvas(9*vg.Inch, 6*vg.Inch, p), nil
 }
