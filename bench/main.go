@@ -53,7 +53,7 @@
 //	go -C bench run . -smoke       # a quick check that every side runs
 //	go -C bench run . -plots plots -data plots/bench-data.json   # all, with plots
 //	go -C bench run . -plots-from plots/bench-data.json -plots plots
-//	go -C bench run . -parts soak -soak-reloads 1000   # about 16 minutes
+//	go -C bench run . -parts soak -soak-reloads 1000   # about 16 minutes (1 s a reload)
 //	go -C bench run . -parts soak -soak-reloads 50     # under 2 minutes, for CI
 //	go -C bench test ./...         # its unit tests
 //
@@ -179,6 +179,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.rate = min(cfg.rate, 200)
 		cfg.balanceRounds, cfg.steerRounds, cfg.steerDuration, cfg.stickyConns = 2, 1, time.Second, 10
 		cfg.loadRounds, cfg.loadDuration, cfg.hangBefore, cfg.hangAfter, cfg.hangRounds = 1, 2*time.Second, 2*time.Second, 3*time.Second, 1
+		cfg.soakReloads = min(cfg.soakReloads, 5)
 		cfg.smoke = true
 	}
 	if err := checkConfig(cfg); err != nil {

@@ -270,6 +270,7 @@ func plotScale(d *benchData) (*figure, error) {
 		{"master's share of serving", func(s scaleSeries) []float64 { return s.ShareMS }},
 		{"master's CPU", func(s scaleSeries) []float64 { return s.CPUMS }},
 	}
+	top := 0.0
 	for i, se := range series {
 		var xys plotter.XYs
 		var errs plotter.YErrors
@@ -280,6 +281,7 @@ func plotScale(d *benchData) (*figure, error) {
 				continue // a log scale has no room for 0
 			}
 			lo, hi := quantile(v, 0.25), quantile(v, 0.75)
+			top = max(top, hi)
 			xys = append(xys, plotter.XY{X: float64(s.Workers), Y: med})
 			errs = append(errs, struct{ Low, High float64 }{math.Max(0, med-math.Max(lo, med/100)), hi - med})
 		}
@@ -304,6 +306,9 @@ func plotScale(d *benchData) (*figure, error) {
 		p.Legend.Add(se.name, l, pts)
 	}
 	p.Legend.Left = true
+	if top > 0 {
+		p.Y.Max = top * 8 // room for the legend
+	}
 	p.Add(plotter.NewGrid())
 	return canvas(8*vg.Inch, 6*vg.Inch, p), nil
 }
