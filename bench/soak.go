@@ -291,6 +291,7 @@ func (b *bench) soak(ctx context.Context) section {
 	var rows [][]string
 	var notes []string
 	var load [2]*soakLoad // before, the soak
+	var before []float64
 	done := 0
 	t0 := time.Now()
 	var took time.Duration
@@ -323,7 +324,8 @@ func (b *bench) soak(ctx context.Context) section {
 			pause(ctx, b.cfg.reloadGap)
 		}
 		load[0].end()
-		before, err := settle(ctx, pid, admin, nil)
+		var err error
+		before, err = settle(ctx, pid, admin, nil)
 		if err != nil {
 			return fmt.Errorf("before: %w", err)
 		}
@@ -365,6 +367,12 @@ func (b *bench) soak(ctx context.Context) section {
 		return nil
 	})
 	others := w.share()
+	if len(rows) == 0 && before != nil {
+		// Interrupted or failed after the figures before: show them.
+		for i, m := range soakMeasures {
+			rows = append(rows, []string{m.name, m.fmt(before[i]), "did not finish", "", "+" + m.fmt(m.tol(before[i])), ""})
+		}
+	}
 	if !ran && len(rows) == 0 {
 		rows = append(rows, []string{"did not run", "", "", "", "", ""})
 	}
