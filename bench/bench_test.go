@@ -140,11 +140,16 @@ func TestCheckConfig(t *testing.T) {
 		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30,
 		balanceWorkers: 4, balanceRounds: 10, steerRounds: 9, steerDuration: 2 * time.Second, stickyConns: 100,
 		loadWorkers: 4, loadRounds: 6, loadDuration: 10 * time.Second, loadSlow: time.Second,
-		hangBefore: 5 * time.Second, hangAfter: 20 * time.Second, hangRounds: 1}
+		hangBefore: 5 * time.Second, hangAfter: 20 * time.Second, hangRounds: 1, soakReloads: 1000, soakRate: 400}
 	if err := checkConfig(good); err != nil {
 		t.Fatal(err)
 	}
 	bad := good
+	bad.soakReloads = 0
+	if checkConfig(bad) == nil {
+		t.Error("zero soak reloads accepted")
+	}
+	bad = good
 	bad.conns = 0
 	if checkConfig(bad) == nil {
 		t.Error("zero connections accepted")

@@ -77,6 +77,11 @@ type loadResult struct {
 	// response (vegeta only).
 	LastVersion    string
 	LastGeneration int
+	// Start is when the run began; OKPer and FailedPer count requests by
+	// when they completed, per vegetaOpts.Bucket from Start (vegeta only,
+	// when asked for).
+	Start            time.Time
+	OKPer, FailedPer []int
 }
 
 // failure is one failed request.
@@ -96,6 +101,10 @@ type vegetaOpts struct {
 	KeepAlive bool
 	// MaxDuration bounds a run that waits for stop.
 	MaxDuration time.Duration
+	// Bucket, if set, makes the run count answered and failed requests
+	// per Bucket of time, by when they completed (loadResult's OKPer and
+	// FailedPer).
+	Bucket time.Duration
 }
 
 // runVegeta attacks URL at a fixed rate. Requests are POSTs with an empty
@@ -125,6 +134,7 @@ func runVegeta(ctx context.Context, o vegetaOpts, stop <-chan struct{}) (loadRes
 	if bound <= 0 {
 		bound = o.MaxDuration
 	}
+	t0 := time.Now()
 	res := atk.Attack(tr, pacer, bound, "bench")
 	finished := make(chan struct{})
 	defer close(finished)
@@ -137,12 +147,27 @@ func runVegeta(ctx context.Context, o vegetaOpts, stop <-chan struct{}) (loadRes
 		atk.Stop()
 	}()
 
-	out := loadResult{Tool: "vegeta", Errors: map[string]int64{}, PerPID: map[int]int64{}}
+	out := loadResult{Tool: "vegeta", Errors: map[string]int64{}, PerPID: map[int]int64{}, Start: t0}
+	maxBucket := 0
+	if o.Bucket > 0 {
+		maxBucket = int((bound+15*time.Second)/o.Bucket) + 1
+	}
+	count := func(per *[]int, r *vegeta.Result) {
+		if o.Bucket <= 0 {
+			return
+		}
+		i := min(max(int(r.Timestamp.Add(r.Latency).Sub(t0)/o.Bucket), 0), maxBucket)
+		for len(out.OKPer) <= i {
+			out.OKPer, out.FailedPer = append(out.OKPer, 0), append(out.FailedPer, 0)
+		}
+		(*per)[i]++
+	}
 	var m vegeta.Metrics
 	for r := range res {
 		m.Add(r)
 		out.Requests++
 		if r.Error != "" || r.Code != http.StatusOK {
+			count(&out.FailedPer, r)
 			kind := classifyError(r.Error, r.Code)
 			out.Failed++
 			out.Errors[kind]++
@@ -152,9 +177,11 @@ func runVegeta(ctx context.Context, o vegetaOpts, stop <-chan struct{}) (loadRes
 			continue
 		}
 		if a, ok := parseAnswer(r.Body); ok {
+			count(&out.OKPer, r)
 			out.PerPID[a.PID]++
 			out.LastVersion, out.LastGeneration = a.Version, a.Generation
 		} else {
+			count(&out.FailedPer, r)
 			out.Failed++
 			out.Errors["malformed body"]++
 		}

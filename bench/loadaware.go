@@ -273,6 +273,7 @@ type fastRun struct {
 	p50, p90, p99 time.Duration
 	errs          map[string]int64
 	slow          slowTally
+	lat           []float64 // the answered ones' times in ms, for the plot
 }
 
 // summarizeFast sums up the fast requests of a run of length d.
@@ -287,6 +288,7 @@ func summarizeFast(recs []reqRecord, d time.Duration) fastRun {
 		}
 		f.ok++
 		lat = append(lat, r.end-r.start)
+		f.lat = append(f.lat, ms(r.end-r.start))
 	}
 	slices.Sort(lat)
 	f.p50, f.p90, f.p99 = durQuantile(lat, 0.5), durQuantile(lat, 0.9), durQuantile(lat, 0.99)
@@ -489,6 +491,26 @@ func (b *bench) slowRequests(ctx context.Context) table {
 		}
 	}
 	total := w.share()
+	for i, sp := range sides {
+		var lat []float64
+		for _, f := range runs[i] {
+			if f != nil {
+				lat = append(lat, f.lat...)
+			}
+		}
+		if len(lat) == 0 {
+			continue
+		}
+		app := "node"
+		if strings.Contains(sp.s.name, "gunicorn") {
+			app = "gunicorn"
+		}
+		ls := latencySeries{Side: sp.s.name, App: app, Shared: strings.Contains(sp.s.name, "shared"), FastMS: thin(lat, maxLatencyPoints), Count: len(lat)}
+		if srvs[i] != nil {
+			ls.Side = sideLabel(srvs[i])
+		}
+		b.record(func(d *benchData) { d.Load = append(d.Load, ls) })
+	}
 
 	// Per side and round: fast req/s and p99 in ms (0: no sample).
 	rps := make([][]float64, len(sides))

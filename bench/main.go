@@ -24,7 +24,19 @@
 //     p99) on 4 single-threaded workers, gunicorn's sync worker and Node,
 //     steered and shared under handoff, Node's cluster and PM2; then a
 //     worker hung with SIGSTOP under strict load: failed requests, the
-//     throughput each second after it, and whether it was replaced.
+//     throughput each second after it, and whether it was replaced;
+//  12. soak (issue 17; only when asked for with -parts): many reloads of
+//     handoff + examples/hello under steady load from the bench's own
+//     client; failed requests, and the master's open fds, goroutines,
+//     threads, RSS, zombie children and processes before and after, none
+//     of which may grow beyond a small tolerance for noise.
+//
+// The reload, balance, scale and load parts record the raw series behind
+// their tables (requests per 100 ms across reloads, connections per worker
+// per burst, per-reload times and CPU, fast requests' times); -data saves
+// them as JSON, -plots DIR draws them as SVG files (and saves the data
+// there too), and -plots-from redraws the plots from a saved file without
+// measuring anything.
 //
 // It builds handoff and two versions of examples/hello itself. wrk and pm2
 // must be installed: bench/setup.sh does that. The load part also runs
@@ -39,6 +51,10 @@
 //	go -C bench run . -parts balance,steer,sticky -steer-rounds 15
 //	go -C bench run . -parts load -load-rounds 8   # about 12 minutes
 //	go -C bench run . -smoke       # a quick check that every side runs
+//	go -C bench run . -plots plots -data plots/bench-data.json   # all, with plots
+//	go -C bench run . -plots-from plots/bench-data.json -plots plots
+//	go -C bench run . -parts soak -soak-reloads 1000   # about 16 minutes (1 s a reload)
+//	go -C bench run . -parts soak -soak-reloads 50     # under 2 minutes, for CI
 //	go -C bench test ./...         # its unit tests
 //
 // All traffic goes to 127.0.0.1. Every process it starts is stopped when
@@ -66,8 +82,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// parts are the measurements, in order.
+// parts are the measurements, in order, that run by default.
 var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky", "output", "load"}
+
+// askedParts run only when -parts names them.
+var askedParts = []string{"soak"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -83,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logOut = stderr
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	partsFlag := fs.String("parts", strings.Join(parts, ","), "measurements to run, comma-separated: "+strings.Join(parts, ", "))
+	partsFlag := fs.String("parts", strings.Join(parts, ","), "measurements to run, comma-separated: "+strings.Join(parts, ", ")+"; and, only when named, "+strings.Join(askedParts, ", "))
 	smoke := fs.Bool("smoke", false, "run every part briefly and at once, only to check that each side runs; exit 1 if one did not")
 	cfg := config{args: args}
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds for throughput measurements (sides alternate; medians are reported)")
@@ -113,6 +132,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.hangBefore, "hang-before", 5*time.Second, "the load part's load before a worker hangs")
 	fs.DurationVar(&cfg.hangAfter, "hang-after", 20*time.Second, "the load part's load after a worker hangs (whole seconds)")
 	fs.IntVar(&cfg.hangRounds, "hang-rounds", 1, "runs per side with a hung worker (each side started fresh for each)")
+	fs.IntVar(&cfg.soakReloads, "soak-reloads", 1000, "reloads in the soak part")
+	fs.IntVar(&cfg.soakRate, "soak-rate", 400, "the soak part's load, requests per second in all")
+	dataPath := fs.String("data", "", "write the raw series behind the plots to this JSON `file`")
+	plotsDir := fs.String("plots", "", "draw the plots as SVG files into this `directory` (with the data as "+plotDataFile+" unless -data is given)")
+	plotsFrom := fs.String("plots-from", "", "measure nothing: draw the plots from this JSON `file` (saved with -data) into -plots (default plots)")
 	sidesFlag := fs.String("sides", "", "only run the sides whose names contain one of these comma-separated words (e.g. handoff,pm2)")
 	out := fs.String("o", "", "also write the report to this `file`")
 	keep := fs.Bool("keep", false, "keep the scratch directory (logs, binaries) and print its path")
@@ -132,8 +156,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if p == "" {
 			continue
 		}
-		if !contains(parts, p) {
-			fmt.Fprintf(stderr, "bench: -parts: unknown part %q (want %s)\n", p, strings.Join(parts, ", "))
+		if !contains(parts, p) && !contains(askedParts, p) {
+			fmt.Fprintf(stderr, "bench: -parts: unknown part %q (want %s)\n", p, strings.Join(append(parts, askedParts...), ", "))
 			return 2
 		}
 		selected[p] = true
@@ -155,16 +179,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.rate = min(cfg.rate, 200)
 		cfg.balanceRounds, cfg.steerRounds, cfg.steerDuration, cfg.stickyConns = 2, 1, time.Second, 10
 		cfg.loadRounds, cfg.loadDuration, cfg.hangBefore, cfg.hangAfter, cfg.hangRounds = 1, 2*time.Second, 2*time.Second, 3*time.Second, 1
+		cfg.soakReloads = min(cfg.soakReloads, 5)
 		cfg.smoke = true
 	}
 	if err := checkConfig(cfg); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 2
 	}
+	if *plotsFrom != "" {
+		dir := *plotsDir
+		if dir == "" {
+			dir = "plots"
+		}
+		d, err := readData(*plotsFrom)
+		if err == nil {
+			err = drawPlots(d, dir, stdout)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, failures, err := benchmark(ctx, cfg, selected, *keep)
+	rep, data, failures, err := benchmark(ctx, cfg, selected, *keep)
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
@@ -173,6 +213,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(rep), 0o644); err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+	}
+	if *dataPath == "" && *plotsDir != "" {
+		if err := os.MkdirAll(*plotsDir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		*dataPath = filepath.Join(*plotsDir, plotDataFile)
+	}
+	if *dataPath != "" {
+		if err := writeData(*dataPath, data); err != nil {
+			fmt.Fprintf(stderr, "bench: -data: %v\n", err)
+			return 1
+		}
+		logf("raw series written to %s", *dataPath)
+	}
+	if *plotsDir != "" {
+		if err := drawPlots(data, *plotsDir, stderr); err != nil {
+			fmt.Fprintf(stderr, "bench: -plots: %v\n", err)
 			return 1
 		}
 	}
@@ -185,7 +245,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, f := range failures {
 			fmt.Fprintf(stderr, "  - %s\n", f)
 		}
-		if *smoke {
+		if *smoke || selected["soak"] {
 			return 1
 		}
 	}
@@ -244,24 +304,28 @@ func checkConfig(c config) error {
 		return errors.New("-hang-after: want whole seconds, 1s to 10m")
 	case c.hangRounds < 1 || c.hangRounds > 100:
 		return errors.New("-hang-rounds: want 1 to 100")
+	case c.soakReloads < 1 || c.soakReloads > 100000:
+		return errors.New("-soak-reloads: want 1 to 100000")
+	case c.soakRate < 4 || c.soakRate > 100000:
+		return errors.New("-soak-rate: want 4 to 100000")
 	}
 	return nil
 }
 
 // benchmark builds, runs the selected parts and renders the report.
-func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep bool) (string, []string, error) {
+func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep bool) (string, *benchData, []string, error) {
 	start := time.Now()
 	root, err := moduleRoot(ctx)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	dir, err := os.MkdirTemp("", "handoff-bench-")
 	if err != nil {
-		return "", nil, fmt.Errorf("scratch directory: %w", err)
+		return "", nil, nil, fmt.Errorf("scratch directory: %w", err)
 	}
 	logDir := filepath.Join(dir, "logs")
 	if err := os.Mkdir(logDir, 0o755); err != nil {
-		return "", nil, fmt.Errorf("scratch directory: %w", err)
+		return "", nil, nil, fmt.Errorf("scratch directory: %w", err)
 	}
 	reg := newRegistry(logDir)
 	failed := false
@@ -277,11 +341,11 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 	e := &env{reg: reg, dir: dir, root: root, nodeDir: filepath.Join(root, "examples", "node"), minUptime: cfg.minUptime}
 	if err := build(ctx, e); err != nil {
 		failed = true
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if _, err := exec.LookPath("node"); err != nil {
 		failed = true
-		return "", nil, fmt.Errorf("node not found: %w", err)
+		return "", nil, nil, fmt.Errorf("node not found: %w", err)
 	}
 	if _, err := exec.LookPath("systemd-notify"); err == nil {
 		e.notify = true
@@ -315,7 +379,9 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		{"sticky", b.sticky},
 		{"output", b.output},
 		{"load", b.loadAware},
+		{"soak", b.soak},
 	}
+	others := map[string]float64{}
 	sections := make([]section, len(runs))
 	if cfg.smoke {
 		// Nothing is measured: run the parts at once to be quick.
@@ -339,6 +405,7 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 				sections[i] = r.f(ctx)
 				other, who := reg.foreignCPU().since(c0)
 				share := other.Seconds() / (time.Since(t0).Seconds() * float64(runtime.NumCPU()))
+				others[r.name] = share
 				note := fmt.Sprintf("Other processes on the machine used %.1f %% of its CPU during this part", 100*share)
 				if len(who) > 0 && share >= 0.005 {
 					note += " (mostly " + strings.Join(who, ", ") + ")"
@@ -359,7 +426,26 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 	if len(killed) > 0 {
 		failures = append(failures, "processes left behind and killed: "+strings.Join(killed, "; "))
 	}
-	return render(mi, cfg, sections, failures, time.Since(start)), failures, nil
+	b.mu.Lock()
+	data := b.data
+	b.mu.Unlock()
+	data.Command, data.Date, data.Smoke = commandLine(cfg.args), start, cfg.smoke
+	if len(others) > 0 {
+		data.Others = others
+	}
+	return render(mi, cfg, sections, failures, time.Since(start)), &data, failures, nil
+}
+
+// drawPlots draws d's plots into dir and says which files it wrote.
+func drawPlots(d *benchData, dir string, w io.Writer) error {
+	files, err := writePlots(d, dir)
+	for _, f := range files {
+		fmt.Fprintf(w, "bench: plot written to %s\n", f)
+	}
+	if len(files) == 0 && err == nil {
+		fmt.Fprintln(w, "bench: no data for any plot (the reload, balance, scale and load parts record it)")
+	}
+	return err
 }
 
 // moduleRoot is the handoff module's directory, as the go command sees it

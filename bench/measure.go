@@ -41,6 +41,8 @@ type config struct {
 	hangAfter      time.Duration // load after it
 	hangRounds     int
 	minUptime      time.Duration
+	soakReloads    int // reloads in the soak part
+	soakRate       int // the soak's load, requests per second in all
 	smoke          bool
 	// args are the command line's flags, for the report.
 	args []string
@@ -55,7 +57,8 @@ type bench struct {
 
 	mu       sync.Mutex
 	failures []string
-	keepLogs bool // something worth a look happened: keep the scratch directory
+	keepLogs bool      // something worth a look happened: keep the scratch directory
+	data     benchData // the raw series for the plots (under mu)
 }
 
 // section is one measurement's table, or several (More), and notes on all
@@ -339,7 +342,7 @@ func (b *bench) overhead(ctx context.Context) section {
 
 func (b *bench) reloadUnderLoad(ctx context.Context) section {
 	n := b.cfg.workers
-	sides := []side{b.handoffHello(n, 0), b.handoffNode(n, 0), b.cluster(n, 0), b.pm2(n, 0), b.stopStart(0)}
+	sides := []side{b.handoffHello(n, 0), b.handoffHelloBalanced(n, sharedMode), b.handoffNode(n, 0), b.cluster(n, 0), b.pm2(n, 0), b.stopStart(0)}
 	type outcome struct {
 		ran     bool
 		res     loadResult
@@ -362,7 +365,7 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 				go func() {
 					defer close(done)
 					if tool == "vegeta" {
-						res, lerr = runVegeta(ctx, vegetaOpts{URL: srv.url(), Rate: b.cfg.rate, KeepAlive: true, MaxDuration: bound}, stop)
+						res, lerr = runVegeta(ctx, vegetaOpts{URL: srv.url(), Rate: b.cfg.rate, KeepAlive: true, MaxDuration: bound, Bucket: timelineBucket}, stop)
 					} else {
 						wo := b.wrkOpts(srv, true)
 						wo.Duration = bound
@@ -384,6 +387,9 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 				close(stop)
 				<-done
 				o.res = res
+				if tool == "vegeta" && len(res.OKPer) > 0 {
+					b.recordTimeline(srv, res, o.starts)
+				}
 				if lerr != nil {
 					return lerr
 				}
@@ -443,6 +449,37 @@ func (b *bench) reloadUnderLoad(ctx context.Context) section {
 		Rows:   rows,
 		Notes:  notes,
 	}
+}
+
+// timelineBucket is the reload part's time step for the plots.
+const timelineBucket = 100 * time.Millisecond
+
+// recordTimeline keeps a vegeta run's counts per timelineBucket and its
+// reloads' starts for the reload timeline plot.
+func (b *bench) recordTimeline(srv server, res loadResult, starts []time.Time) {
+	rs := reloadSeries{Side: sideLabel(srv), Rate: b.cfg.rate, BucketMS: int(timelineBucket / time.Millisecond), OK: res.OKPer, Failed: res.FailedPer}
+	for _, t := range starts {
+		rs.Reloads = append(rs.Reloads, t.Sub(res.Start).Seconds())
+	}
+	b.record(func(d *benchData) { d.Reload = append(d.Reload, rs) })
+}
+
+// sideLabel is a side's name with, for handoff, how its listener balances
+// as its status says ("steer (ebpf, round-robin)").
+func sideLabel(srv server) string {
+	h, ok := srv.(*handoffServer)
+	if !ok {
+		return srv.label()
+	}
+	l := h.listener
+	sel := l.Balance
+	if l.Mechanism != "" {
+		sel = fmt.Sprintf("%s (%s, %s)", l.Balance, l.Mechanism, l.Selection)
+	}
+	if sel == "" || strings.Contains(h.lbl, sel) {
+		return h.lbl
+	}
+	return h.lbl + ": " + sel
 }
 
 // failureTimes describes when each failure happened relative to the

@@ -72,6 +72,11 @@ func (b *bench) scale(ctx context.Context) section {
 	}
 	var rows [][]string
 	for _, k := range blocks {
+		if len(k.serving) > 0 {
+			b.record(func(d *benchData) {
+				d.Scale = append(d.Scale, scaleSeries{Workers: k.n, ServingMS: k.serving, GoneMS: k.gone, ShareMS: k.share, CPUMS: k.cpu, Others: k.others})
+			})
+		}
 		if len(k.serving) == 0 {
 			reason := k.err
 			if reason == "" {

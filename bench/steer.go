@@ -88,8 +88,10 @@ type balanceResult struct {
 	ratios     []float64 // max/min per round
 	worst      []int     // per-worker counts of the round with the largest max/min
 	worstRatio float64
-	selection  string // handoff's listener: "steer (ebpf, round-robin)"
-	exact      bool   // handoff steers round-robin: the goal applies
+	rounds     [][]int // every round's per-worker counts, for the plot
+	label      string  // the side's name with its listener, for the plot
+	selection  string  // handoff's listener: "steer (ebpf, round-robin)"
+	exact      bool    // handoff steers round-robin: the goal applies
 	vegeta     string
 	wrk        string
 	others     float64
@@ -132,6 +134,7 @@ func (b *bench) balance(ctx context.Context) section {
 				}
 				res.exact = l.Selection == "round-robin" || l.Selection == "least-held"
 			}
+			res.label = sideLabel(srv)
 			addr := strings.TrimSuffix(strings.TrimPrefix(srv.url(), "http://"), "/")
 			res.worstRatio = -1
 			for r := 0; r < b.cfg.balanceRounds && ctx.Err() == nil; r++ {
@@ -142,6 +145,7 @@ func (b *bench) balance(ctx context.Context) section {
 				counts := perWorker(per, n)
 				ratio := maxMin(counts)
 				res.ratios = append(res.ratios, ratio)
+				res.rounds = append(res.rounds, counts)
 				if ratio > res.worstRatio {
 					res.worst, res.worstRatio = counts, ratio
 				}
@@ -178,6 +182,11 @@ func (b *bench) balance(ctx context.Context) section {
 		res := results[i]
 		if !b.runs(bs.s) {
 			continue
+		}
+		if len(res.rounds) > 0 {
+			b.record(func(d *benchData) {
+				d.Balance = append(d.Balance, balanceSeries{Side: res.label, Workers: n, Rounds: res.rounds})
+			})
 		}
 		if res.others >= busyShare {
 			busy = append(busy, fmt.Sprintf("%s (%s)", bs.s.name, fmtShare(res.others)))
