@@ -141,6 +141,7 @@ type statusCollector struct {
 	restarts, reloads, rollbacks                      *prometheus.Desc
 	lastOK, lastGen, lastStart                        *prometheus.Desc
 	listenerInfo, queueConns, queueBytes              *prometheus.Desc
+	listenerForeign                                   *prometheus.Desc
 }
 
 func newStatusCollector(s *Server) *statusCollector {
@@ -165,12 +166,13 @@ func newStatusCollector(s *Server) *statusCollector {
 		workerCPU:  d("worker_cpu_seconds_total", "CPU time of a worker's whole process tree, as last sampled.", "slot", "generation", "pid"),
 		restarts: d("worker_restarts_total", "Workers replaced since the master started, by reason: failed (exited before ready or within the minimum uptime: backed off), killed (killed from outside after ready), exited (exited on its own after the minimum uptime), memory (recycled above --max-memory), hung (its queue did not move for --hang-timeout), watchdog (no WATCHDOG=1 in time), unhealthy (--health failed).",
 			"reason"),
-		reloads:      d("reloads_total", "Reloads since the master started, by result: ok, failed (rolled back), master_ok, master_failed (master self-upgrades).", "result"),
-		rollbacks:    d("rollbacks_total", "Failed reloads since the master started, the previous generation (kind=workers) or master (kind=master) serving on.", "kind"),
-		lastOK:       d("last_reload_success", "1 if the last reload succeeded, 0 if it failed; absent before the first reload.", nil...),
-		lastGen:      d("last_reload_generation", "The generation the last reload rolled out (or tried to).", nil...),
-		lastStart:    d("last_reload_start_time_seconds", "When the last reload was asked for, in seconds since the Unix epoch.", nil...),
-		listenerInfo: d("listener_info", "Each listener: its network, address, balance (steer, sticky: a socket per worker slot; shared: one socket), mechanism and selection. Always 1.", "listener", "network", "addr", "balance", "mechanism", "selection"),
+		reloads:         d("reloads_total", "Reloads since the master started, by result: ok, failed (rolled back), master_ok, master_failed (master self-upgrades).", "result"),
+		rollbacks:       d("rollbacks_total", "Failed reloads since the master started, the previous generation (kind=workers) or master (kind=master) serving on.", "kind"),
+		lastOK:          d("last_reload_success", "1 if the last reload succeeded, 0 if it failed; absent before the first reload.", nil...),
+		lastGen:         d("last_reload_generation", "The generation the last reload rolled out (or tried to).", nil...),
+		lastStart:       d("last_reload_start_time_seconds", "When the last reload was asked for, in seconds since the Unix epoch.", nil...),
+		listenerForeign: d("listener_foreign_sockets", "Sockets on a steered listener's address that are not the master's: connections the kernel gives them reach no worker of handoff's.", "listener"),
+		listenerInfo:    d("listener_info", "Each listener: its network, address, balance (steer, sticky: a socket per worker slot; shared: one socket), mechanism and selection. Always 1.", "listener", "network", "addr", "balance", "mechanism", "selection"),
 		queueConns: d("listener_queue_connections", "Connections waiting in a stream socket's accept queue. A steered listener has a socket per slot and bank (labels slot, bank); a shared listener one socket (slot and bank empty).",
 			queueLabels...),
 		queueBytes: d("listener_queue_bytes", "Receive memory taken by datagrams waiting on a UDP socket (zero exactly when none waits). Labels as for handoff_listener_queue_connections.",
@@ -182,7 +184,7 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.masterInfo, c.masterPhase, c.ready, c.servingGen, c.reloadingGen, c.reloadPending, c.genPhase,
 		c.workersByState, c.workerInfo, c.workerRSS, c.workerCPU, c.workerAway, c.restarts, c.reloads, c.rollbacks,
-		c.lastOK, c.lastGen, c.lastStart, c.listenerInfo, c.queueConns, c.queueBytes,
+		c.lastOK, c.lastGen, c.lastStart, c.listenerInfo, c.listenerForeign, c.queueConns, c.queueBytes,
 	} {
 		ch <- d
 	}
@@ -266,6 +268,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range st.Listeners {
 		netOf[l.Name] = l.Network
 		e.emit(c.listenerInfo, G, 1, l.Name, l.Network, l.Addr, l.Balance, l.Mechanism, l.Selection)
+		if l.Mechanism != "" {
+			e.emit(c.listenerForeign, G, float64(l.Foreign), l.Name)
+		}
 	}
 	queue := func(listener, balance, slot, bank string, n int) {
 		d := c.queueConns

@@ -40,12 +40,19 @@ func (l *Listener) fd(bank, slot int) int {
 }
 
 // status describes the listener.
-func (l *Listener) status() ListenerStatus {
+// With live, it also counts the sockets on its address that are not the
+// master's (a few syscalls: for Status, not for every event).
+func (l *Listener) status(live bool) ListenerStatus {
 	st := ListenerStatus{Name: l.Name, Network: l.Network, Addr: l.Addr, Balance: "shared"}
 	if g := l.group(); g != nil {
 		st.Balance = string(g.Mode())
 		st.Mechanism = string(g.Mechanism())
 		st.Selection = g.Selection()
+		if live {
+			if n, err := g.Foreign(); err == nil {
+				st.Foreign = n
+			}
+		}
 	}
 	return st
 }

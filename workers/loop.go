@@ -43,6 +43,7 @@ type steerGroup interface {
 	Grow(slots int) error
 	QueueLen(bank, slot int) (int, error)
 	Held(bank, slot int) (int, error)
+	Foreign() (int, error)
 	WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error
 	Spec() upgrade.Spec
 	Mode() steer.Mode

@@ -202,6 +202,7 @@ func (g *simGroup) QueueLen(bank, slot int) (int, error) {
 	return 0, nil
 }
 func (g *simGroup) Held(bank, slot int) (int, error) { return 0, errors.New("not counted") }
+func (g *simGroup) Foreign() (int, error)            { return 0, nil }
 func (g *simGroup) WaitDrained(ctx context.Context, bank, slot int, since time.Time, quiet time.Duration) error {
 	if g.closed {
 		return errors.New("group closed")

@@ -193,6 +193,10 @@ type ListenerStatus struct {
 	// Selection is how the kernel picks a socket: "round-robin",
 	// "flow-hash" or "client-address".
 	Selection string `json:"selection,omitempty"`
+	// Foreign counts sockets on the listener's address that are not the
+	// master's (another program's SO_REUSEPORT socket): connections the
+	// kernel gives them reach no worker of ours.
+	Foreign int `json:"foreign,omitempty"`
 }
 
 // Status is a snapshot of the supervisor.

@@ -936,7 +936,7 @@ func (s *Supervisor) status(live bool) Status {
 		return a.Slot - b.Slot
 	})
 	for _, l := range s.cfg.Listeners {
-		st.Listeners = append(st.Listeners, l.status())
+		st.Listeners = append(st.Listeners, l.status(live))
 	}
 	return st
 }
