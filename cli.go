@@ -265,7 +265,7 @@ handoff use, as --workers auto). The next reload keeps the number.`,
 				return err
 			}
 			if len(args) != 1 {
-				return usageError{errors.New("scale: want one argument, the number of workers (handoff scale N, +N, -N or auto)")}
+				return usageError{errors.New("scale: want one argument, the number of workers (handoff scale N), +N, -N or auto")}
 			}
 			return cmdScale(*control, args[0], stdout)
 		}),
@@ -361,7 +361,7 @@ and exits 0, or prints every problem, one line each, and exits 1.`,
 				path = args[0]
 			}
 			if path == "" {
-				return usageError{errors.New("check: want the config file to check (handoff check FILE)")}
+				return usageError{errors.New("check: --config FILE is required, or FILE (handoff check FILE)")}
 			}
 			c, err := config.Load(path, config.Flags{})
 			if err != nil {

@@ -225,6 +225,10 @@ func cmdReload(o reloadOptions, stdout io.Writer) error {
 // while it waits.
 const progressInterval = 100 * time.Millisecond
 
+// progressDelay is how long 'reload --wait' waits before its first
+// status request.
+const progressDelay = 300 * time.Millisecond
+
 // reloadProgress reports a reload's phases while 'reload --wait' waits
 // for its reply: it polls the status on a connection of its own.
 type reloadProgress struct {
@@ -257,9 +261,18 @@ func startProgress(ctx context.Context, ctl string, o reloadOptions, out io.Writ
 	p := &reloadProgress{o: o, out: out, start: time.Now(), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
+		// A reload over within progressDelay reports only its end and
+		// costs the master no status request.
+		first := time.NewTimer(progressDelay)
+		defer first.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-first.C:
+		}
 		tick := time.NewTicker(progressInterval)
 		defer tick.Stop()
-		for {
+		for ctx.Err() == nil {
 			resp, err := control.Do(ctx, controlPath(ctl), control.Request{Cmd: "status"})
 			var st workers.Status
 			if err == nil && resp.OK && json.Unmarshal(resp.Result, &st) == nil && ctx.Err() == nil {

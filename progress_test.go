@@ -157,7 +157,7 @@ listen "http" { address = "tcp://127.0.0.1:0" }
 	if _, stderr, code := runHandoff(t, "check", good, "--config", filepath.Join(dir, "other.hcl")); code != 2 || !strings.Contains(stderr, "give one") {
 		t.Errorf("check FILE --config OTHER: exit %d, stderr %q", code, stderr)
 	}
-	if _, stderr, code := runHandoff(t, "check"); code != 2 || !strings.Contains(stderr, "handoff check FILE") {
+	if _, stderr, code := runHandoff(t, "check"); code != 2 || !strings.Contains(stderr, "(handoff check FILE)") {
 		t.Errorf("check: exit %d, stderr %q", code, stderr)
 	}
 	// Every problem config.Load reports is printed, one line each.
