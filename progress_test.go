@@ -171,3 +171,25 @@ ready_timeout = "soon"
 		t.Errorf("check with 3 problems: exit %d, stderr:\n%s", code, stderr)
 	}
 }
+
+// A rollback is reported as the last phase, with its reason, and exits
+// 1 as before; stderr keeps its one line.
+func TestReloadWaitProgressRollback(t *testing.T) {
+	m, ready := gatedMaster(t, "--ready-timeout", "1s")
+	os.Remove(ready) // the new workers never get ready
+	stdout, stderr, code := m.cli("reload", "--wait")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stdout, "rolled back: ") ||
+		!strings.Contains(stdout, "not ready within 1s") {
+		t.Fatalf("reload --wait rolled back: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	m.waitServing(1, 2)
+	stdout, _, code = m.cli("reload", "--wait", "--json")
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	var last progressLine
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || code != 1 {
+		t.Fatalf("reload --wait --json rolled back: exit %d, %v:\n%s", code, err, stdout)
+	}
+	if last.Phase != "rolled back" || last.Result == nil || last.Result.OK || !strings.Contains(last.Result.Error, "not ready within 1s") {
+		t.Fatalf("last line %+v:\n%s", last, stdout)
+	}
+}
