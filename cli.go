@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -86,6 +87,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newStopCmd(stdout),
 		newScaleCmd(stdout),
 		newCheckCmd(stdout, stderr),
+		newTopCmd(stdout),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print handoff's version",
@@ -186,7 +188,7 @@ func addControlFlag(fs *pflag.FlagSet) *string {
 func newReloadCmd(stdout io.Writer) *cobra.Command {
 	var o reloadOptions
 	cmd := &cobra.Command{
-		Use:                   "reload [--wait] [--timeout D] [--master] [--control PATH]",
+		Use:                   "reload [--wait [--json]] [--timeout D] [--master] [--control PATH]",
 		DisableFlagsInUseLine: true,
 		Short:                 "Start a new generation (as SIGHUP does)",
 		Long: `Start a new generation of workers from the command as it is on disk now, wait
@@ -195,12 +197,14 @@ not get ready is rolled back. The master re-reads its config file first; a
 file with a mistake rejects the reload.`,
 		Args: noArgs,
 		RunE: commandRun(func(cmd *cobra.Command, args []string) error {
+			o.tty = isTerminal(stdout)
 			return cmdReload(o, stdout)
 		}),
 	}
 	fs := cmd.Flags()
 	o.control = addControlFlag(fs)
-	fs.BoolVar(&o.wait, "wait", false, "wait until the reload is over; exit 1 if it was rolled back")
+	fs.BoolVar(&o.wait, "wait", false, "wait until the reload is over, reporting its phases; exit 1 if it was rolled back")
+	fs.BoolVar(&o.json, "json", false, "with --wait, report each phase and then the result as JSON lines")
 	fs.DurationVar(&o.timeout, "timeout", 0, "with --wait, give up after `D` (0: no limit)")
 	fs.BoolVar(&o.master, "master", false, "upgrade the master process itself, not only the workers")
 	return cmd
@@ -244,44 +248,120 @@ func newStopCmd(stdout io.Writer) *cobra.Command {
 func newScaleCmd(stdout io.Writer) *cobra.Command {
 	var control *string
 	cmd := &cobra.Command{
-		Use:                   "scale N [--control PATH]",
+		Use:                   "scale N|+N|-N|auto [--control PATH]",
 		DisableFlagsInUseLine: true,
 		Short:                 "Change the number of workers of the running generation",
-		Args: func(cmd *cobra.Command, args []string) error {
+		Long: `Change the number of workers of the running generation: to N, by +N or -N
+(from the number it runs now), or to auto (the CPUs this machine lets
+handoff use, as --workers auto). The next reload keeps the number.`,
+		Example: `  handoff scale 4
+  handoff scale +1
+  handoff scale -1`,
+		// -1 is a number here, not a flag: the flags are parsed below.
+		DisableFlagParsing: true,
+		RunE: commandRun(func(cmd *cobra.Command, raw []string) error {
+			args, err := parseSignedArgs(cmd, raw)
+			if err != nil || args == nil {
+				return err
+			}
 			if len(args) != 1 {
-				return usageError{errors.New("scale: want one argument, the number of workers (handoff scale N)")}
+				return usageError{errors.New("scale: want one argument, the number of workers (handoff scale N), +N, -N or auto")}
 			}
-			return nil
-		},
-		RunE: commandRun(func(cmd *cobra.Command, args []string) error {
-			n, auto, err := config.ParseWorkers(args[0])
-			if err != nil || auto {
-				if err == nil {
-					err = errors.New("auto is the master's to resolve at start: give a number")
-				}
-				return usageError{fmt.Errorf("scale %q: %v", args[0], err)}
-			}
-			return cmdScale(*control, n, stdout)
+			return cmdScale(*control, args[0], stdout)
 		}),
 	}
 	control = addControlFlag(cmd.Flags())
 	return cmd
 }
 
+// parseSignedArgs parses the flags of cmd, which has DisableFlagParsing
+// so that -1 is an argument, and returns its positional arguments; nil
+// and no error after printing the help for -h or --help.
+func parseSignedArgs(cmd *cobra.Command, raw []string) ([]string, error) {
+	var signed, rest []string
+	for i, a := range raw {
+		if a == "--" {
+			rest = append(rest, raw[i:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' && a[1] >= '0' && a[1] <= '9' {
+			signed = append(signed, a)
+			continue
+		}
+		rest = append(rest, a)
+	}
+	fs := cmd.Flags()
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, cmd.Help()
+		}
+		return nil, flagError(fs, err)
+	}
+	if help, _ := fs.GetBool("help"); help {
+		return nil, cmd.Help()
+	}
+	args := append(signed, fs.Args()...)
+	if args == nil {
+		args = []string{}
+	}
+	return args, nil
+}
+
+func newTopCmd(stdout io.Writer) *cobra.Command {
+	var o topOptions
+	cmd := &cobra.Command{
+		Use:                   "top [--interval D] [--count N] [--control PATH]",
+		DisableFlagsInUseLine: true,
+		Short:                 "Watch the generations, workers and reloads live",
+		Long: `Watch the master live: its generations and their phases, every worker (state,
+uptime, restarts, CPU, memory, accept queue, held connections), the listeners,
+the reload under way with its progress, and the last events. It polls the
+status over the control socket every --interval and costs the master nothing
+when nobody watches. q or ctrl-c quits.
+
+Without a terminal (or with --count or --plain) it prints a plain snapshot
+every interval: --count of them, or until killed.`,
+		Args: noArgs,
+		RunE: commandRun(func(cmd *cobra.Command, args []string) error {
+			return cmdTop(o, stdout)
+		}),
+	}
+	fs := cmd.Flags()
+	o.control = addControlFlag(fs)
+	fs.DurationVar(&o.interval, "interval", 500*time.Millisecond, "poll the master's status every `D`")
+	fs.IntVar(&o.count, "count", 0, "print `N` plain snapshots and exit (0: until killed)")
+	fs.BoolVar(&o.plain, "plain", false, "print plain snapshots even on a terminal")
+	return cmd
+}
+
 func newCheckCmd(stdout, stderr io.Writer) *cobra.Command {
 	var path string
 	cmd := &cobra.Command{
-		Use:                   "check --config FILE",
+		Use:                   "check FILE | --config FILE",
 		DisableFlagsInUseLine: true,
 		Short:                 "Check a config file without starting anything (as nginx -t does)",
 		Long: `Check a config file for 'handoff run --config FILE': its syntax, every value,
 and what can be checked without starting anything (the command exists and is
 executable, users and groups exist, addresses parse). Prints "config FILE ok"
 and exits 0, or prints every problem, one line each, and exits 1.`,
-		Args: noArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) > 1:
+				return usageError{fmt.Errorf("check: unexpected argument %q (one FILE to check)", args[1])}
+			case len(args) == 1 && path != "" && path != args[0]:
+				return usageError{fmt.Errorf("check: FILE %q and --config %q: give one", args[0], path)}
+			}
+			return nil
+		},
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			return []string{"hcl", "json"}, cobra.ShellCompDirectiveFilterFileExt
+		},
 		RunE: commandRun(func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				path = args[0]
+			}
 			if path == "" {
-				return usageError{errors.New("check: --config FILE is required")}
+				return usageError{errors.New("check: --config FILE is required, or FILE (handoff check FILE)")}
 			}
 			c, err := config.Load(path, config.Flags{})
 			if err != nil {
