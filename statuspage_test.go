@@ -23,7 +23,7 @@ const chromiumPath = "/usr/bin/chromium"
 // killed from outside, live, without a reload of the page.
 func TestStatusPageInBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skip("chromium not installed: apt-get install -y chromium (" + err.Error() + ")")
+		skipf(t, "chromium not installed: apt-get install -y chromium (%v)", err)
 	}
 	skipWithoutAdmin(t)
 	addr := freePort(t)
