@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -130,7 +129,7 @@ func printStatus(w io.Writer, st workers.Status) {
 		if ws.Away != "" {
 			state += " (away)" // gets no new connections: see below
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, pid, ws.Generation, state, up, ws.Restarts, termSafe(queueText(ws.Queue)), sizeText(ws.RSS), termSafe(ws.Status))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, pid, ws.Generation, state, up, ws.Restarts, termSafe(top.Counts(ws.Queue)), top.Size(ws.RSS), termSafe(ws.Status))
 	}
 	tw.Flush()
 	for _, ws := range st.Workers {
@@ -581,37 +580,6 @@ func jsonTermSafe(b []byte) string {
 		i += n
 	}
 	return out.String()
-}
-
-// queueText shows a worker's accept queues: one number, or name=n for
-// several steered listeners; "-" without any.
-func queueText(q map[string]int) string {
-	switch len(q) {
-	case 0:
-		return "-"
-	case 1:
-		for _, n := range q {
-			return strconv.Itoa(n)
-		}
-	}
-	names := make([]string, 0, len(q))
-	for name := range q {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	parts := make([]string, len(names))
-	for i, name := range names {
-		parts[i] = fmt.Sprintf("%s=%d", name, q[name])
-	}
-	return strings.Join(parts, ",")
-}
-
-// sizeText shows a byte count in MiB; "-" when not sampled.
-func sizeText(b int64) string {
-	if b <= 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20))
 }
 
 // topOptions are 'handoff top”s settings.

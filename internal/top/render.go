@@ -114,7 +114,7 @@ func render(st workers.Status, t *Tracker, now time.Time, sty styles) string {
 			cpu = fmt.Sprintf("%.0f%%", c)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", w.Slot, pid, w.Generation, state, up, w.Restarts,
-			cpu, size(w.RSS), safe(counts(w.Queue)), safe(counts(w.Held)))
+			cpu, Size(w.RSS), safe(Counts(w.Queue)), safe(Counts(w.Held)))
 	}
 	tw.Flush()
 	lines := strings.Split(strings.TrimSuffix(tb.String(), "\n"), "\n")
@@ -153,9 +153,9 @@ func ago(t, now time.Time) string {
 	return d.Round(time.Minute).String()
 }
 
-// counts shows a per-listener count: one number, name=n for several,
-// "-" for none.
-func counts(q map[string]int) string {
+// Counts shows a per-listener count (a worker's queue, or the
+// connections it holds): one number, name=n for several, "-" for none.
+func Counts(q map[string]int) string {
 	switch len(q) {
 	case 0:
 		return "-"
@@ -176,8 +176,8 @@ func counts(q map[string]int) string {
 	return strings.Join(parts, ",")
 }
 
-// size shows a byte count in MiB; "-" when not sampled.
-func size(b int64) string {
+// Size shows a byte count in MiB; "-" when not sampled.
+func Size(b int64) string {
 	if b <= 0 {
 		return "-"
 	}
