@@ -133,6 +133,9 @@ func printStatus(w io.Writer, st workers.Status) {
 	}
 	tw.Flush()
 	for _, ws := range st.Workers {
+		if ws.State == workers.Backoff && ws.LastExit != "" {
+			fmt.Fprintf(w, "slot %d waits to restart: its last worker %s\n", ws.Slot, termSafe(ws.LastExit))
+		}
 		if ws.Away != "" {
 			fmt.Fprintf(w, "slot %d (pid %d) gets no new connections: %s\n", ws.Slot, ws.PID, termSafe(ws.Away))
 		}
