@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/workers"
 )
 
 // Each startup error gives one line on stderr naming the problem, exit 2
@@ -205,5 +207,24 @@ func TestFirstGenerationThatNeverStartsGivesUp(t *testing.T) {
 	}
 	if _, err := os.Stat(m.ctl); !os.IsNotExist(err) {
 		t.Errorf("control socket left behind: %v", err)
+	}
+}
+
+// A slot waiting out a backoff says why in status: its last worker's end.
+func TestStatusShowsWhySlotBacksOff(t *testing.T) {
+	m := startMaster(t, []string{"--workers", "1", "--start-attempts", "0"}, "/bin/false")
+	m.waitStatus(20*time.Second, "slot 0 in backoff with its reason", func(st workers.Status) bool {
+		return len(st.Workers) == 1 && st.Workers[0].State == workers.Backoff && strings.Contains(st.Workers[0].LastExit, "exited with status 1 before ready")
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, _ := m.cli("status")
+		if strings.Contains(out, "slot 0 waits to restart: its last worker exited with status 1 before ready") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status does not say why slot 0 waits:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
