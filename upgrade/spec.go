@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -42,7 +43,14 @@ func ParseSpec(s string) (Spec, error) {
 	case "tcp", "tcp4", "tcp6", "udp":
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
-			return Spec{}, fmt.Errorf("listen %q: bad address %q: %w", s, addr, err)
+			// The net error repeats the address raw (a newline and all):
+			// the quoted one is enough.
+			why := err.Error()
+			var ae *net.AddrError
+			if errors.As(err, &ae) {
+				why = ae.Err
+			}
+			return Spec{}, fmt.Errorf("listen %q: bad address %q: %s", s, addr, why)
 		}
 		if _, err := net.LookupPort(scheme, port); err != nil || port == "" {
 			return Spec{}, fmt.Errorf("listen %q: bad port %q", s, port)
