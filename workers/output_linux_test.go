@@ -182,7 +182,7 @@ func TestWorkerUser(t *testing.T) {
 		t.Skip("needs root to run workers as another user")
 	}
 	out := &syncBuf{}
-	cfg := shellConfig(`id -u; id -G; echo "$USER $HOME"; ls "$(dirname "$NOTIFY_SOCKET")" >/dev/null 2>&1 && echo listable; exec systemd-notify --ready`, OutputPrefix, out)
+	cfg := shellConfig(`id -u; id -G; echo "$USER $HOME"; ls "$(dirname "$NOTIFY_SOCKET")" >/dev/null 2>&1 && echo listable; systemd-notify --ready; exec sleep 600`, OutputPrefix, out)
 	cfg.ReadyDelay = 0
 	cfg.User = &User{Name: "nobody", UID: 65534, GID: 65534, Groups: []uint32{65534, 100}, Home: "/nonexistent"}
 	if _, err := os.Stat("/bin/systemd-notify"); err != nil {
