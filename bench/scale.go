@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/control"
+	"github.com/handoff-dev/handoff/internal/control"
 	"github.com/handoff-dev/handoff/workers"
 )
 

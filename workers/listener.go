@@ -1,7 +1,7 @@
 package workers
 
 import (
-	"github.com/handoff-dev/handoff/steer"
+	"github.com/handoff-dev/handoff/internal/steer"
 )
 
 // Listener is a socket the workers receive, as fd 3, 4, … in the order

@@ -7,7 +7,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/handoff-dev/handoff/steer"
+	"github.com/handoff-dev/handoff/internal/steer"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrade"
 )

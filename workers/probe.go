@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/handoff-dev/handoff/steer"
+	"github.com/handoff-dev/handoff/internal/steer"
 )
 
 // Probe is how the master checks that a worker is ready when the worker

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/handoff-dev/handoff/steer"
+	"github.com/handoff-dev/handoff/internal/steer"
 	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/upgrade"
 )

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/handoff-dev/handoff/steer"
+	"github.com/handoff-dev/handoff/internal/steer"
 	"github.com/handoff-dev/handoff/upgrade"
 )
 

@@ -18,7 +18,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/lograte"
 	"golang.org/x/sys/unix"
 
-	"github.com/handoff-dev/handoff/steer"
+	"github.com/handoff-dev/handoff/internal/steer"
 	"github.com/handoff-dev/handoff/systemd"
 )
 

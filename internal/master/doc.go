@@ -1,0 +1,23 @@
+// Package master wires handoff's master process together: Run takes the
+// options package config parsed and, in order, takes over or opens the
+// control socket, the admin address and the listeners (upgrade.Master
+// hands them from one master to the next), makes the supervisor
+// (package workers), then serves the control socket and the admin
+// endpoint and maps signals to actions until the supervisor's loop ends.
+// A failure before the loop runs undoes every step, in reverse, and
+// returns one error: nothing is left behind.
+//
+// The supervisor owns the generations and their workers; this package
+// owns what outlives a generation: the listeners and the running
+// options. Both change only in a reload's outcome (workers.ReloadRequest
+// .Outcome, called once on the supervisor's goroutine whether or not a
+// client still waits): a configuration reload opens the listeners it
+// needs, and its outcome either commits them with the new options or
+// closes what it opened. Configuration reloads take turns, and requests
+// that arrive while one waits join it.
+//
+// The master's log goes through a log sink (internal/logsink) so that a
+// reader that goes away never stops it.
+//
+// It is not an API.
+package master
