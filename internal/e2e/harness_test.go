@@ -247,6 +247,15 @@ func startMaster(t *testing.T, flags []string, command ...string) *master {
 // startMasterWith runs the handoff binary at exe with extra environment.
 func startMasterWith(t *testing.T, exe string, env []string, flags []string, command ...string) *master {
 	t.Helper()
+	return launchMaster(t, exe, env, nil, flags, command...)
+}
+
+// launchMaster runs the handoff binary at exe with extra environment;
+// readLog, if not nil, reads the master's output instead of the
+// harness's copy into m.log, and may stop reading (a reader that goes
+// away) by closing it.
+func launchMaster(t *testing.T, exe string, env []string, readLog func(m *master, out *os.File), flags []string, command ...string) *master {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "ht-")
 	if err != nil {
 		t.Fatal(err)
@@ -277,10 +286,6 @@ func startMasterWith(t *testing.T, exe string, env []string, flags []string, com
 		t.Fatal(err)
 	}
 	go func() {
-		io.Copy(m.log, pr)
-		pr.Close()
-	}()
-	go func() {
 		m.waitErr = m.cmd.Wait()
 		close(m.done)
 	}()
@@ -302,6 +307,16 @@ func startMasterWith(t *testing.T, exe string, env []string, flags []string, com
 			t.Logf("master log:\n%s", m.log.String())
 		}
 	})
+	// After the cleanup above: a reader that fails the test leaves no
+	// master behind.
+	if readLog != nil {
+		readLog(m, pr)
+	} else {
+		go func() {
+			io.Copy(m.log, pr)
+			pr.Close()
+		}()
+	}
 	return m
 }
 

@@ -6,8 +6,6 @@ import (
 	"bufio"
 	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -19,49 +17,19 @@ import (
 // must not die of SIGPIPE: it keeps serving, reloads, and stops cleanly
 // (exit 0, control socket removed) with nobody reading its log.
 func TestLogReaderGone(t *testing.T) {
-	dir, err := os.MkdirTemp("", "ht-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	m := &master{t: t, ctl: filepath.Join(dir, "ctl.sock"), log: newLogBuf(), done: make(chan struct{})}
-	m.cmd = exec.Command(bin.handoff, "run", "--control", m.ctl, "--log-level", "debug",
-		"--listen", "http=tcp://127.0.0.1:0", "--workers", "2", "--", bin.hello1)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.cmd.Stdout, m.cmd.Stderr = pw, pw
-	err = m.cmd.Start()
-	pw.Close()
-	if err != nil {
-		pr.Close()
-		t.Fatal(err)
-	}
-	go func() {
-		m.waitErr = m.cmd.Wait()
-		close(m.done)
-	}()
-	t.Cleanup(func() {
-		m.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-m.done:
-		case <-time.After(40 * time.Second):
-			m.cmd.Process.Kill()
-			<-m.done
-		}
-	})
 	// head -2: read two lines, then go.
-	br := bufio.NewReader(pr)
-	for i := 0; i < 2; i++ {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("line %d of the master's log: %v", i+1, err)
+	head := func(m *master, out *os.File) {
+		defer out.Close()
+		br := bufio.NewReader(out)
+		for i := 0; i < 2; i++ {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("line %d of the master's log: %v", i+1, err)
+			}
+			m.log.Write([]byte(line))
 		}
-		m.log.Write([]byte(line))
 	}
-	pr.Close()
-
+	m := launchMaster(t, bin.handoff, nil, head, []string{"--workers", "2"}, bin.hello1)
 	m.waitServing(1, 2)
 	addr := m.addr()
 	if _, err := get(addr, "/"); err != nil {
