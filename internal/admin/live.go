@@ -280,53 +280,22 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if since > s.hist.Last() {
 		since = 0 // numbers from another master (before an upgrade)
 	}
-	rc := http.NewResponseController(w)
-	// The server's read and write timeouts bound a request; a stream
-	// lasts. Reads: none (the server notices a closed connection);
-	// writes: each is bounded below.
-	rc.SetReadDeadline(time.Time{})
-	rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return
-	}
-	if err := rc.Flush(); err != nil {
+	rc, ok := startStream(w, r)
+	if !ok {
 		return
 	}
 	var (
-		sent     uint64
+		f        = frames{hist: s.hist, since: since}
 		buf      []byte
 		lastSent time.Time
 	)
 	ping := time.NewTimer(pingEvery)
 	defer ping.Stop()
 	for {
-		b, ver, changed := l.current()
-		buf = buf[:0]
-		if ver != sent && b != nil {
-			buf = append(buf, "event: status\ndata: "...)
-			buf = append(append(buf, b...), "\n\n"...)
-			sent = ver
-		}
-		entries, missed := s.hist.Since(since, historyBatch)
-		if len(entries) > 0 || missed > 0 {
-			last := since + missed
-			if len(entries) > 0 {
-				last = entries[len(entries)-1].Seq
-			}
-			hb, err := json.Marshal(struct {
-				Entries []history.Entry `json:"entries"`
-				Missed  uint64          `json:"missed,omitempty"`
-			}{entries, missed})
-			if err != nil {
-				return
-			}
-			buf = fmt.Appendf(buf, "event: history\nid: %d\ndata: ", last)
-			buf = append(append(buf, hb...), "\n\n"...)
-			since = last
+		var changed <-chan struct{}
+		var err error
+		if buf, changed, err = f.next(buf[:0], l); err != nil {
+			return
 		}
 		if len(buf) > 0 {
 			rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
@@ -342,7 +311,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			ping.Reset(pingEvery)
 		}
-		if s.hist.Last() > since {
+		if s.hist.Last() > f.since {
 			continue // more history than one batch
 		}
 		select {
@@ -374,4 +343,63 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// startStream answers a stream request's headers: a text/event-stream
+// whose writes are bounded one by one (the server's timeouts bound a
+// request; a stream lasts). It reports false if there is nothing more
+// to send (HEAD) or the client is gone.
+func startStream(w http.ResponseWriter, r *http.Request) (*http.ResponseController, bool) {
+	rc := http.NewResponseController(w)
+	// Reads: none (the server notices a closed connection); writes:
+	// each is bounded.
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return rc, false
+	}
+	return rc, rc.Flush() == nil
+}
+
+// frames is one stream's position: the status version it sent last,
+// and the last history entry.
+type frames struct {
+	hist  *history.History
+	sent  uint64
+	since uint64
+}
+
+// next appends to buf what the stream has not sent yet: the status, if
+// it changed, and a batch of history. changed is closed at the next
+// change of status.
+func (f *frames) next(buf []byte, l *live) ([]byte, <-chan struct{}, error) {
+	b, ver, changed := l.current()
+	if ver != f.sent && b != nil {
+		buf = append(buf, "event: status\ndata: "...)
+		buf = append(append(buf, b...), "\n\n"...)
+		f.sent = ver
+	}
+	entries, missed := f.hist.Since(f.since, historyBatch)
+	if len(entries) == 0 && missed == 0 {
+		return buf, changed, nil
+	}
+	last := f.since + missed
+	if len(entries) > 0 {
+		last = entries[len(entries)-1].Seq
+	}
+	hb, err := json.Marshal(struct {
+		Entries []history.Entry `json:"entries"`
+		Missed  uint64          `json:"missed,omitempty"`
+	}{entries, missed})
+	if err != nil {
+		return buf, changed, fmt.Errorf("history: %w", err)
+	}
+	buf = fmt.Appendf(buf, "event: history\nid: %d\ndata: ", last)
+	buf = append(append(buf, hb...), "\n\n"...)
+	f.since = last
+	return buf, changed, nil
 }

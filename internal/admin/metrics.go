@@ -215,6 +215,8 @@ func b2f(b bool) float64 {
 	return 0
 }
 
+// Collect reads one status snapshot and emits every series of it: the
+// master's, the workers' and queues', and the counters.
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	st, err := c.s.snapshot(c.s.opts.StatusTimeout)
 	if err != nil {
@@ -222,8 +224,15 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	e := &emitter{ch: ch, seen: map[string]bool{}}
-	G, C := prometheus.GaugeValue, prometheus.CounterValue
+	c.collectMaster(e, st)
+	c.collectWorkers(e, st)
+	c.collectCounters(e, st)
+}
 
+// collectMaster emits the master's series: its phase, readiness and
+// generations.
+func (c *statusCollector) collectMaster(e *emitter, st workers.Status) {
+	G := prometheus.GaugeValue
 	e.emit(c.masterInfo, G, 1, itoa(st.PID), c.s.opts.Version)
 	known := false
 	for _, p := range masterPhases {
@@ -246,7 +255,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, g := range st.Generations {
 		e.emit(c.genPhase, G, 1, itoa(g.Generation), string(g.Phase))
 	}
+}
 
+// collectWorkers emits the workers' series, the listeners' and every
+// socket's queue.
+func (c *statusCollector) collectWorkers(e *emitter, st workers.Status) {
+	G, C := prometheus.GaugeValue, prometheus.CounterValue
 	type stateGen struct {
 		state workers.State
 		gen   int
@@ -315,7 +329,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			queue(l.Name, l.Balance, "", "", n)
 		}
 	}
+}
 
+// collectCounters emits restarts, reloads and rollbacks by reason, and
+// the last reload.
+func (c *statusCollector) collectCounters(e *emitter, st workers.Status) {
+	G, C := prometheus.GaugeValue, prometheus.CounterValue
 	for _, r := range restartReasons {
 		e.emit(c.restarts, C, float64(st.Counters.Restarts[r]), r)
 	}
