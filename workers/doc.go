@@ -39,6 +39,13 @@
 //	            ready          draining, exited
 //	            draining       exited
 //	            exited         gone (no process of its tree is left)
+//	slot        empty          starting, ready, backoff, retired
+//	            starting       ready, empty, retired
+//	            ready          passed, recycling, empty, retired
+//	            passed         recycling, empty, retired
+//	            recycling      ready, starting, retired
+//	            backoff        starting, empty, retired
+//	            retired        empty, starting, ready        (a rolling rollback)
 //	generation  starting       serving, retiring            (the first one)
 //	            probation      serving, retiring            (a reload's)
 //	            serving        retiring
@@ -53,6 +60,16 @@
 //	            serving        upgrading, stopping
 //	            upgrading      serving, starting, handed over, stopping
 //	            handed over    stopping
+//
+// A slot (slot.go) is one position of a generation: empty (no worker,
+// none scheduled: before its first start, or between its worker's exit
+// and the restart policy's verdict), starting, ready, passed (a rolling
+// reload's slot past probation, which takes connections while its
+// generation is still on probation), recycling (its ready worker serves
+// while a replacement starts), backoff (a restart scheduled) or retired
+// (it runs no more workers; a rolling reload's rollback may give it back
+// the worker it was retiring, or start one). A generation counts its
+// ready and its not retired slots from these phases.
 //
 // One operation runs at a time (Supervisor.op): a reload or master
 // upgrade (rollover.go), a change of the worker count (scale.go) or the
@@ -88,8 +105,13 @@
 //  8. After SIGTERM or a hand-over, every process is gone, every waiter
 //     answered, and Run returns.
 //  9. No state machine is asked for a move its table refuses.
+//  10. Every slot's phase agrees with its workers (starting: its worker
+//     is starting; ready, passed: ready, with no replacement; recycling:
+//     ready, with one; empty, backoff: none, and a restart scheduled only
+//     in backoff), and each generation's counts of ready and of active
+//     slots are those its slots' phases give.
 //
-// // # Rules
+// # Rules
 //
 // Ready is not healthy: a reload's new generation stays on probation,
 // with the old one serving, until every new worker has stayed up

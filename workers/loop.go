@@ -129,7 +129,7 @@ func (t *timer) clear() {
 	}
 }
 
-// Every state machine of the supervisor (a worker, a generation, a
+// Every state machine of the supervisor (a worker, a slot, a generation, a
 // reload, the master) moves only through a table of allowed transitions:
 // a move the table does not hold is refused, logged at error level and
 // counted (Status.Counters.Refused), so the simulator fails on it.

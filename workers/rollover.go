@@ -348,7 +348,7 @@ func (s *Supervisor) advanceProbation(r *rollover) {
 		return
 	}
 	r.transition(RollRetiring, fmt.Sprintf("slot %d passed probation", r.step))
-	r.g.slots[r.step].passed = true
+	r.g.slots[r.step].to(slotPassed, "passed probation")
 	s.steerDirty = true
 	if r.step < len(r.old.slots) {
 		s.queueRetire(r.old.slots[r.step])
@@ -425,8 +425,8 @@ func (s *Supervisor) failRollover(err error) {
 	r.transition(RollRollingBack, err.Error())
 	if r.strategy == Rolling {
 		for _, sl := range r.old.slots {
-			if sl.retired && r.old.replaces() {
-				sl.setRetired(false)
+			if sl.retired() && r.old.replaces() {
+				sl.unretire("the reload rolls back")
 				sl.failures = 0
 				s.retireQueue = slices.DeleteFunc(s.retireQueue, func(x *slot) bool { return x == sl })
 				s.retireDraining = slices.DeleteFunc(s.retireDraining, func(x *slot) bool { return x == sl })

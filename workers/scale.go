@@ -76,7 +76,7 @@ func (s *Supervisor) beginScale(o *scaleOp) {
 	s.log.Info("scaling", "generation", g.num, "from", o.from, "to", o.to)
 	if o.to > o.from {
 		for i := o.from; i < o.to; i++ {
-			sl := &slot{gen: g, index: i, bank: s.freeBank(i)}
+			sl := newSlot(g, i, s.freeBank(i))
 			g.slots = append(g.slots, sl)
 			g.active++
 			o.added = append(o.added, sl)
@@ -103,7 +103,7 @@ func (s *Supervisor) advanceScale() {
 	var err error
 	o.added = slices.DeleteFunc(o.added, func(sl *slot) bool { return sl.ready() })
 	for _, sl := range o.added {
-		if !sl.wake.IsZero() {
+		if sl.phase == slotBackoff {
 			err = fmt.Errorf("slot %d failed to start; it keeps trying", sl.index)
 		}
 	}
@@ -178,7 +178,7 @@ func (s *Supervisor) overMemory(sl *slot, w *worker, rss int64) {
 
 func (s *Supervisor) beginRecycle(o *recycleOp) {
 	sl := o.sl
-	if sl.cur != o.old || sl.retired || sl.gen.phase != GenServing {
+	if sl.cur != o.old || !sl.ready() || sl.gen.phase != GenServing {
 		s.nextOp() // it is gone already
 		return
 	}
@@ -190,6 +190,7 @@ func (s *Supervisor) beginRecycle(o *recycleOp) {
 	}
 	sl.gen.workers++
 	sl.next, o.new = w, w
+	sl.to(slotRecycling, o.why)
 	s.op = o
 	s.dirty = true
 }
@@ -202,9 +203,9 @@ func (s *Supervisor) recycleReady(sl *slot, w *worker) {
 		return
 	}
 	sl.next = nil
-	old := sl.detach()
+	old := sl.drop()
 	sl.cur, sl.bank = w, w.bank
-	sl.markReady()
+	sl.markReady("its replacement is ready")
 	sl.restarts++
 	s.restarts[o.as]++
 	s.resteer()
@@ -221,6 +222,9 @@ func (s *Supervisor) recycleExited(sl *slot, w *worker) {
 	if sl.next == w {
 		sl.next = nil
 		sl.exiting = append(sl.exiting, w)
+		if sl.phase == slotRecycling {
+			sl.to(sl.curPhase(), "its replacement exited before ready")
+		}
 		o := s.recycling()
 		if o == nil || o.as == "memory" || sl.cur != o.old {
 			s.lim.Log(s.log, hclog.Warn, "the replacement of a worker above the memory limit failed; the worker serves on", "slot", sl.index)

@@ -745,7 +745,7 @@ func (m *sim) calmDown() {
 			return false
 		}
 		for _, sl := range g.slots {
-			if sl.cur == nil || sl.cur.state != Ready || sl.retired || sl.cur.away != "" || sl.cur.proc.(*simProc).frozen {
+			if sl.cur == nil || sl.cur.state != Ready || sl.retired() || sl.cur.away != "" || sl.cur.proc.(*simProc).frozen {
 				return false // a stopped worker must have been replaced
 			}
 		}
@@ -769,7 +769,7 @@ func (m *sim) describe() string {
 			if sl.cur != nil {
 				st = string(sl.cur.state)
 			}
-			fmt.Fprintf(&b, " s%d:%s retired=%v exiting=%d", sl.index, st, sl.retired, len(sl.exiting))
+			fmt.Fprintf(&b, " s%d:%s phase=%s exiting=%d", sl.index, st, sl.phase, len(sl.exiting))
 		}
 		b.WriteString(" ]")
 	}
@@ -802,6 +802,23 @@ func (m *sim) check() {
 			}
 		}
 	}
+	for _, g := range s.gens {
+		ready, active := 0, 0
+		for _, sl := range g.slots {
+			if why := slotAgrees(sl); why != "" {
+				m.violate("generation %d slot %d: phase %s but %s", g.num, sl.index, sl.phase, why)
+			}
+			if sl.ready() {
+				ready++
+			}
+			if !sl.retired() {
+				active++
+			}
+		}
+		if ready != g.ready || active != g.active {
+			m.violate("generation %d counts %d ready and %d active slots, its slots' phases say %d and %d", g.num, g.ready, g.active, ready, active)
+		}
+	}
 	current := map[[2]int]int{}
 	for _, p := range m.procs {
 		if (p.alive || p.leftover) && !tracked[p] {
@@ -824,6 +841,41 @@ func (m *sim) check() {
 	m.procs = slices.DeleteFunc(m.procs, func(p *simProc) bool { return p.released && !p.alive && !p.leftover })
 }
 
+// slotAgrees says how sl's phase disagrees with its workers, or "".
+func slotAgrees(sl *slot) string {
+	curState := State("none")
+	if sl.cur != nil {
+		curState = sl.cur.state
+	}
+	switch sl.phase {
+	case slotEmpty, slotBackoff:
+		if sl.cur != nil || sl.next != nil {
+			return "it has a worker"
+		}
+		if (sl.phase == slotBackoff) == sl.wake.IsZero() {
+			return fmt.Sprintf("its restart is scheduled at %v", sl.wake)
+		}
+		return ""
+	case slotStarting:
+		if curState != Starting {
+			return fmt.Sprintf("its worker is %s", curState)
+		}
+	case slotReady, slotPassed, slotRecycling:
+		if curState != Ready {
+			return fmt.Sprintf("its worker is %s", curState)
+		}
+	case slotRetired:
+		return ""
+	}
+	if (sl.next != nil) != (sl.phase == slotRecycling) {
+		return fmt.Sprintf("replacement %v", sl.next != nil)
+	}
+	if !sl.wake.IsZero() {
+		return "a restart is scheduled"
+	}
+	return ""
+}
+
 // checkSteering: the steering targets of every steered listener are
 // exactly the sockets of the workers that may take connections (ready,
 // not retired, of the serving generation, or of a generation on probation
@@ -836,7 +888,7 @@ func (m *sim) checkSteering() {
 	}
 	eligible := func(g *generation, sl *slot) bool {
 		w := sl.cur
-		if w == nil || w.state != Ready || sl.retired || !w.proc.(*simProc).alive || w.away != "" {
+		if w == nil || w.state != Ready || sl.retired() || !w.proc.(*simProc).alive || w.away != "" {
 			return false
 		}
 		switch g.phase {
@@ -845,7 +897,7 @@ func (m *sim) checkSteering() {
 		case GenStarting:
 			return !s.cfg.TakeOver
 		case GenProbation:
-			return sl.passed
+			return sl.phase == slotPassed
 		}
 		return false
 	}
@@ -876,7 +928,7 @@ func (m *sim) checkSteering() {
 			}
 			for _, t := range grp.targets {
 				if t.Slot < len(g.slots) {
-					if sl := g.slots[t.Slot]; sl.cur != nil && sl.cur.bank == t.Bank && !sl.passed {
+					if sl := g.slots[t.Slot]; sl.cur != nil && sl.cur.bank == t.Bank && sl.phase != slotPassed {
 						m.violate("generation %d on probation gets connections in slot %d", g.num, t.Slot)
 					}
 				}
@@ -1040,6 +1092,27 @@ func TestSimulateReplays(t *testing.T) {
 		}
 		if len(a) < 50 {
 			t.Fatalf("seed %d: trace of %d lines; the schedule did little", seed, len(a))
+		}
+	}
+}
+
+// Seeds that found bugs, replayed as they were found (a change to the
+// supervisor may change what their schedules do, but each still has to
+// pass).
+func TestSimulateFoundSeeds(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		seed  uint64
+		steps int
+		bug   string
+	}{
+		// A scale-down retired a first generation's ready slot whose
+		// worker stayed counted ready until its retirement began, so the
+		// generation never saw every slot ready and stayed starting.
+		{10597414080743149949, 293, "retired slot counted ready"},
+	} {
+		if fails, _, _ := simulate(t, c.seed, c.steps, dir, false, false); len(fails) > 0 {
+			t.Errorf("seed %d (%s): %s\nreplay: go test ./workers -run 'TestSimulate$' -sim.seed %d -sim.steps %d -v", c.seed, c.bug, strings.Join(fails, "\n  "), c.seed, c.steps)
 		}
 	}
 }

@@ -30,7 +30,7 @@ const steerQuiet = 200 * time.Millisecond
 
 // routable reports whether new connections may go to sl's worker.
 func (s *Supervisor) routable(sl *slot) bool {
-	if !sl.curReady || sl.retired || sl.cur.away != "" && !s.allAway {
+	if !sl.ready() || sl.cur.away != "" && !s.allAway {
 		return false
 	}
 	switch sl.gen.phase {
@@ -41,7 +41,7 @@ func (s *Supervisor) routable(sl *slot) bool {
 		// serving until its first generation is ready: then all at once.
 		return !s.cfg.TakeOver
 	case GenProbation:
-		return sl.passed
+		return sl.phase == slotPassed
 	}
 	return false
 }

@@ -457,7 +457,7 @@ func (s *Supervisor) newGenerationWith(num int, phase GenPhase, cfg *Config) (*g
 	g := &generation{num: num, cfg: cfg, env: userEnv(cleanEnv(cfg.Environ), cfg.User), path: path, exe: openExe(path), argv: cfg.Command, phase: phase, log: s.log.With("generation", num), s: s}
 	g.slots = make([]*slot, cfg.Workers)
 	for i := range g.slots {
-		g.slots[i] = &slot{gen: g, index: i, bank: s.freeBank(i)}
+		g.slots[i] = newSlot(g, i, s.freeBank(i))
 	}
 	g.active = len(g.slots)
 	return g, nil
@@ -501,7 +501,7 @@ func (s *Supervisor) nowServing(g *generation) {
 // counts as a failure.
 func (s *Supervisor) startWorker(sl *slot) {
 	sl.cancelRestart()
-	if sl.retired {
+	if sl.retired() {
 		return
 	}
 	w, err := s.spawn(sl, sl.bank)
@@ -700,7 +700,7 @@ func (s *Supervisor) workerReady(sl *slot, w *worker) {
 	if sl.cur != w {
 		return
 	}
-	sl.markReady()
+	sl.markReady("worker ready")
 	s.steerDirty = true
 	g := sl.gen
 	if r := s.rolling(); r != nil && r.g == g {
@@ -730,16 +730,17 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 	if sl.cur != w {
 		return
 	}
-	sl.detach()
 	s.steerDirty = true // away from its sockets, until a replacement is ready
 	if next := sl.next; next != nil {
 		// It was being replaced (memory): the replacement takes over.
+		sl.drop()
 		sl.next, sl.cur, sl.bank = nil, next, next.bank
-		if next.state == Ready {
-			sl.markReady()
+		if sl.phase == slotRecycling {
+			sl.to(sl.curPhase(), "its worker exited; the replacement takes over")
 		}
 		return
 	}
+	sl.detach("its worker exited")
 	v := judge(w.readyAt, w.exitedAt, w.exit, w.failure, s.cfg.MinUptime)
 	if w.hung != "" {
 		v = verdict{reason: w.hung, as: w.hungKind}
@@ -756,7 +757,7 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 func (s *Supervisor) judged(sl *slot, v verdict) {
 	g := sl.gen
 	switch {
-	case sl.retired || s.phase == MasterStopping || s.phase == MasterHandedOver:
+	case sl.retired() || s.phase == MasterStopping || s.phase == MasterHandedOver:
 		return
 	case g.phase == GenProbation:
 		// Before the replaces() case, which excludes probation: a
@@ -792,9 +793,10 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 	d := backoffFor(sl.failures)
 	s.lim.Log(s.log, hclog.Warn, "worker failed, restarting after backoff", "generation", g.num, "slot", sl.index, "reason", v.reason, "backoff", d.String())
 	sl.cancelRestart()
+	sl.to(slotBackoff, v.reason)
 	sl.wake = s.env.now().Add(d)
 	sl.timer.set(s.env, d, func() {
-		if sl.cur == nil && !sl.retired && g.replaces() {
+		if sl.cur == nil && !sl.retired() && g.replaces() {
 			s.startWorker(sl)
 		}
 	})
@@ -824,11 +826,10 @@ func (s *Supervisor) sweep() {
 
 // queueRetire marks sl retired and queues its worker for a graceful stop.
 func (s *Supervisor) queueRetire(sl *slot) {
-	if sl.retired {
+	if sl.retired() {
 		return
 	}
-	sl.setRetired(true)
-	sl.cancelRestart()
+	sl.retire("retiring")
 	s.steerDirty = true
 	if sl.cur != nil {
 		s.retireQueue = append(s.retireQueue, sl)
@@ -846,7 +847,7 @@ func (s *Supervisor) pumpRetire() {
 	for len(s.retireDraining) < s.cfg.RetireParallel && len(s.retireQueue) > 0 {
 		sl := s.retireQueue[0]
 		s.retireQueue = s.retireQueue[1:]
-		if w := sl.detach(); w != nil {
+		if w := sl.detach("retiring"); w != nil {
 			w.retire(s.unrouted(w))
 		}
 		if sl.live() {
@@ -864,10 +865,9 @@ func (s *Supervisor) retiring() bool {
 
 // retireNow stops sl's worker at once, outside the retirement queue.
 func (s *Supervisor) retireNow(sl *slot) {
-	sl.setRetired(true)
-	sl.cancelRestart()
+	sl.retire("stopping now")
 	s.retireQueue = slices.DeleteFunc(s.retireQueue, func(x *slot) bool { return x == sl })
-	if w := sl.detach(); w != nil {
+	if w := sl.detach("stopping now"); w != nil {
 		w.stop()
 	}
 	if w := sl.next; w != nil {
