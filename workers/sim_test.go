@@ -977,18 +977,25 @@ func (m *sim) final() {
 // simulate runs one seed and returns its violations (and trace, if
 // verbose).
 func simulate(t testing.TB, seed uint64, steps int, dir string, verbose, buggy bool) (fails, trace []string, stepsRun int) {
-	fails, trace, stepsRun, _ = simulateCounting(t, seed, steps, dir, verbose, buggy)
-	return
+	r := simulateCounting(t, seed, steps, dir, verbose, buggy)
+	return r.fails, r.trace, r.steps
 }
 
-// simulateCounting also returns the supervisor's restart counters, so
-// that a run can show which paths its schedules took.
-func simulateCounting(t testing.TB, seed uint64, steps int, dir string, verbose, buggy bool) (fails, trace []string, stepsRun int, restarts map[string]int) {
+// simRun is what one schedule did.
+type simRun struct {
+	fails, trace []string
+	steps        int
+	restarts     map[string]int // the supervisor's restart counters: which paths the schedule took
+	gaveUp       bool           // the first generation gave up (Config.StartAttempts): the schedule ended early
+}
+
+// simulateCounting runs one seed and says what it did.
+func simulateCounting(t testing.TB, seed uint64, steps int, dir string, verbose, buggy bool) simRun {
 	m := newSim(t, seed, dir)
 	defer m.close()
 	m.verbose, m.buggyCancel = verbose, buggy
 	m.run(steps)
-	return m.fails, m.tr, m.step, m.s.restarts
+	return simRun{fails: m.fails, trace: m.tr, steps: m.step, restarts: m.s.restarts, gaveUp: m.s.giveUp != nil}
 }
 
 // shrink finds the shortest prefix of the schedule (in steps) that still
@@ -1035,27 +1042,44 @@ func TestSimulate(t *testing.T) {
 		base, _ = strconv.ParseUint(v, 10, 64)
 	}
 	start := time.Now()
-	steps, minSteps := 0, 1<<30
+	steps, gaveUp := 0, 0
+	var rest []int // the steps of each schedule that did not end early
 	kinds := map[string]int{}
 	for i := 0; i < n; i++ {
 		seed := base + uint64(i)*0x9e3779b97f4a7c15
 		if seed == 0 {
 			seed = 1
 		}
-		fails, _, k, restarts := simulateCounting(t, seed, *simSteps, dir, false, false)
-		for kind, n := range restarts {
+		r := simulateCounting(t, seed, *simSteps, dir, false, false)
+		for kind, n := range r.restarts {
 			kinds[kind] += n
 		}
-		steps += k
-		minSteps = min(minSteps, k)
-		if len(fails) > 0 {
+		steps += r.steps
+		if r.gaveUp {
+			gaveUp++
+		} else {
+			rest = append(rest, r.steps)
+		}
+		if len(r.fails) > 0 {
 			short := shrink(t, seed, *simSteps, dir, false)
-			t.Fatalf("seed %d failed (shrunk to %d steps):\n  %s\nreplay: go test ./workers -run 'TestSimulate$' -sim.seed %d -sim.steps %d -v", seed, short, strings.Join(fails, "\n  "), seed, short)
+			t.Fatalf("seed %d failed (shrunk to %d steps):\n  %s\nreplay: go test ./workers -run 'TestSimulate$' -sim.seed %d -sim.steps %d -v", seed, short, strings.Join(r.fails, "\n  "), seed, short)
 		}
 	}
 	d := time.Since(start)
-	t.Logf("simulated %d schedules, %d steps (at least %d each; %.0f steps/s) in %s: 0 invariant violations", n, steps, minSteps, float64(steps)/d.Seconds(), d.Round(time.Millisecond))
-	fmt.Printf("simulator: %d schedules, %d steps (at least %d each), %.0f steps/s, 0 violations; restarts by kind %v\n", n, steps, minSteps, float64(steps)/d.Seconds(), kinds)
+	slices.Sort(rest)
+	minSteps, median := 0, 0
+	if len(rest) > 0 {
+		minSteps, median = rest[0], rest[len(rest)/2]
+	}
+	summary := fmt.Sprintf("%d schedules (%d ended early: first generation gave up), min/median steps of the rest %d/%d, %d steps in all, %.0f steps/s, %s, 0 invariant violations", n, gaveUp, minSteps, median, steps, float64(steps)/d.Seconds(), d.Round(time.Millisecond))
+	t.Log(summary)
+	// A master ends only in a schedule's last hundred steps (the last
+	// third of a short one): every schedule but those that gave up runs
+	// at least that long.
+	if want := max(*simSteps-100, *simSteps*2/3); len(rest) > 0 && minSteps < want {
+		t.Errorf("a schedule that did not give up ran %d steps, want at least %d", minSteps, want)
+	}
+	fmt.Printf("simulator: %s; restarts by kind %v\n", summary, kinds)
 }
 
 // The invariants catch the bug a reader found: a client that stops
