@@ -226,7 +226,7 @@ func FromListener(ln net.Listener, src Source, log hclog.Logger, opts Options) *
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if lc, ok := c.(*limitConn); ok && st == http.StateIdle {
-				s.ln.idle(lc)
+				lc.lc.Idle()
 			}
 		},
 	}
@@ -295,7 +295,7 @@ func (s *Server) drain() {
 	defer t.Stop()
 	for s.ln.open() > 0 {
 		select {
-		case <-s.ln.released:
+		case <-s.ln.conns.Changed():
 		case <-t.C:
 			s.srv.Close()
 			return
@@ -385,7 +385,7 @@ func (s *Server) ready() (bool, string) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lc, ok := r.Context().Value(connKey{}).(*limitConn); ok {
 		// A complete request header: no longer evictable until answered.
-		s.ln.busy(lc)
+		lc.lc.Busy()
 	}
 	switch r.URL.Path {
 	case "/metrics", "/healthz", "/readyz", "/", "/events":

@@ -655,7 +655,7 @@ func TestConnCap(t *testing.T) {
 	if n := s.ln.open(); n != 2 {
 		t.Errorf("%d connections held, want 2", n)
 	}
-	if n := s.ln.evicted.Load(); n != 1 {
+	if n := s.ln.evicted(); n != 1 {
 		t.Errorf("%d evicted, want 1", n)
 	}
 }

@@ -65,7 +65,8 @@
 // whose request is being answered is never evicted; only when every
 // connection held is, does a new one wait, for the first to be answered
 // (each answer is bounded by the timeouts above). Memory and goroutines
-// stay bounded by the cap whatever the number of clients. A client that
+// stay bounded by the cap whatever the number of clients. The count and
+// the eviction are internal/connlimit's, which the control socket shares. A client that
 // opens connections faster than a probe sends its request line can
 // still crowd the probe out: bind the endpoint to a private address.
 // Requests are not

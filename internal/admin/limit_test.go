@@ -103,7 +103,7 @@ func TestIdleConnsDoNotStarveProbes(t *testing.T) {
 	}
 	// The probes came after the idle connections in the backlog: all
 	// were accepted, and all but a cap's worth closed.
-	if n := s.ln.evicted.Load(); n < idle-DefaultMaxConns {
+	if n := s.ln.evicted(); n < idle-DefaultMaxConns {
 		t.Errorf("%d idle connections evicted, want at least %d", n, idle-DefaultMaxConns)
 	}
 	if n := s.ln.open(); n > DefaultMaxConns {
@@ -146,14 +146,8 @@ func TestBusyConnsNotEvicted(t *testing.T) {
 		busyDone <- answer{code, body, err}
 	}()
 	waitFor(t, "the first request in its handler", func() bool {
-		s.ln.mu.Lock()
-		defer s.ln.mu.Unlock()
-		for c := range s.ln.conns {
-			if c.busy {
-				return true
-			}
-		}
-		return false
+		held, idle := s.ln.conns.Counts()
+		return held == 1 && idle == 0
 	})
 
 	next, err := net.Dial("tcp", addr)
@@ -178,7 +172,7 @@ func TestBusyConnsNotEvicted(t *testing.T) {
 		t.Errorf("the waiting connection's request: %d %q %v, want 200 ready", a.code, a.body, a.err)
 	}
 	// The first connection, idle once answered, gave its slot up.
-	if n := s.ln.evicted.Load(); n != 1 {
+	if n := s.ln.evicted(); n != 1 {
 		t.Errorf("%d connections evicted, want 1 (the first, once idle)", n)
 	}
 	busy.SetReadDeadline(time.Now().Add(probeWait))

@@ -70,7 +70,7 @@ func (s *Server) counterFuncs() []prometheus.Collector {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: ns, Name: "admin_connections_evicted_total",
 			Help: "Idle connections to the admin endpoint closed to make room for a new one at its connection cap.",
-		}, func() float64 { return float64(s.ln.evicted.Load()) }),
+		}, func() float64 { return float64(s.ln.evicted()) }),
 	}
 	if f := s.opts.LogLinesDropped; f != nil {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -2,7 +2,6 @@ package control
 
 import (
 	"bufio"
-	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,12 +12,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/internal/connlimit"
 	"github.com/handoff-dev/handoff/internal/lograte"
 	"github.com/handoff-dev/handoff/upgrade"
 	"github.com/handoff-dev/handoff/workers"
@@ -92,18 +93,17 @@ type Server struct {
 	// down (each writes one short reply and closes).
 	slots chan struct{}
 
-	mu   sync.Mutex
-	held int        // connections counted against MaxConns
-	idle *list.List // *conn without a complete request, oldest first
-	stop bool       // Serve's context is done
+	// conns counts connections against MaxConns; an idle one is one
+	// without a complete request. Evicting one makes its read fail at
+	// once.
+	conns *connlimit.Limiter[*net.UnixConn]
+	stop  atomic.Bool // Serve's context is done
 }
 
 // conn is one accepted connection.
 type conn struct {
-	c       *net.UnixConn
-	elem    *list.Element // in Server.idle while idle; s.mu
-	evicted bool          // closed for a newer connection; s.mu
-	busy    bool          // accepted at the cap with none idle: refused
+	c  *net.UnixConn
+	lc *connlimit.Conn[*net.UnixConn] // nil: accepted at the cap with none idle, refused
 }
 
 // ListenUnix creates the control socket at path with mode 0600 from the
@@ -243,7 +243,7 @@ func NewServer(ln *net.UnixListener, h Handler, log hclog.Logger, opts Options) 
 		allowed: func(uid uint32) bool { return uid == 0 || uid == own },
 		refuse:  opts.Refuse,
 		slots:   make(chan struct{}, 2*MaxConns),
-		idle:    list.New(),
+		conns:   connlimit.New(MaxConns, func(c *net.UnixConn) { c.SetReadDeadline(time.Now()) }),
 	}
 }
 
@@ -259,12 +259,8 @@ func (s *Server) Serve(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
 		s.ln.SetDeadline(time.Now())
-		s.mu.Lock()
-		s.stop = true
-		for e := s.idle.Front(); e != nil; e = e.Next() {
-			e.Value.(*conn).c.SetReadDeadline(time.Now())
-		}
-		s.mu.Unlock()
+		s.stop.Store(true)
+		s.conns.EachIdle(func(c *net.UnixConn) { c.SetReadDeadline(time.Now()) })
 	}()
 	for ctx.Err() == nil {
 		select {
@@ -308,70 +304,32 @@ func (s *Server) Serve(ctx context.Context) {
 // admit counts a new connection against MaxConns, evicting the oldest
 // idle one at the cap.
 func (s *Server) admit(c *net.UnixConn) *conn {
-	cn := &conn{c: c}
-	// The deadline is set here, under s.mu, so that an eviction's
-	// cannot be overwritten by it.
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// The deadline is set before the connection can be evicted, so that
+	// it cannot overwrite the eviction's.
 	c.SetReadDeadline(time.Now().Add(readTimeout))
-	if s.held >= MaxConns {
-		e := s.idle.Front()
-		if e == nil {
-			cn.busy = true
-			return cn
-		}
-		old := e.Value.(*conn)
-		s.idle.Remove(e)
-		old.elem = nil
-		old.evicted = true
-		s.held--
-		old.c.SetReadDeadline(time.Now())
+	lc, evicted := s.conns.Admit(c)
+	if evicted {
 		s.lim.Log(s.log, hclog.Warn, "control socket: at its connection cap: closed the oldest idle one", "cap", MaxConns)
 	}
-	s.held++
-	cn.elem = s.idle.PushBack(cn)
-	if s.stop {
+	if lc != nil && s.stop.Load() {
+		// Serve's stop may have passed the idle connections before this
+		// one was among them.
 		c.SetReadDeadline(time.Now())
 	}
-	return cn
-}
-
-// markBusy takes cn off the idle list: it sent its request. If it was
-// evicted just before, its request is served all the same: it is
-// complete, and the slots bound the goroutines.
-func (s *Server) markBusy(cn *conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cn.elem != nil {
-		s.idle.Remove(cn.elem)
-		cn.elem = nil
-	}
-}
-
-// state reports whether cn was evicted and whether Serve is stopping.
-func (s *Server) state(cn *conn) (evicted, stopping bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return cn.evicted, s.stop
+	return &conn{c: c, lc: lc}
 }
 
 // release forgets cn once its goroutine is done.
 func (s *Server) release(cn *conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cn.elem != nil {
-		s.idle.Remove(cn.elem)
-		cn.elem = nil
-	}
-	if !cn.busy && !cn.evicted {
-		s.held--
+	if cn.lc != nil {
+		cn.lc.Release()
 	}
 }
 
 func (s *Server) serveConn(ctx context.Context, cn *conn) {
 	c := cn.c
 	defer c.Close()
-	if cn.busy {
+	if cn.lc == nil {
 		s.lim.Log(s.log, hclog.Warn, "control socket: busy: every connection has a request in hand", "cap", MaxConns)
 		writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: %d requests in hand; try again", MaxConns)})
 		return
@@ -391,12 +349,12 @@ func (s *Server) serveConn(ctx context.Context, cn *conn) {
 	}
 	req, err := readRequest(c)
 	if err != nil {
-		if evicted, stopping := s.state(cn); errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			switch {
-			case evicted:
+			case cn.lc.Evicted():
 				writeResponse(c, Response{Error: fmt.Sprintf("control socket busy: %d connections open; this one had sent no request and was closed for a newer one", MaxConns)})
 				return
-			case stopping:
+			case s.stop.Load():
 				writeResponse(c, Response{Error: "master stopping: no complete request before it stopped serving"})
 				return
 			}
@@ -406,7 +364,9 @@ func (s *Server) serveConn(ctx context.Context, cn *conn) {
 		writeResponse(c, Response{Error: err.Error()})
 		return
 	}
-	s.markBusy(cn)
+	// If it was evicted just before, its request is served all the
+	// same: it is complete, and the slots bound the goroutines.
+	cn.lc.Busy()
 	// Cancel the handler if the client goes away.
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()

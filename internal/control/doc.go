@@ -25,7 +25,8 @@
 // and send nothing cannot keep the owner's commands out, and goroutines
 // (at most 2*MaxConns, evicted ones winding down included) and buffers
 // stay bounded. A client that sends nothing is answered after 5 seconds,
-// or when the master stops serving.
+// or when the master stops serving. The count and the eviction are
+// internal/connlimit's, which the admin endpoint shares.
 //
 // Where the socket lives: DefaultPath. The one default that another user
 // could create first, $TMPDIR/handoff-EUID, is trusted by ListenUnix and

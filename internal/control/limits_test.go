@@ -47,11 +47,7 @@ func raiseNoFile(t *testing.T, n uint64) {
 
 // held is how many connections s counts against MaxConns, and how many
 // of them are idle.
-func (s *Server) counts() (held, idle int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.held, s.idle.Len()
-}
+func (s *Server) counts() (held, idle int) { return s.conns.Counts() }
 
 // Clients that connect and send nothing cannot lock the owner out: with
 // 2,000 of them connected, far over the cap, a status request is answered
