@@ -143,6 +143,31 @@
 // reaping is linear in the number of workers. As pid 1 the master reaps
 // orphans too.
 //
+// # A failed worker's last words
+//
+// Where the master reads workers' output anyway (Config.Output prefix or
+// json: a pipe per stream, forwarded line by line), it keeps the last
+// TailLines lines of each worker's stderr, each cut to TailBytes with
+// control characters escaped (tail.go). When a worker's main process
+// exits, its watcher waits for the end of its stderr (at most tailWait: a
+// helper may hold the pipe) before the exit is judged, so the lines
+// written just before it died are there. A reload that a new worker's end
+// fails carries them in its outcome (ReloadResult.Stderr, with the
+// worker's pid), and a slot's last exit in status does too
+// (WorkerStatus.LastStderr).
+//
+// With inherit (handoff's default, auto, picks it when the master's
+// stderr is the journal, else prefix), the master reads nothing: the
+// worker's stderr is the master's own descriptor, and stays so.
+// Interposing a pipe
+// there would change what a worker's stderr is: under systemd a journald
+// stream that attributes each line to the worker's own pid (_PID, and
+// its cgroup), and a descriptor that outlives the master, where a pipe
+// would break (EPIPE, SIGPIPE) for workers still draining when the master
+// hands over to a new one or dies. The outcome then names the failed
+// worker's pid instead (journalctl _PID=N finds its lines), and
+// --worker-output prefix brings its last lines into the outcome.
+//
 // The operating system is behind the starter interface (starter.go) and
 // env (loop.go): tests run the supervisor on simulated processes,
 // in-process and fast, besides the end-to-end tests that run real ones.

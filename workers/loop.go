@@ -95,6 +95,10 @@ func (e realEnv) watch(w *worker) {
 				}
 				e.s.post(func() { w.onDatagram(d) })
 			case x := <-w.proc.exited():
+				// What it wrote to stderr before it died is in the
+				// pipe: its last lines are kept before the exit is
+				// judged (the reload it fails reports them).
+				w.waitStderr()
 				// Whatever the worker (or a helper it ran) sent before
 				// it died is still queued: it reaches the loop before
 				// the exit is judged.

@@ -55,12 +55,15 @@ type workerLine struct {
 	Continued  bool   `json:"continued,omitempty"`
 }
 
-// forward copies r, line by line, until EOF, then closes it.
-func (o *output) forward(r *os.File, stream string, slot, gen, pid int) {
+// forward copies r, line by line, until EOF, then closes it. If t is
+// set, it keeps the last lines there too (the first piece of a line cut
+// into several).
+func (o *output) forward(r *os.File, stream string, slot, gen, pid int, t *tail) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, maxLine)
 	prefix := fmt.Sprintf("[slot %d gen %d] ", slot, gen)
 	var buf []byte
+	midLine := false // the last piece was cut: this one continues its line
 	for {
 		line, err := br.ReadSlice('\n')
 		continued := errors.Is(err, bufio.ErrBufferFull)
@@ -69,6 +72,10 @@ func (o *output) forward(r *os.File, stream string, slot, gen, pid int) {
 			if !continued && text[len(text)-1] == '\n' {
 				text = text[:len(text)-1]
 			}
+			if t != nil && !midLine {
+				t.add(text)
+			}
+			midLine = continued
 			buf = buf[:0]
 			switch o.mode {
 			case OutputJSON:

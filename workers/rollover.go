@@ -62,6 +62,8 @@ type rollover struct {
 	started   time.Time
 	serving   time.Duration
 	err       error
+	failedPID int      // the new worker whose end failed it, if one did
+	stderr    []string // that worker's last stderr lines (tail.go)
 	waiters   []waiter
 	probation timer              // ends the minimum uptime of the new workers
 	cancel    context.CancelFunc // master upgrade
@@ -416,12 +418,12 @@ func (s *Supervisor) commit(r *rollover) {
 // failRollover rolls back: the new generation is stopped and (rolling)
 // the old slots already retired start again. The reload ends once the
 // new generation is gone.
-func (s *Supervisor) failRollover(err error) {
+func (s *Supervisor) failRollover(err error, v verdict) {
 	r := s.rolling()
 	if r == nil || r.master || r.phase == RollRollingBack {
 		return
 	}
-	r.err = err
+	r.err, r.failedPID, r.stderr = err, v.pid, v.stderr
 	r.transition(RollRollingBack, err.Error())
 	if r.strategy == Rolling {
 		for _, sl := range r.old.slots {
@@ -458,6 +460,7 @@ func (s *Supervisor) endRollover(err error) {
 	res := ReloadResult{Generation: r.num, Master: r.master, Started: r.started, Serving: r.serving, Duration: s.env.now().Sub(r.started)}
 	if err != nil {
 		res.Error = err.Error()
+		res.FailedPID, res.Stderr = r.failedPID, r.stderr
 		if !r.master {
 			s.log.Error("reload failed, previous generation keeps serving", "generation", r.num, "error", err, "duration", res.Duration.Round(time.Millisecond).String())
 		}

@@ -41,8 +41,10 @@ func backoffFor(n int) time.Duration {
 type verdict struct {
 	failed bool
 	reason string
-	killed bool   // from outside, after ready
-	as     string // the kind it counts as, if not one of the above
+	killed bool     // from outside, after ready
+	as     string   // the kind it counts as, if not one of the above
+	pid    int      // the worker's, if one was started
+	stderr []string // the last lines it wrote to stderr, where the master reads them
 }
 
 // kind names the verdict for Counters.Restarts.
@@ -130,14 +132,15 @@ type slot struct {
 	bank  int // which of the slot's two steered sockets its workers get
 	phase slotPhase
 
-	cur      *worker   // the worker the slot runs, until it exits or is stopped
-	next     *worker   // its replacement (slotRecycling), until ready
-	exiting  []*worker // exited or being stopped, tree not gone yet
-	restarts int
-	lastExit string    // how its last worker that was not stopped on purpose ended
-	failures int       // consecutive: the backoff exponent
-	wake     time.Time // slotBackoff: when the restart is scheduled
-	timer    timer     // the restart after a backoff
+	cur        *worker   // the worker the slot runs, until it exits or is stopped
+	next       *worker   // its replacement (slotRecycling), until ready
+	exiting    []*worker // exited or being stopped, tree not gone yet
+	restarts   int
+	lastExit   string    // how its last worker that was not stopped on purpose ended
+	lastStderr []string  // and the last lines it wrote to stderr (tail.go)
+	failures   int       // consecutive: the backoff exponent
+	wake       time.Time // slotBackoff: when the restart is scheduled
+	timer      timer     // the restart after a backoff
 }
 
 // newSlot makes slot i of g, empty.
@@ -312,6 +315,7 @@ func (sl *slot) snapshot(out []WorkerStatus, live bool) []WorkerStatus {
 	}
 	if sl.lastExit != "" && len(out) > 0 && out[len(out)-1].Slot == sl.index {
 		out[len(out)-1].LastExit = sl.lastExit
+		out[len(out)-1].LastStderr = sl.lastStderr
 	}
 	return out
 }

@@ -77,6 +77,14 @@ type ReloadResult struct {
 	// They marshal as serving_ms and duration_ms.
 	Serving  time.Duration `json:"-"`
 	Duration time.Duration `json:"-"`
+	// FailedPID is the pid of the new worker whose end failed the
+	// reload, if one did.
+	FailedPID int `json:"failed_pid,omitempty"`
+	// Stderr is the last lines that worker wrote to its stderr (at most
+	// TailLines, each at most TailBytes, control characters escaped),
+	// when the master reads workers' output (OutputPrefix, OutputJSON);
+	// with OutputInherit it went to the master's stderr, unread.
+	Stderr []string `json:"stderr,omitempty"`
 }
 
 type reloadResultJSON struct {
@@ -87,6 +95,8 @@ type reloadResultJSON struct {
 	Started    time.Time `json:"started"`
 	ServingMS  float64   `json:"serving_ms"`
 	DurationMS float64   `json:"duration_ms"`
+	FailedPID  int       `json:"failed_pid,omitempty"`
+	Stderr     []string  `json:"stderr,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -95,7 +105,7 @@ func fromMS(v float64) time.Duration { return time.Duration(v * float64(time.Mil
 
 // MarshalJSON writes the durations as milliseconds.
 func (r ReloadResult) MarshalJSON() ([]byte, error) {
-	return json.Marshal(reloadResultJSON{r.Generation, r.OK, r.Error, r.Master, r.Started, ms(r.Serving), ms(r.Duration)})
+	return json.Marshal(reloadResultJSON{r.Generation, r.OK, r.Error, r.Master, r.Started, ms(r.Serving), ms(r.Duration), r.FailedPID, r.Stderr})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -104,7 +114,7 @@ func (r *ReloadResult) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*r = ReloadResult{j.Generation, j.OK, j.Error, j.Master, j.Started, fromMS(j.ServingMS), fromMS(j.DurationMS)}
+	*r = ReloadResult{j.Generation, j.OK, j.Error, j.Master, j.Started, fromMS(j.ServingMS), fromMS(j.DurationMS), j.FailedPID, j.Stderr}
 	return nil
 }
 
@@ -139,6 +149,9 @@ type WorkerStatus struct {
 	// LastExit is how the slot's last worker that was not stopped on
 	// purpose ended (a backoff's reason, say).
 	LastExit string `json:"last_exit,omitempty"`
+	// LastStderr is the last lines that worker wrote to its stderr, as
+	// ReloadResult.Stderr.
+	LastStderr []string `json:"last_stderr,omitempty"`
 	// AwayFor names the rule behind Away: "queue", "health", or, once
 	// it is being replaced, "hung", "watchdog" or "unhealthy".
 	AwayFor string `json:"away_for,omitempty"`

@@ -566,7 +566,8 @@ func (s *Supervisor) spawn(sl *slot, bank int) (*worker, error) {
 	w := s.newWorker(sl, bank, p, ns)
 	w.streams = streams
 	if streams[0] != nil {
-		w.outDone = s.forwardOutput(streams, sl.index, g.num, p.pid())
+		w.tail = &tail{}
+		w.outDone, w.stderrDone = s.forwardOutput(streams, sl.index, g.num, p.pid(), w.tail)
 	}
 	s.lim.Log(w.log, hclog.Info, "worker starting")
 	w.begin()
@@ -621,23 +622,27 @@ func workerEnv(g *generation, slot int, notify string, names []string) []string 
 }
 
 // forwardOutput copies a worker's stdout and stderr to the master's
-// output; the channel it returns closes at the end of both.
-func (s *Supervisor) forwardOutput(streams [2]*os.File, slot, gen, pid int) chan struct{} {
-	done := make(chan struct{})
+// output, keeping the last lines of stderr in t; done closes at the end
+// of both streams, stderrDone at the end of stderr.
+func (s *Supervisor) forwardOutput(streams [2]*os.File, slot, gen, pid int, t *tail) (done, stderrDone chan struct{}) {
+	done, stderrDone = make(chan struct{}), make(chan struct{})
 	o := &output{mode: s.cfg.Output, w: s.cfg.OutputTo, mu: s.cfg.OutputLock}
 	var wg sync.WaitGroup
-	for i, name := range []string{"stdout", "stderr"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o.forward(streams[i], name, slot, gen, pid)
-		}()
-	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		o.forward(streams[0], "stdout", slot, gen, pid, nil)
+	}()
+	go func() {
+		defer wg.Done()
+		defer close(stderrDone)
+		o.forward(streams[1], "stderr", slot, gen, pid, t)
+	}()
 	go func() {
 		wg.Wait()
 		close(done)
 	}()
-	return done
+	return done, stderrDone
 }
 
 // newWorker makes the worker of a process just started in sl.
@@ -745,8 +750,9 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 	if w.hung != "" {
 		v = verdict{reason: w.hung, as: w.hungKind}
 	}
+	v.pid, v.stderr = w.proc.pid(), w.tail.last()
 	if sl.gen.phase == GenProbation && s.rolling() != nil && s.rolling().g == sl.gen {
-		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
+		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason), v)
 		return
 	}
 	s.judged(sl, v)
@@ -763,13 +769,13 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 		// Before the replaces() case, which excludes probation: a
 		// worker of a reload that could not even start fails it (the
 		// simulator found such reloads waiting forever).
-		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason))
+		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason), v)
 		return
 	case !g.replaces():
 		return
 	}
 	sl.restarts++
-	sl.lastExit = v.reason
+	sl.lastExit, sl.lastStderr = v.reason, v.stderr
 	s.restarts[v.kind()]++
 	if !v.failed {
 		sl.failures = 0

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -600,7 +601,20 @@ func TestReloadResultJSON(t *testing.T) {
 		t.Errorf("JSON %s, want %s", b, want)
 	}
 	var back ReloadResult
-	if err := json.Unmarshal(b, &back); err != nil || back != r {
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, r) {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+	// A failed one names the worker that failed it and its last words.
+	r = ReloadResult{Generation: 4, Error: "slot 0: exited with status 1 before ready", Started: r.Started, FailedPID: 42, Stderr: []string{"boom: missing module"}}
+	if b, err = json.Marshal(r); err != nil {
+		t.Fatal(err)
+	}
+	want = `{"generation":4,"ok":false,"error":"slot 0: exited with status 1 before ready","started":"2026-01-02T03:04:05Z","serving_ms":0,"duration_ms":0,"failed_pid":42,"stderr":["boom: missing module"]}`
+	if string(b) != want {
+		t.Errorf("JSON %s, want %s", b, want)
+	}
+	back = ReloadResult{}
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, r) {
 		t.Errorf("round trip: %+v, %v", back, err)
 	}
 }

@@ -91,6 +91,8 @@ type worker struct {
 	overSamples int           // memory samples in a row above the limit
 	outDone     chan struct{} // closed once its output is forwarded to the end (nil: inherited)
 	streams     [2]*os.File   // the read ends of its output pipes
+	stderrDone  chan struct{} // closed once its stderr is forwarded to the end (nil: inherited)
+	tail        *tail         // the last lines of its stderr (nil: inherited)
 
 	state    State
 	readyAt  time.Time
