@@ -64,6 +64,7 @@ type rollover struct {
 	err       error
 	failedPID int      // the new worker whose end failed it, if one did
 	stderr    []string // that worker's last stderr lines (tail.go)
+	inherited bool     // or its stderr was the master's, not read
 	waiters   []waiter
 	probation timer              // ends the minimum uptime of the new workers
 	cancel    context.CancelFunc // master upgrade
@@ -423,7 +424,7 @@ func (s *Supervisor) failRollover(err error, v verdict) {
 	if r == nil || r.master || r.phase == RollRollingBack {
 		return
 	}
-	r.err, r.failedPID, r.stderr = err, v.pid, v.stderr
+	r.err, r.failedPID, r.stderr, r.inherited = err, v.pid, v.stderr, v.inherited
 	r.transition(RollRollingBack, err.Error())
 	if r.strategy == Rolling {
 		for _, sl := range r.old.slots {
@@ -460,7 +461,7 @@ func (s *Supervisor) endRollover(err error) {
 	res := ReloadResult{Generation: r.num, Master: r.master, Started: r.started, Serving: r.serving, Duration: s.env.now().Sub(r.started)}
 	if err != nil {
 		res.Error = err.Error()
-		res.FailedPID, res.Stderr = r.failedPID, r.stderr
+		res.FailedPID, res.Stderr, res.StderrInherited = r.failedPID, r.stderr, r.inherited
 		if !r.master {
 			s.log.Error("reload failed, previous generation keeps serving", "generation", r.num, "error", err, "duration", res.Duration.Round(time.Millisecond).String())
 		}

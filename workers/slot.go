@@ -45,6 +45,8 @@ type verdict struct {
 	as     string   // the kind it counts as, if not one of the above
 	pid    int      // the worker's, if one was started
 	stderr []string // the last lines it wrote to stderr, where the master reads them
+	// inherited: its stderr was the master's (OutputInherit), not read
+	inherited bool
 }
 
 // kind names the verdict for Counters.Restarts.

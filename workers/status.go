@@ -83,8 +83,10 @@ type ReloadResult struct {
 	// Stderr is the last lines that worker wrote to its stderr (at most
 	// TailLines, each at most TailBytes, control characters escaped),
 	// when the master reads workers' output (OutputPrefix, OutputJSON);
-	// with OutputInherit it went to the master's stderr, unread.
-	Stderr []string `json:"stderr,omitempty"`
+	// with OutputInherit it went to the master's stderr, unread, and
+	// StderrInherited is set.
+	Stderr          []string `json:"stderr,omitempty"`
+	StderrInherited bool     `json:"stderr_inherited,omitempty"`
 }
 
 type reloadResultJSON struct {
@@ -97,6 +99,7 @@ type reloadResultJSON struct {
 	DurationMS float64   `json:"duration_ms"`
 	FailedPID  int       `json:"failed_pid,omitempty"`
 	Stderr     []string  `json:"stderr,omitempty"`
+	Inherited  bool      `json:"stderr_inherited,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -105,7 +108,7 @@ func fromMS(v float64) time.Duration { return time.Duration(v * float64(time.Mil
 
 // MarshalJSON writes the durations as milliseconds.
 func (r ReloadResult) MarshalJSON() ([]byte, error) {
-	return json.Marshal(reloadResultJSON{r.Generation, r.OK, r.Error, r.Master, r.Started, ms(r.Serving), ms(r.Duration), r.FailedPID, r.Stderr})
+	return json.Marshal(reloadResultJSON{r.Generation, r.OK, r.Error, r.Master, r.Started, ms(r.Serving), ms(r.Duration), r.FailedPID, r.Stderr, r.StderrInherited})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -114,7 +117,7 @@ func (r *ReloadResult) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*r = ReloadResult{j.Generation, j.OK, j.Error, j.Master, j.Started, fromMS(j.ServingMS), fromMS(j.DurationMS), j.FailedPID, j.Stderr}
+	*r = ReloadResult{j.Generation, j.OK, j.Error, j.Master, j.Started, fromMS(j.ServingMS), fromMS(j.DurationMS), j.FailedPID, j.Stderr, j.Inherited}
 	return nil
 }
 

@@ -750,7 +750,7 @@ func (s *Supervisor) workerExited(sl *slot, w *worker) {
 	if w.hung != "" {
 		v = verdict{reason: w.hung, as: w.hungKind}
 	}
-	v.pid, v.stderr = w.proc.pid(), w.tail.last()
+	v.pid, v.stderr, v.inherited = w.proc.pid(), w.tail.last(), w.tail == nil
 	if sl.gen.phase == GenProbation && s.rolling() != nil && s.rolling().g == sl.gen {
 		s.failRollover(fmt.Errorf("slot %d: %s", sl.index, v.reason), v)
 		return

@@ -39,8 +39,8 @@ func TestReloadFailureCarriesStderr(t *testing.T) {
 	if !slices.Equal(r.Stderr, want) {
 		t.Errorf("reload failed (%s) with stderr %q, want %q", r.Error, r.Stderr, want)
 	}
-	if r.FailedPID <= 0 {
-		t.Errorf("reload failed with FailedPID %d, want the worker's", r.FailedPID)
+	if r.FailedPID <= 0 || r.StderrInherited {
+		t.Errorf("reload failed with FailedPID %d, StderrInherited %v; want the worker's pid, its stderr read", r.FailedPID, r.StderrInherited)
 	}
 	if st := s.Status(); st.LastReload == nil || !slices.Equal(st.LastReload.Stderr, want) {
 		t.Errorf("status's last reload: %+v, want its stderr %q", st.LastReload, want)
@@ -85,7 +85,7 @@ func TestReloadFailureInheritNamesPID(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := <-s.Reload(ReloadRequest{})
-	if r.OK || r.FailedPID <= 0 || r.Stderr != nil {
-		t.Fatalf("reload: %+v, want failed, naming the worker's pid, no stderr", r)
+	if r.OK || r.FailedPID <= 0 || r.Stderr != nil || !r.StderrInherited {
+		t.Fatalf("reload: %+v, want failed, naming the worker's pid, its stderr inherited", r)
 	}
 }

@@ -135,6 +135,7 @@ func printStatus(w io.Writer, st workers.Status) {
 	for _, ws := range st.Workers {
 		if ws.State == workers.Backoff && ws.LastExit != "" {
 			fmt.Fprintf(w, "slot %d waits to restart: its last worker %s\n", ws.Slot, termSafe(ws.LastExit))
+			writeStderrLines(w, "  its last lines on stderr:", ws.LastStderr)
 		}
 		if ws.Away != "" {
 			fmt.Fprintf(w, "slot %d (pid %d) gets no new connections: %s\n", ws.Slot, ws.PID, termSafe(ws.Away))
@@ -151,6 +152,11 @@ func printStatus(w io.Writer, st workers.Status) {
 			what = "master upgrade"
 		}
 		fmt.Fprintf(w, "last %s: generation %d, %s, took %s\n", what, r.Generation, result, r.Duration.Round(time.Millisecond))
+		if !r.OK {
+			if tail := failedWorker(*r); tail != "" {
+				fmt.Fprintln(w, tail)
+			}
+		}
 	} else {
 		// A master started by an upgrade knows nothing of the reloads
 		// before it (nor of the upgrade itself): say so rather than
@@ -202,6 +208,10 @@ func cmdReload(o reloadOptions, stdout io.Writer) error {
 			var r workers.ReloadResult
 			if json.Unmarshal(resp.Result, &r) == nil {
 				prog.end("rolled back", "rolled back: "+termSafe(r.Error), &r)
+				if tail := failedWorker(r); tail != "" {
+					// Under the error: why the new worker failed.
+					err = fmt.Errorf("%w\n%s", err, tail)
+				}
 			}
 		}
 		return err
@@ -221,6 +231,33 @@ func cmdReload(o reloadOptions, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "generation %d serving after %s (reload took %s)\n", r.Generation,
 		r.Serving.Round(time.Millisecond), r.Duration.Round(time.Millisecond))
 	return nil
+}
+
+// failedWorker describes the worker whose end failed a reload, for the
+// lines under its error: the last lines it wrote to stderr, or, when the
+// master did not read its stderr (--worker-output inherit), where they
+// went. "" if no worker's end failed it.
+func failedWorker(r workers.ReloadResult) string {
+	var b strings.Builder
+	switch {
+	case len(r.Stderr) > 0:
+		writeStderrLines(&b, fmt.Sprintf("  the last lines worker %d wrote to stderr:", r.FailedPID), r.Stderr)
+	case r.FailedPID > 0 && r.StderrInherited:
+		fmt.Fprintf(&b, "  worker %d's stderr went to the master's (under systemd: journalctl _PID=%d)\n", r.FailedPID, r.FailedPID)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// writeStderrLines writes head and then lines, indented under it,
+// escaped for a terminal; nothing if there are no lines.
+func writeStderrLines(w io.Writer, head string, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, head)
+	for _, l := range lines {
+		fmt.Fprintf(w, "    %s\n", termSafe(l))
+	}
 }
 
 // progressInterval is how often 'reload --wait' asks for the status

@@ -88,6 +88,44 @@ func TestPrintStatusEscapes(t *testing.T) {
 	}
 }
 
+// A failed worker's last stderr lines show under the slot backing off
+// and under a failed reload, escaped; an inherited stderr is pointed to.
+func TestPrintStatusFailedWorkerStderr(t *testing.T) {
+	t.Parallel()
+	st := workers.Status{
+		PID: 1, Generation: 1, Serving: true, Phase: workers.MasterServing,
+		Workers: []workers.WorkerStatus{{Slot: 0, Generation: 1, State: workers.Backoff,
+			LastExit: "exited with status 1 before ready", LastStderr: []string{"loading", "boom: \x1b[31mred"}}},
+		LastReload: &workers.ReloadResult{Generation: 2, Error: "slot 0: exited with status 1 before ready", FailedPID: 42, Stderr: []string{"boom: missing module\x1b[2J"}},
+	}
+	var out bytes.Buffer
+	printStatus(&out, st)
+	if bytes.ContainsAny(out.Bytes(), "\x1b\x07\r") {
+		t.Fatalf("raw control characters in the output:\n%q", out.String())
+	}
+	for _, want := range []string{
+		"slot 0 waits to restart: its last worker exited with status 1 before ready\n  its last lines on stderr:\n    loading\n    boom: \\x1b[31mred\n",
+		"FAILED: slot 0: exited with status 1 before ready, took 0s\n  the last lines worker 42 wrote to stderr:\n    boom: missing module\\x1b[2J\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, c := range []struct {
+		r    workers.ReloadResult
+		want string
+	}{
+		{workers.ReloadResult{}, ""},
+		{workers.ReloadResult{FailedPID: 42}, ""}, // read, and empty
+		{workers.ReloadResult{FailedPID: 42, StderrInherited: true}, "  worker 42's stderr went to the master's (under systemd: journalctl _PID=42)"},
+		{workers.ReloadResult{FailedPID: 42, Stderr: []string{"a", "b"}}, "  the last lines worker 42 wrote to stderr:\n    a\n    b"},
+	} {
+		if got := failedWorker(c.r); got != c.want {
+			t.Errorf("failedWorker(%+v) = %q, want %q", c.r, got, c.want)
+		}
+	}
+}
+
 func TestStatusExit(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {

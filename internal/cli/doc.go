@@ -13,7 +13,9 @@
 // Exit codes: 0 done; 1 a runtime error; 2 a usage error; status follows
 // systemctl is-active (0 serving, 3 not serving, 1 no master); reload
 // --wait gives 1 for a rollback and 124 when it stopped waiting while the
-// reload goes on.
+// reload goes on. A rollback's error is followed by the last lines the
+// worker that failed it wrote to stderr, one "handoff: " line each (or,
+// when the master did not read its stderr, where its output went).
 //
 // It is not an API: the command line is, and README.md documents it.
 package cli
