@@ -560,6 +560,9 @@ func TestReload(t *testing.T) {
 		{`"sticky"`, `"shared"`},
 		{`"256MiB"`, `"1GiB"`},
 		{`user            = "nobody"`, `user = "www-data"`},
+		{`group           = "nogroup"`, `group = "users"`},
+		{`worker_output   = "json"`, `worker_output = "prefix"` + "\nstart_attempts = 0"},
+		{`/run/handoff/app.sock`, `/run/handoff/app2.sock`},
 		{`admin           = "127.0.0.1:9100"`, `admin = "127.0.0.1:9200"`},
 		{`steer_bpf       = "ebpf"`, `steer_bpf = "cbpf"`},
 		{`/run/app.pid`, `/run/app2.pid`},
@@ -583,7 +586,7 @@ func TestReload(t *testing.T) {
 		t.Errorf("Reload changed the running options")
 	}
 	if !slices.Equal(next.Command, []string{"/bin/sh", "-c", "exec sleep 2000"}) || next.Workers != 6 || next.Ready.Mode != ReadyTCP ||
-		next.ReadyTimeout != 40*time.Second || next.MinUptime != 0 || next.Strategy != workers.Surge || next.Balance != BalanceShared ||
+		next.ReadyTimeout != 40*time.Second || next.MinUptime != 0 || next.Strategy != workers.Surge ||
 		next.MaxMemory != 1<<30 || next.Listen[0].Name != "web" || !slices.Contains(next.Environment, "APP_ENV=staging") {
 		t.Errorf("reloadable keys did not change: %+v", next)
 	}
@@ -591,20 +594,36 @@ func TestReload(t *testing.T) {
 	if next.RetireParallel != 3 || next.LogLevel != "debug" {
 		t.Errorf("retire_parallel %d, log_level %q: the flags --retire-parallel 3 --log-level debug were not applied again", next.RetireParallel, next.LogLevel)
 	}
-	// Restart-only keys keep their running values and say so.
+	// Restart-only keys keep their running values and say so: every
+	// key Keys marks Restart (all changed here, but log_level, which the
+	// command line sets), and no other.
 	if !reflect.DeepEqual(next.RunAs, running.RunAs) || next.Admin != running.Admin || next.PIDFile != running.PIDFile ||
-		next.LogFormat != running.LogFormat || next.Control != running.Control {
+		next.LogFormat != running.LogFormat || next.Control != running.Control || next.Balance != running.Balance ||
+		next.SteerBPF != running.SteerBPF || next.WorkerOutput != running.WorkerOutput || next.StartAttempts != running.StartAttempts {
 		t.Errorf("a restart-only key changed: %+v", next)
 	}
-	wantWarnings := []string{
-		path + `: user changed from "nobody (uid 65534)" to "www-data (uid 33)": the running value stays until handoff restarts`,
-		path + `: steer_bpf changed from "ebpf" to "cbpf": the running value stays until handoff restarts`,
-		path + `: admin changed from "127.0.0.1:9100" to "127.0.0.1:9200": the running value stays until handoff restarts`,
-		path + `: pid_file changed from "/run/app.pid" to "/run/app2.pid": the running value stays until handoff restarts`,
-		path + `: log_format changed from "json" to "text": the running value stays until handoff restarts`,
+	var warned, restartKeys []string
+	for _, w := range warnings {
+		name, _, _ := strings.Cut(strings.TrimPrefix(w, path+": "), " changed from ")
+		warned = append(warned, name)
 	}
-	if !slices.Equal(warnings, wantWarnings) {
-		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(warnings, "\n"), strings.Join(wantWarnings, "\n"))
+	for _, k := range Keys() {
+		if k.Restart && k.Name != KeyLogLevel {
+			restartKeys = append(restartKeys, k.Name)
+		}
+	}
+	if !slices.Equal(warned, restartKeys) {
+		t.Errorf("warnings for %q, want one for each restart-only key %q:\n%s", warned, restartKeys, strings.Join(warnings, "\n"))
+	}
+	for _, want := range []string{
+		path + `: user changed from "nobody (uid 65534)" to "www-data (uid 33)": the running value stays until handoff restarts`,
+		path + `: group changed from "nogroup (gid 65534)" to "users (gid 100)": the running value stays until handoff restarts`,
+		path + `: steer_bpf changed from "ebpf" to "cbpf": the running value stays until handoff restarts`,
+		path + `: start_attempts changed from "5" to "0": the running value stays until handoff restarts`,
+	} {
+		if !slices.Contains(warnings, want) {
+			t.Errorf("no warning %q in:\n%s", want, strings.Join(warnings, "\n"))
+		}
 	}
 	// A reload from next carries the same flags on.
 	if again, _, err := reload(next, root); err != nil || again.RetireParallel != 3 {

@@ -28,5 +28,6 @@
 // and the command, and changes nothing. Reload calls it again for a
 // running master (SIGHUP, 'handoff reload') with the same command-line
 // overrides, and says which changed keys keep their running value until
-// handoff restarts (Key.Restart).
+// handoff restarts: those whose row in the table of Keys says how
+// (Key.Restart), the one place that lists them.
 package config

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 	"time"
@@ -29,8 +30,38 @@ type Key struct {
 	// Repeatable keys may be given several times on the command line.
 	Repeatable bool
 	// Restart keys keep their running value when a reload re-reads the
-	// config file: a change applies when handoff restarts.
+	// config file: a change applies when handoff restarts (a warning
+	// says so). Set from the table in Keys, the one place that says
+	// which keys they are.
 	Restart bool
+
+	// restart, for a restart-only key, is how a reload keeps its
+	// running value.
+	restart *keeper
+}
+
+// keeper is how a reload keeps a restart-only key's running value.
+type keeper struct {
+	text func(o *Options) string // the value as a warning shows it
+	set  func(to, from *Options) // puts from's value in to
+}
+
+// keepField keeps the field field returns (a text shown quoted, or none).
+func keepField[T any](field func(o *Options) *T) *keeper {
+	return &keeper{
+		text: func(o *Options) string {
+			return quoteOrNone(fmt.Sprint(*field(o)))
+		},
+		set: func(to, from *Options) { *field(to) = *field(from) },
+	}
+}
+
+// keepRunAs keeps the identity workers run with, shown by text.
+func keepRunAs(text func(r *RunAs) string) *keeper {
+	return &keeper{
+		text: func(o *Options) string { return quoteOrNone(text(o.RunAs)) },
+		set:  func(to, from *Options) { to.RunAs = from.RunAs },
+	}
 }
 
 // Key names, as in the config file.
@@ -68,7 +99,7 @@ const (
 // Keys returns every setting but the command, in the order help shows
 // them.
 func Keys() []Key {
-	return []Key{
+	ks := []Key{
 		{Name: KeyListen, Flag: "listen", Arg: "NAME=URL", Repeatable: true,
 			Usage: "a socket to listen on, passed to workers as fds 3, 4, ... in this order: tcp://HOST:PORT, tcp4://..., tcp6://[HOST]:PORT, udp://HOST:PORT or unix:///PATH (unix only: ?mode=0660&owner=USER&group=GROUP); repeatable, and replaces the config file's listen blocks"},
 		{Name: KeyWorkers, Flag: "workers", Arg: "N|auto", Default: "auto",
@@ -87,21 +118,21 @@ func Keys() []Key {
 			Usage: "the signal that asks a worker to drain and exit"},
 		{Name: KeyReloadStrategy, Flag: "reload-strategy", Arg: "surge|rolling", Default: "surge", Choices: []string{"surge", "rolling"},
 			Usage: "surge starts all new workers at once (2N processes for a moment); rolling replaces one at a time (at most N+1)"},
-		{Name: KeyBalance, Flag: "balance", Arg: "steer|sticky|shared", Default: "steer", Choices: []string{"steer", "sticky", "shared"},
+		{Name: KeyBalance, Flag: "balance", Arg: "steer|sticky|shared", Default: "steer", Choices: []string{"steer", "sticky", "shared"}, restart: keepField(func(o *Options) *Balance { return &o.Balance }),
 			Usage: "how new connections reach workers: steer (a socket per worker, round-robin, drained before a worker stops), sticky (by client address) or shared (one socket for all)"},
-		{Name: KeySteerBPF, Flag: "steer-bpf", Arg: "auto|ebpf|cbpf", Default: "auto", Choices: []string{"auto", "ebpf", "cbpf"}, Restart: true,
+		{Name: KeySteerBPF, Flag: "steer-bpf", Arg: "auto|ebpf|cbpf", Default: "auto", Choices: []string{"auto", "ebpf", "cbpf"}, restart: keepField(func(o *Options) *string { return &o.SteerBPF }),
 			Usage: "how the kernel is told where connections go: auto (eBPF where allowed: root or CAP_BPF and CAP_NET_ADMIN, else classic BPF), ebpf or cbpf"},
 		{Name: KeyEnvironment, Flag: "env", Arg: "KEY=VALUE", Repeatable: true,
 			Usage: "add a variable to the workers' environment; repeatable, and overrides the config file's environment key by key"},
-		{Name: KeyUser, Flag: "user", Arg: "NAME|UID", Restart: true,
+		{Name: KeyUser, Flag: "user", Arg: "NAME|UID", restart: keepRunAs(runAsUser),
 			Usage: "run workers as this user (needs root); the group defaults to the user's"},
-		{Name: KeyGroup, Flag: "group", Arg: "NAME|GID", Restart: true,
+		{Name: KeyGroup, Flag: "group", Arg: "NAME|GID", restart: keepRunAs(runAsGroup),
 			Usage: "run workers with this group (needs root)"},
-		{Name: KeyWorkerOutput, Flag: "worker-output", Arg: "inherit|prefix|json", Default: "auto", Choices: []string{"auto", "inherit", "prefix", "json"},
+		{Name: KeyWorkerOutput, Flag: "worker-output", Arg: "inherit|prefix|json", Default: "auto", Choices: []string{"auto", "inherit", "prefix", "json"}, restart: keepField(func(o *Options) *WorkerOutput { return &o.WorkerOutput }),
 			Usage: "workers' stdout and stderr: inherit (the master's, as is), prefix (each line after [slot N gen G]) or json (one JSON object a line); auto is inherit when stderr is the journal, else prefix"},
 		{Name: KeyMaxMemory, Flag: "max-memory", Arg: "SIZE", Default: "0",
 			Usage: "replace a worker gracefully once its memory exceeds SIZE (512MiB, 1GiB, 800MB; K, M, G are 1024-based as in systemd); 0 is off"},
-		{Name: KeyStartAttempts, Flag: "start-attempts", Arg: "N", Default: "5",
+		{Name: KeyStartAttempts, Flag: "start-attempts", Arg: "N", Default: "5", restart: keepField(func(o *Options) *int { return &o.StartAttempts }),
 			Usage: "outside systemd, give up (exit 1, with the reason) when every slot of the first generation has failed to start N times in a row, no worker ever ready; 0 keeps trying (under systemd, always: TimeoutStartSec= decides)"},
 		{Name: KeyHangTimeout, Flag: "hang-timeout", Arg: "D", Default: "5s",
 			Usage: "a ready worker whose accept queue does not move gets no new connections at once (100ms), and is replaced once its queue has not moved for D; 0 never replaces it"},
@@ -113,17 +144,21 @@ func Keys() []Key {
 			Usage: "how often --health checks each worker"},
 		{Name: KeyHealthFailures, Flag: "health-failures", Arg: "N", Default: "3",
 			Usage: "failed --health checks in a row that replace a worker"},
-		{Name: KeyAdmin, Flag: "admin", Arg: "HOST:PORT", Restart: true,
+		{Name: KeyAdmin, Flag: "admin", Arg: "HOST:PORT", restart: keepField(func(o *Options) *string { return &o.Admin }),
 			Usage: "serve health, readiness and metrics over HTTP on this address (off by default)"},
-		{Name: KeyControl, Flag: "control", Arg: "PATH", Restart: true,
+		{Name: KeyControl, Flag: "control", Arg: "PATH", restart: keepField(func(o *Options) *string { return &o.Control }),
 			Usage: "the control socket (default $RUNTIME_DIRECTORY/handoff.sock, else $XDG_RUNTIME_DIR/handoff.sock, else /run/handoff/handoff.sock for root and $TMPDIR/handoff-UID/handoff.sock for others)"},
-		{Name: KeyPIDFile, Flag: "pid-file", Arg: "FILE", Restart: true,
+		{Name: KeyPIDFile, Flag: "pid-file", Arg: "FILE", restart: keepField(func(o *Options) *string { return &o.PIDFile }),
 			Usage: "write the master's pid here once it serves (for PIDFile=); removed on a clean stop"},
-		{Name: KeyLogFormat, Flag: "log-format", Arg: "text|json", Default: "text", Choices: []string{"text", "json"}, Restart: true,
+		{Name: KeyLogFormat, Flag: "log-format", Arg: "text|json", Default: "text", Choices: []string{"text", "json"}, restart: keepField(func(o *Options) *string { return &o.LogFormat }),
 			Usage: "the master's log format on stderr"},
-		{Name: KeyLogLevel, Flag: "log-level", Arg: "LEVEL", Default: "info", Choices: []string{"trace", "debug", "info", "warn", "error"}, Restart: true,
+		{Name: KeyLogLevel, Flag: "log-level", Arg: "LEVEL", Default: "info", Choices: []string{"trace", "debug", "info", "warn", "error"}, restart: keepField(func(o *Options) *string { return &o.LogLevel }),
 			Usage: "trace, debug, info, warn or error"},
 	}
+	for i := range ks {
+		ks[i].Restart = ks[i].restart != nil
+	}
+	return ks
 }
 
 // ReadyMode is how a worker is judged ready.

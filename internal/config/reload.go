@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"os"
-	"reflect"
 	"strings"
 	"syscall"
 )
@@ -27,9 +26,10 @@ func StderrIsJournal(env string, f *os.File) bool {
 
 // Reload loads the configuration of a running master again, for a reload:
 // the same config file, read anew, with the same command-line flags laid
-// over it. Keys that apply only when handoff restarts (Key.Restart: user,
-// group, steer_bpf, admin, control, pid_file, log_format, log_level) keep their
-// running values in next, and each one that changed gets a warning;
+// over it. Keys that apply only when handoff restarts (Key.Restart, set
+// in the table of Keys: balance, steer_bpf, user, group, worker_output,
+// start_attempts, admin, control, pid_file, log_format, log_level) keep
+// their running values in next, and each one that changed gets a warning;
 // next's own Warnings follow. An error (an *Error, as from Load) means
 // the reload must be rejected: the running configuration stays.
 //
@@ -49,35 +49,23 @@ func reload(running *Options, sys *system) (*Options, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// Every restart-only key (Key.Restart) keeps its running value; each
+	// that changed says so. Values are compared before any is put back:
+	// user and group share RunAs.
 	var warnings []string
-	keep := func(key, was, now string) {
-		if was == now {
-			return
+	var keep []*keeper
+	for _, k := range Keys() {
+		if k.restart == nil {
+			continue
 		}
-		warnings = append(warnings, fmt.Sprintf("%s changed from %s to %s: the running value stays until handoff restarts", key, quoteOrNone(was), quoteOrNone(now)))
+		keep = append(keep, k.restart)
+		if was, now := k.restart.text(running), k.restart.text(next); was != now {
+			warnings = append(warnings, fmt.Sprintf("%s changed from %s to %s: the running value stays until handoff restarts", k.Name, was, now))
+		}
 	}
-	if !reflect.DeepEqual(running.RunAs, next.RunAs) {
-		was, now := running.RunAs, next.RunAs
-		if was == nil || now == nil || was.User != now.User || was.UID != now.UID {
-			keep(KeyUser, runAsUser(was), runAsUser(now))
-		}
-		if was == nil || now == nil || was.Group != now.Group || was.GID != now.GID || !reflect.DeepEqual(was.Groups, now.Groups) {
-			keep(KeyGroup, runAsGroup(was), runAsGroup(now))
-		}
-		next.RunAs = running.RunAs
+	for _, k := range keep {
+		k.set(next, running)
 	}
-	keep(KeySteerBPF, running.SteerBPF, next.SteerBPF)
-	next.SteerBPF = running.SteerBPF
-	keep(KeyAdmin, running.Admin, next.Admin)
-	next.Admin = running.Admin
-	keep(KeyControl, running.Control, next.Control)
-	next.Control = running.Control
-	keep(KeyPIDFile, running.PIDFile, next.PIDFile)
-	next.PIDFile = running.PIDFile
-	keep(KeyLogFormat, running.LogFormat, next.LogFormat)
-	next.LogFormat = running.LogFormat
-	keep(KeyLogLevel, running.LogLevel, next.LogLevel)
-	next.LogLevel = running.LogLevel
 	if running.Path != "" {
 		for i, w := range warnings {
 			warnings[i] = running.Path + ": " + w

@@ -120,9 +120,10 @@ func TestReloadRollback(t *testing.T) {
 
 	for i, c := range []struct {
 		src, cause string
+		lines      int // of stderr: the error, then the worker's last stderr lines under it
 	}{
-		{crash, "exited with status 3 before ready"},
-		{hang, "not ready within 2s"},
+		{crash, "exited with status 3 before ready", 3},
+		{hang, "not ready within 2s", 1},
 	} {
 		gen := i + 2
 		install(t, c.src, app)
@@ -130,8 +131,12 @@ func TestReloadRollback(t *testing.T) {
 		if code != 1 {
 			t.Fatalf("reload to %s: exit %d (stdout %q stderr %q), want 1", c.src, code, stdout, stderr)
 		}
-		if !strings.Contains(stderr, c.cause) || !strings.Contains(stderr, "slot ") || strings.Count(stderr, "\n") != 1 {
-			t.Fatalf("reload to %s: stderr %q should be one line naming the slot and %q", c.src, stderr, c.cause)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if !strings.Contains(first, c.cause) || !strings.Contains(first, "slot ") || strings.Count(stderr, "\n") != c.lines {
+			t.Fatalf("reload to %s: stderr %q should be %d lines, the first naming the slot and %q", c.src, stderr, c.lines, c.cause)
+		}
+		if c.src == crash && !strings.HasSuffix(stderr, "handoff: broken build: missing config\n") {
+			t.Fatalf("reload to %s: stderr %q should end in the worker's last line", c.src, stderr)
 		}
 		st := m.waitServing(1, 2)
 		if st.LastReload == nil || st.LastReload.OK || st.LastReload.Generation != gen || !strings.Contains(st.LastReload.Error, c.cause) {

@@ -186,10 +186,9 @@ func (r *runner) relisten(cur []listener, next *config.Options) (ls, opened []li
 			return l.Name == lc.Name && l.spec().Network == lc.Network && l.spec().Address == lc.Address
 		})
 		if i >= 0 {
+			// Its balance is its own: balance is a restart-only key
+			// (config.Key.Restart), kept by config.Reload.
 			l := cur[i]
-			if mode, steered := steerMode(string(next.Balance)); steered != (l.Group != nil) || l.Group != nil && l.Group.Mode() != mode {
-				r.log.Warn("a listener's balance changes at a restart only; it keeps its own", "name", l.Name, "balance", balanceOf(l))
-			}
 			if l.Group != nil {
 				if err := l.Group.Grow(next.Workers); err != nil {
 					closeListeners(opened, false)
