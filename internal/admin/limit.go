@@ -31,8 +31,11 @@ type limitListener struct {
 func newLimitListener(ln net.Listener, n int) *limitListener {
 	return &limitListener{
 		Listener: ln,
-		conns:    connlimit.New(n, func(c *limitConn) { c.Close() }),
-		done:     make(chan struct{}),
+		// An evicted connection's place is the new one's already: closing
+		// the socket is enough (the server's goroutine for it then
+		// closes it, which releases nothing more).
+		conns: connlimit.New(n, func(c *limitConn) { c.Conn.Close() }),
+		done:  make(chan struct{}),
 	}
 }
 
