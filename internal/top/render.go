@@ -91,6 +91,12 @@ func render(st workers.Status, t *Tracker, now time.Time, sty styles) string {
 			fmt.Fprintf(&b, "last %s: generation %d ok, took %s\n", what, r.Generation, r.Duration.Round(time.Millisecond))
 		} else {
 			fmt.Fprintf(&b, "last %s: generation %d %s: %s\n", what, r.Generation, sty.bad.Render("rolled back"), safe(r.Error))
+			if len(r.Stderr) > 0 {
+				fmt.Fprintf(&b, "  the last lines worker %d wrote to stderr:\n", r.FailedPID)
+				for _, l := range r.Stderr {
+					fmt.Fprintf(&b, "    %s\n", safe(l))
+				}
+			}
 		}
 	} else {
 		b.WriteString("last reload: none since this master started\n")

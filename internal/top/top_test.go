@@ -100,6 +100,12 @@ func TestRenderEscapes(t *testing.T) {
 	if strings.Contains(out, "\x1b") || !strings.Contains(out, `queue \x1b[2J stuck`) || !strings.Contains(out, "ready (away)") {
 		t.Fatalf("view:\n%q", out)
 	}
+	// A rolled-back reload shows its failed worker's last stderr lines.
+	st.LastReload = &workers.ReloadResult{Generation: 2, Error: "slot 0: exited with status 1 before ready", FailedPID: 42, Stderr: []string{"loading", "boom: \x1b[31mmissing module"}}
+	out = Render(st, tr, t0)
+	if want := "  the last lines worker 42 wrote to stderr:\n    loading\n    boom: \\x1b[31mmissing module\n"; strings.Contains(out, "\x1b") || !strings.Contains(out, want) {
+		t.Fatalf("view lacks %q:\n%q", want, out)
+	}
 }
 
 // q quits; a resize sets the size the view is cut to.
