@@ -140,6 +140,7 @@ type slot struct {
 	restarts   int
 	lastExit   string    // how its last worker that was not stopped on purpose ended
 	lastStderr []string  // and the last lines it wrote to stderr (tail.go)
+	lastKind   string    // and its kind: failed, killed, exited, or a liveness rule
 	failures   int       // consecutive: the backoff exponent
 	wake       time.Time // slotBackoff: when the restart is scheduled
 	timer      timer     // the restart after a backoff
@@ -318,6 +319,7 @@ func (sl *slot) snapshot(out []WorkerStatus, live bool) []WorkerStatus {
 	if sl.lastExit != "" && len(out) > 0 && out[len(out)-1].Slot == sl.index {
 		out[len(out)-1].LastExit = sl.lastExit
 		out[len(out)-1].LastStderr = sl.lastStderr
+		out[len(out)-1].LastExitKind = sl.lastKind
 	}
 	return out
 }

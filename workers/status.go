@@ -152,6 +152,10 @@ type WorkerStatus struct {
 	// LastExit is how the slot's last worker that was not stopped on
 	// purpose ended (a backoff's reason, say).
 	LastExit string `json:"last_exit,omitempty"`
+	// LastExitKind classifies LastExit as Counters.Restarts does:
+	// "failed", "killed", "exited", or the liveness rule that replaced
+	// it ("hung", "watchdog", "unhealthy"), or "memory".
+	LastExitKind string `json:"last_exit_kind,omitempty"`
 	// LastStderr is the last lines that worker wrote to its stderr, as
 	// ReloadResult.Stderr.
 	LastStderr []string `json:"last_stderr,omitempty"`

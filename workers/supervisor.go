@@ -775,7 +775,7 @@ func (s *Supervisor) judged(sl *slot, v verdict) {
 		return
 	}
 	sl.restarts++
-	sl.lastExit, sl.lastStderr = v.reason, v.stderr
+	sl.lastExit, sl.lastStderr, sl.lastKind = v.reason, v.stderr, v.kind()
 	s.restarts[v.kind()]++
 	if !v.failed {
 		sl.failures = 0

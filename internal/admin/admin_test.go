@@ -201,7 +201,7 @@ func richStatus(sharedAddr string) workers.Status {
 			{Slot: 1, Bank: 1, PID: 99, Generation: 3, State: workers.Draining, Queue: map[string]int{"http": 2, "dns": 0}, RSS: 3 << 20, CPU: 7},
 			{Slot: 1, Bank: 1, PID: 101, Generation: 3, State: workers.Ready, Queue: map[string]int{"http": 0, "dns": 0}, RSS: 2 << 20, CPU: 0.25},
 			{Slot: 0, PID: 200, Generation: 4, State: workers.Starting, Queue: map[string]int{"http": 7, "dns": 0}},
-			{Slot: 1, Generation: 4, State: workers.Backoff, Restarts: 4},
+			{Slot: 1, Generation: 4, State: workers.Backoff, Restarts: 4, LastExit: "exit status 3 before ready", LastExitKind: "failed"},
 		},
 		LastReload: &workers.ReloadResult{Generation: 3, OK: false, Error: "slot 1: exited with status 3 before ready", Started: time.Unix(1700000000, 500000000)},
 		Listeners: []workers.ListenerStatus{
@@ -271,6 +271,7 @@ func TestMetricsEqualStatus(t *testing.T) {
 		{"handoff_worker_resident_memory_bytes", []string{"slot", "1", "generation", "3", "pid", "101"}, 2 << 20},
 		{"handoff_worker_cpu_seconds_total", []string{"slot", "0", "generation", "3", "pid", "100"}, 1.5},
 		{"handoff_worker_cpu_seconds_total", []string{"slot", "1", "generation", "3", "pid", "101"}, 0.25},
+		{"handoff_slot_last_exit", []string{"slot", "1", "generation", "4", "reason", "failed"}, 1},
 		{"handoff_worker_restarts_total", []string{"reason", "failed"}, 2},
 		{"handoff_worker_restarts_total", []string{"reason", "killed"}, 1},
 		{"handoff_worker_restarts_total", []string{"reason", "exited"}, 0},

@@ -138,6 +138,7 @@ type statusCollector struct {
 	servingGen, reloadingGen, reloadPending, genPhase *prometheus.Desc
 	workersByState, workerInfo, workerRSS, workerCPU  *prometheus.Desc
 	workerAway                                        *prometheus.Desc
+	slotLastExit                                      *prometheus.Desc
 	restarts, reloads, rollbacks                      *prometheus.Desc
 	lastOK, lastGen, lastStart                        *prometheus.Desc
 	listenerInfo, queueConns, queueBytes              *prometheus.Desc
@@ -160,10 +161,11 @@ func newStatusCollector(s *Server) *statusCollector {
 		genPhase:      d("generation_phase", "Each live generation, with its phase (starting, probation, serving, retiring). Always 1.", "generation", "phase"),
 		workersByState: d("workers", "Workers by state (starting, ready, draining, exited, backoff: a slot waiting to restart) and generation.",
 			"state", "generation"),
-		workerInfo: d("worker_info", "Each worker process (and each slot in backoff, with pid 0), with its state. Always 1.", "slot", "generation", "pid", "state"),
-		workerAway: d("worker_away", "1 for a ready worker that gets no new connections, by the rule that steered it away: queue (its accept queue does not move), health, or hung, watchdog, unhealthy while it is replaced.", "slot", "generation", "pid", "rule"),
-		workerRSS:  d("worker_resident_memory_bytes", "Resident memory of a worker's whole process tree, as last sampled.", "slot", "generation", "pid"),
-		workerCPU:  d("worker_cpu_seconds_total", "CPU time of a worker's whole process tree, as last sampled.", "slot", "generation", "pid"),
+		workerInfo:   d("worker_info", "Each worker process (and each slot in backoff, with pid 0), with its state. Always 1.", "slot", "generation", "pid", "state"),
+		slotLastExit: d("slot_last_exit", "1 for each slot of the serving generation whose last worker ended without being stopped on purpose, by its kind (as restarts_total's reason); status --json has the whole reason and the worker's last stderr lines.", "slot", "generation", "reason"),
+		workerAway:   d("worker_away", "1 for a ready worker that gets no new connections, by the rule that steered it away: queue (its accept queue does not move), health, or hung, watchdog, unhealthy while it is replaced.", "slot", "generation", "pid", "rule"),
+		workerRSS:    d("worker_resident_memory_bytes", "Resident memory of a worker's whole process tree, as last sampled.", "slot", "generation", "pid"),
+		workerCPU:    d("worker_cpu_seconds_total", "CPU time of a worker's whole process tree, as last sampled.", "slot", "generation", "pid"),
 		restarts: d("worker_restarts_total", "Workers replaced since the master started, by reason: failed (exited before ready or within the minimum uptime: backed off), killed (killed from outside after ready), exited (exited on its own after the minimum uptime), memory (recycled above --max-memory), hung (its queue did not move for --hang-timeout), watchdog (no WATCHDOG=1 in time), unhealthy (--health failed).",
 			"reason"),
 		reloads:         d("reloads_total", "Reloads since the master started, by result: ok, failed (rolled back), master_ok, master_failed (master self-upgrades).", "result"),
@@ -183,7 +185,7 @@ func newStatusCollector(s *Server) *statusCollector {
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.masterInfo, c.masterPhase, c.ready, c.servingGen, c.reloadingGen, c.reloadPending, c.genPhase,
-		c.workersByState, c.workerInfo, c.workerRSS, c.workerCPU, c.workerAway, c.restarts, c.reloads, c.rollbacks,
+		c.workersByState, c.workerInfo, c.workerRSS, c.workerCPU, c.workerAway, c.slotLastExit, c.restarts, c.reloads, c.rollbacks,
 		c.lastOK, c.lastGen, c.lastStart, c.listenerInfo, c.listenerForeign, c.queueConns, c.queueBytes,
 	} {
 		ch <- d
@@ -303,6 +305,9 @@ func (c *statusCollector) collectWorkers(e *emitter, st workers.Status) {
 		e.emit(c.workerInfo, G, 1, slot, gen, pid, string(w.State))
 		if w.Away != "" {
 			e.emit(c.workerAway, G, 1, slot, gen, pid, w.AwayFor)
+		}
+		if w.LastExitKind != "" {
+			e.emit(c.slotLastExit, G, 1, slot, gen, w.LastExitKind)
 		}
 		if w.PID != 0 && (w.RSS != 0 || w.CPU != 0) {
 			// As status --json: absent until sampled.
