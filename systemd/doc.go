@@ -15,4 +15,19 @@
 //
 // Activation: ActivationSockets takes the sockets systemd passes to the
 // master itself (LISTEN_FDS), as raw descriptors.
+//
+// Fd store: FdStore keeps the master's listening sockets in systemd's
+// file descriptor store (FDSTORE=1 with one descriptor and its FDNAME=
+// per datagram, sent with our own sendmsg and SCM_RIGHTS:
+// go-systemd's daemon package sends no descriptors), removes them
+// (FDSTOREREMOVE=1) and waits for systemd to have read everything sent
+// (BARRIER=1). When systemd restarts a crashed master it passes them
+// back in LISTEN_FDS, where SplitStored tells them from a .socket
+// unit's by their names: StoreName encodes listener, kind, slot and
+// bank as "handoff.s.SLOT.BANK.NAME" and the like, one name per
+// descriptor (systemd's order among descriptors sharing a name is not
+// part of its interface), and ParseStoreName accepts exactly what
+// StoreName.FDName writes. systemd keeps nothing unless the unit sets
+// FileDescriptorStoreMax=, and does not tell the sender when it drops a
+// descriptor; systemd 254 and later say the limit in $FDSTORE (Max).
 package systemd
