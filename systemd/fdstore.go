@@ -208,13 +208,15 @@ func Max() (int, bool) {
 }
 
 // Store sends fd to the store under name (FDNAME=, see StoreName.FDName).
-// systemd keeps a duplicate; fd stays the caller's. Storing a descriptor
+// systemd keeps a duplicate; fd stays the caller's. FDPOLL=0 keeps
+// systemd from dropping it on an error event: a BPF map reports
+// EPOLLERR to any poll, and handoff removes what it stored itself. Storing a descriptor
 // that is already in the store (the same open file) changes nothing, its
 // first name included. It returns an error if the message could not be
 // sent; that systemd accepted it, it does not tell (a full store, or
 // FileDescriptorStoreMax=0, drops it with a line in systemd's log only).
 func (s *FdStore) Store(name string, fd int) error {
-	if err := s.send("FDSTORE=1\nFDNAME="+name, unix.UnixRights(fd)); err != nil {
+	if err := s.send("FDSTORE=1\nFDPOLL=0\nFDNAME="+name, unix.UnixRights(fd)); err != nil {
 		return fmt.Errorf("fd store: keep %s: %w", name, err)
 	}
 	return nil

@@ -55,7 +55,7 @@ func TestFdStoreMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg, fds := recv()
-	if msg != "FDSTORE=1\nFDNAME=handoff.s.0.1.http" || len(fds) != 1 {
+	if msg != "FDSTORE=1\nFDPOLL=0\nFDNAME=handoff.s.0.1.http" || len(fds) != 1 {
 		t.Fatalf("Store sent %q with %d descriptors", msg, len(fds))
 	}
 	sa, err := unix.Getsockname(fds[0])

@@ -244,6 +244,27 @@
 // as do unix sockets: the caller logs the error and falls back to one
 // shared socket.
 //
+// # After a crash (Restore)
+//
+// Under systemd the master keeps every socket of a group, and its eBPF
+// selector's descriptors, in systemd's fd store. When the master dies
+// (SIGKILL, a crash) the group lives on in systemd's copies, with the
+// dead master's selector still attached: it steers new connections into
+// the backlogs of its last choice, where they wait for the next master.
+// Restore rebuilds the group from those copies in the restarted master.
+// With the selector's descriptors it adopts program and maps (as Import
+// does) and reads the choice from the configuration map, so steering
+// never pauses and Active says on which bank each slot's connections
+// wait: the master starts its first generation there. Held counts are
+// reset: the dead master's tracer missed the closes of its workers'
+// connections. Without them it guesses the choice from the queues (the
+// bank holding more, per slot), attaches a classic program at once
+// (replacing the dead selector, whose socket array the kernel then
+// frees), and builds a new eBPF selector once the sockets are free to
+// join its array. Members are checked as on Import, and the address
+// against the spec: a configuration changed while no master ran makes
+// Restore fail, and the caller binds anew.
+//
 // A group holds 2×slots descriptors per listener (2048 at MaxSlots),
 // which the open-file limit must allow.
 //

@@ -256,6 +256,13 @@ func (e *ebpfSel) resetStaleCounts() error {
 	if err := e.conf.Lookup(uint32(0), v); err == nil && binary.NativeEndian.Uint32(v[confCounts:]) == 1 {
 		return nil
 	}
+	return e.resetCounts()
+}
+
+// resetCounts empties the held, pending and conns maps: every socket
+// holds nothing, and connections open now are not counted (their closes
+// find no entry, so no count goes below zero).
+func (e *ebpfSel) resetCounts() error {
 	var k [tupleSize]byte
 	var val uint32
 	for _, m := range []*ebpf.Map{e.conns, e.pending} {
@@ -454,6 +461,24 @@ func (e *ebpfSel) forget() {
 	for k := uint32(0); k < e.socks.MaxEntries(); k++ {
 		_ = e.socks.Delete(k)
 	}
+}
+
+// choice reads the active socket-array keys from the configuration map.
+func (e *ebpfSel) choice() ([]uint32, error) {
+	v := make([]byte, confSize)
+	if err := e.conf.Lookup(uint32(0), v); err != nil {
+		return nil, fmt.Errorf("steering map: %w", err)
+	}
+	ne := binary.NativeEndian
+	n := ne.Uint32(v[0:])
+	if n > MaxSlots {
+		return nil, fmt.Errorf("steering map: %d active sockets", n)
+	}
+	keys := make([]uint32, n)
+	for i := range keys {
+		keys[i] = ne.Uint32(v[confActive+4*i:])
+	}
+	return keys, nil
 }
 
 // set replaces the configuration. active are socket-array keys;

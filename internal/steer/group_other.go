@@ -34,6 +34,18 @@ func Import(st State, fds []int) (*Group, error) {
 	return nil, unsupported(st.Spec)
 }
 
+// Restore closes socks and sel and returns an error wrapping
+// ErrUnsupported.
+func Restore(spec upgrade.Spec, opts Options, socks, sel []int) (*Group, error) {
+	for _, fd := range append(socks, sel...) {
+		syscall.Close(fd)
+	}
+	return nil, unsupported(spec)
+}
+
+// Active returns nothing.
+func (g *Group) Active() []Target { return nil }
+
 // Steer fails: there is no group.
 func (g *Group) Steer(active []Target) error { return ErrUnsupported }
 
