@@ -74,6 +74,20 @@ func TestSystemd(t *testing.T) {
 		runWatchdog(t, &service{m: m, unit: "handoff.service", addr: addr, bins: bins})
 	})
 
+	t.Run("crash", func(t *testing.T) {
+		addr, port := freeAddr(t)
+		unit := exampleUnit(t, "handoff.service", addr)
+		if !strings.Contains(unit, "--workers auto") {
+			t.Fatal("handoff.service does not run --workers auto")
+		}
+		unit = strings.Replace(unit, "--workers auto", fmt.Sprintf("--workers %d", crashWorkers), 1)
+		m := boot(t, h, filepath.Join(work, "crash"), map[string]string{
+			"handoff.service":             unit,
+			"handoff.service.d/test.conf": testDropIn,
+		}, bins.installed())
+		runCrash(t, &service{m: m, unit: "handoff.service", addr: addr, bins: bins}, port)
+	})
+
 	t.Run("socket", func(t *testing.T) {
 		addr, port := freeAddr(t)
 		m := boot(t, h, filepath.Join(work, "socket"), map[string]string{
@@ -121,7 +135,7 @@ type binaries struct {
 	helloV1     string // examples/hello answering version=v1
 	helloV2     string // ... version=v2
 	helloBroken string // exits 1 at once
-	testapp     string // testdata/testapp
+	testapp     string // internal/e2e/testdata/testapp
 }
 
 // installed is what a machine starts with.
@@ -150,7 +164,7 @@ func build(t *testing.T, dir string) *binaries {
 		{b.handoffNext, ".", "-X main.version=systemd-test-next"},
 		{b.helloV1, "./examples/hello", "-X main.version=v1"},
 		{b.helloV2, "./examples/hello", "-X main.version=v2"},
-		{b.testapp, "./testdata/testapp", ""},
+		{b.testapp, "./internal/e2e/testdata/testapp", ""},
 	} {
 		cmd := exec.Command("go", "build", "-o", bb.out, "-ldflags", bb.ldflags, bb.pkg)
 		cmd.Dir = root

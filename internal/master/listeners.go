@@ -27,9 +27,11 @@ type listener struct {
 // sticky a TCP or UDP listener becomes a steered group where the kernel
 // allows one; otherwise (unix sockets, a socket systemd passed without
 // ReusePort=yes, a kernel that refuses) it is shared, and one log line
-// says why. Sockets come from the previous master, else from systemd,
-// else they are bound now. On error, nothing opened is left open.
-func openListeners(o *config.Options, m *upgrade.Master, activated map[string]int, log hclog.Logger) ([]listener, error) {
+// says why. Sockets come from the previous master, else from systemd's
+// fd store (a master restarted after a crash: restore), else from
+// systemd socket activation, else they are bound now. On error, nothing
+// opened is left open.
+func openListeners(o *config.Options, m *upgrade.Master, activated map[string]int, restore *restoring, log hclog.Logger) ([]listener, error) {
 	var out []listener
 	fail := func(err error) ([]listener, error) {
 		closeListeners(out, false)
@@ -38,15 +40,16 @@ func openListeners(o *config.Options, m *upgrade.Master, activated map[string]in
 	used := map[string]bool{}
 	for _, lc := range o.Listen {
 		spec := lc.Spec
-		l, err := openListener(o, m, lc, activated, log)
+		l, err := openListener(o, m, lc, activated, restore, log)
 		if err != nil {
 			return fail(err)
 		}
-		if _, ok := activated[spec.Name]; ok {
+		if _, ok := activated[spec.Name]; ok && l.how != howRestored {
 			used[spec.Name] = true
 		}
 		out = append(out, l)
 	}
+	restore.drop()
 	for name, fd := range activated {
 		if !used[name] {
 			unix.Close(fd)
@@ -105,7 +108,7 @@ func watchForeign(g foreignGroup, interval time.Duration, log hclog.Logger) {
 	}
 }
 
-func openListener(o *config.Options, m *upgrade.Master, lc config.Listen, activated map[string]int, log hclog.Logger) (listener, error) {
+func openListener(o *config.Options, m *upgrade.Master, lc config.Listen, activated map[string]int, restore *restoring, log hclog.Logger) (listener, error) {
 	spec := lc.Spec
 	mode, wantSteer := steerMode(string(o.Balance))
 	ip := spec.Network != "unix"
@@ -126,6 +129,17 @@ func openListener(o *config.Options, m *upgrade.Master, lc config.Listen, activa
 			log.Warn("listener keeps the balance of the previous master; restart to change it", "name", spec.Name, "balance", string(st.Mode))
 		}
 		return groupListener(spec, grp, "inherited from the previous master"), nil
+	}
+	if sl := restore.take(spec.Name); sl != nil {
+		l, err := restoreListener(o, lc, sl, m, log)
+		if err == nil {
+			restore.store.adopted(sl.fdNames())
+			return l, nil
+		}
+		// The configuration changed while no master ran: what
+		// systemd kept goes, and the listener is opened as usual.
+		log.Warn("the sockets systemd kept for a listener do not fit it; opening it anew", "name", spec.Name, "error", err)
+		restore.store.forget(sl.fdNames())
 	}
 	sayShared := func() {}
 	if wantSteer && ip {

@@ -172,6 +172,9 @@ func (r *runner) configReload(at time.Time) workers.ReloadResult {
 		r.reloadMu.Lock()
 		r.o, r.listeners = next, ls
 		r.reloadMu.Unlock()
+		// systemd's fd store follows: the new listeners in, the gone
+		// ones out before they close.
+		r.fdstore.sync(ls)
 		closeListeners(gone, false)
 	}
 	return r.waitReload(context.Background(), workers.ReloadRequest{At: at, Config: &cfg, KeepWorkers: next.Workers == cur.Workers, Outcome: outcome})
@@ -200,7 +203,7 @@ func (r *runner) relisten(cur []listener, next *config.Options) (ls, opened []li
 		}
 		one := *next
 		one.Listen = []config.Listen{lc}
-		got, err := openListeners(&one, r.master, nil, r.log)
+		got, err := openListeners(&one, r.master, nil, nil, r.log)
 		if err != nil {
 			closeListeners(opened, false)
 			return nil, nil, err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/internal/admin"
 	"github.com/handoff-dev/handoff/internal/config"
@@ -86,6 +87,11 @@ func Run(o *config.Options, stderr io.Writer, version string) error {
 
 	go r.watchdog(ctx)
 	go r.handleSignals(sigc)
+	go r.fdstore.run(ctx.Done(), func() []listener {
+		r.reloadMu.Lock()
+		defer r.reloadMu.Unlock()
+		return r.listeners
+	})
 	log.Info("master started", "version", version, "pid", os.Getpid(), "workers", o.Workers, "took_over", r.master.Inherited())
 	err := r.sup.Run(ctx)
 	if err != nil || !r.handedOver() {
@@ -106,9 +112,23 @@ func Run(o *config.Options, stderr io.Writer, version string) error {
 // error, nothing left behind.
 func (r *runner) setUp() error {
 	o := r.o
-	activated, err := systemd.ActivationSockets()
+	passed, err := systemd.ActivationSockets()
 	if err != nil {
 		return err
+	}
+	// What systemd passes is a .socket unit's sockets, and after a
+	// crash what this master's predecessor kept in the fd store.
+	stored, activated, bad := systemd.SplitStored(passed)
+	r.fdstore = newFdStore(r.log)
+	restore := newRestoring(r.fdstore, stored)
+	if len(bad) > 0 {
+		var names []string
+		for _, s := range bad {
+			unix.Close(s.Fd)
+			names = append(names, s.Name)
+		}
+		r.log.Warn("systemd passed sockets under names handoff does not make; closing them", "count", len(bad), "first", names[0])
+		r.fdstore.forget(names)
 	}
 	byName := make(map[string]int, len(activated))
 	for _, s := range activated {
@@ -155,17 +175,25 @@ func (r *runner) setUp() error {
 		undo = append(undo, func() { r.adminLn.Close() })
 	}
 
-	r.listeners, err = openListeners(o, master, byName, r.log)
+	r.listeners, err = openListeners(o, master, byName, restore, r.log)
 	if err != nil {
 		return fail(err)
 	}
 	undo = append(undo, func() { closeListeners(r.listeners, false) })
+	// Before any worker runs: from here on a crash leaves the sockets
+	// to systemd.
+	r.fdstore.sync(r.listeners)
 	cfg, err := r.workerConfig(o, r.listeners)
 	if err != nil {
 		return fail(err)
 	}
 	cfg.FirstGeneration = master.FirstGeneration()
 	cfg.FirstBanks = master.FirstBanks()
+	if banks := restoredBanks(r.listeners); banks != nil && !master.Inherited() {
+		// Where the crashed master's selector left connections
+		// waiting.
+		cfg.FirstBanks = banks
+	}
 	cfg.TakeOver = master.Inherited()
 	cfg.ReapOrphans = os.Getpid() == 1
 	cfg.UpgradeMaster = r.upgradeMaster
@@ -257,6 +285,7 @@ type runner struct {
 	master      *upgrade.Master
 	listeners   []listener
 	notifier    *systemd.Notifier
+	fdstore     *fdStore // systemd's fd store, which keeps the listeners across a crash
 	sup         *workers.Supervisor
 	stop        context.CancelFunc
 	stopControl func()
@@ -392,12 +421,17 @@ func (r *runner) onEvent(e workers.Event) {
 	if e.Status.Phase == workers.MasterHandedOver {
 		// The new master speaks to systemd now; this one retires
 		// quietly (no STATUS=, no STOPPING=1), and stops taking
-		// control requests: the new master owns the control socket.
+		// control requests: the new master owns the control socket
+		// (and systemd's fd store).
 		if e.Kind == workers.EventHandedOver {
+			r.fdstore.retire()
 			r.stopControl()
 		}
 		return
 	}
+	// A group may have grown (scaling up, a reload to more workers):
+	// its new sockets go to systemd's fd store.
+	r.fdstore.poke()
 	line := statusLine(e.Status)
 	var err error
 	switch e.Kind {

@@ -1,0 +1,243 @@
+//go:build linux
+
+package systemd_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// crashWorkers is how many workers the crash test runs.
+const crashWorkers = 3
+
+// crashClients is how many requests the strict load has in flight at
+// once: at most this many can be in the hands of workers that die.
+const crashClients = 4
+
+// strictLoad asks hello over and over from a few clients, each request
+// on a new connection and never retried, and counts what happens to
+// each: answered, refused (ECONNREFUSED: no socket listened), or failed
+// otherwise.
+type strictLoad struct {
+	quit chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+
+	ok, refused, failed atomic.Int64
+	mu                  sync.Mutex
+	fails               []string
+}
+
+func startStrictLoad(addr string, clients int) *strictLoad {
+	l := &strictLoad{quit: make(chan struct{})}
+	for range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			// Long enough for a connection to wait in a backlog
+			// while systemd restarts the master.
+			c := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			for {
+				select {
+				case <-l.quit:
+					return
+				default:
+				}
+				_, err := ask(c, addr)
+				switch {
+				case err == nil:
+					l.ok.Add(1)
+					continue
+				case errors.Is(err, syscall.ECONNREFUSED):
+					l.refused.Add(1)
+				default:
+					l.failed.Add(1)
+				}
+				l.mu.Lock()
+				if len(l.fails) < 20 {
+					l.fails = append(l.fails, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+				}
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+// waitOK waits until n more requests than before have been answered.
+func (l *strictLoad) waitOK(n int64, timeout time.Duration) error {
+	want := l.ok.Load() + n
+	return poll(timeout, 20*time.Millisecond, nil, func() (bool, string) {
+		got := l.ok.Load()
+		return got >= want, fmt.Sprintf("%d answered, want %d (refused %d, failed %d)", got, want, l.refused.Load(), l.failed.Load())
+	})
+}
+
+func (l *strictLoad) stop() {
+	l.once.Do(func() { close(l.quit) })
+	l.wg.Wait()
+}
+
+// runCrash kills the master with SIGKILL under strict load, twice: once
+// as started by systemd, once after a master self-upgrade (whose workers
+// use the other bank of sockets). systemd restarts it (Restart=always) and
+// passes back the listening sockets the master kept in its fd store
+// (FileDescriptorStoreMax=): the same sockets listen throughout, no
+// connection is refused, and at most the requests in the hands of the
+// killed workers fail. The restarted master steers, and reloads.
+func runCrash(t *testing.T, s *service, port int) {
+	p := s.start(t)
+	master := atoi(p["MainPID"])
+	st := s.status(t, "generation 1 steered", func(st handoffStatus) bool {
+		return allWorkers(st, 1) && len(st.Workers) == crashWorkers && steered(st)
+	})
+	t.Logf("started: MainPID %d, listeners %+v", master, st.Listeners)
+	before, err := listeningInodes(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) != 2*crashWorkers {
+		t.Fatalf("%d sockets listen on port %d, want %d (two banks of %d slots)", len(before), port, 2*crashWorkers, crashWorkers)
+	}
+	if !holdsAll(s.m.pid, before) {
+		t.Errorf("systemd does not hold the listening sockets %v in its fd store", before)
+	}
+	if _, err := s.waitAnswers(1, "v1"); err != nil {
+		t.Fatal(err)
+	}
+
+	load := startStrictLoad(s.addr, crashClients)
+	defer load.stop()
+	if err := load.waitOK(200, 30*time.Second); err != nil {
+		t.Fatalf("load before the crash: %v", err)
+	}
+
+	crash := func(what string, wantGen int) {
+		t.Helper()
+		p, err := s.m.show(s.unit, unitProps...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim, restarts := atoi(p["MainPID"]), atoi(p["NRestarts"])
+		host := s.m.hostPID(victim)
+		if host == 0 {
+			t.Fatalf("%s: no host pid for MainPID %d", what, victim)
+		}
+		okBefore := load.ok.Load()
+		if err := syscall.Kill(host, syscall.SIGKILL); err != nil {
+			t.Fatalf("%s: kill master: %v", what, err)
+		}
+		killed := time.Now()
+		p, err = s.waitUnit(60*time.Second, "a restarted master serving", func(p map[string]string) bool {
+			return active(p) && atoi(p["NRestarts"]) == restarts+1 && atoi(p["MainPID"]) != victim && servingGen(p["StatusText"]) == wantGen
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		st := s.status(t, fmt.Sprintf("generation %d of the restarted master, steered", wantGen), func(st handoffStatus) bool {
+			return st.PID == atoi(p["MainPID"]) && allWorkers(st, wantGen) && len(st.Workers) == crashWorkers && steered(st)
+		})
+		if err := load.waitOK(200, 60*time.Second); err != nil {
+			t.Fatalf("%s: load after the restart: %v", what, err)
+		}
+		after, err := listeningInodes(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(after)
+		if !slices.Equal(after, before) {
+			t.Errorf("%s: the listening sockets changed from %v to %v: the restarted master did not take systemd's", what, before, after)
+		}
+		t.Logf("%s: MainPID %d killed; MainPID %d serves generation %d, %s after the kill; %d answered meanwhile, listeners %+v",
+			what, victim, atoi(p["MainPID"]), wantGen, time.Since(killed).Round(time.Millisecond), load.ok.Load()-okBefore, st.Listeners)
+	}
+	slices.Sort(before)
+	crash("crash of the first master", 1)
+
+	// A master upgrade hands the sockets to a new master, whose
+	// generation takes bank 1; then that master crashes.
+	if err := s.m.install(s.bins.handoffNext, handoffPath); err != nil {
+		t.Fatal(err)
+	}
+	p, _ = s.m.show(s.unit, unitProps...)
+	old := atoi(p["MainPID"])
+	if err := s.m.systemctl("reload", s.unit); err != nil {
+		t.Fatalf("reload (master upgrade): %v", err)
+	}
+	if _, err := s.waitUnit(60*time.Second, "a new MainPID serving generation 2", func(p map[string]string) bool {
+		return active(p) && atoi(p["MainPID"]) != old && servingGen(p["StatusText"]) == 2
+	}); err != nil {
+		t.Fatalf("master upgrade: %v", err)
+	}
+	if err := s.m.poll(30*time.Second, func() (bool, string) {
+		return s.m.hostPID(old) == 0, fmt.Sprintf("the old master (pid %d) still runs", old)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := load.waitOK(100, 30*time.Second); err != nil {
+		t.Fatalf("load after the master upgrade: %v", err)
+	}
+	crash("crash of a master started by an upgrade", 1)
+
+	// The restarted master reloads as usual.
+	if err := s.m.install(s.bins.helloV2, helloPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.systemctl("reload", s.unit); err != nil {
+		t.Fatalf("reload after the crash: %v", err)
+	}
+	if _, err := s.waitUnit(60*time.Second, "gen 2 serving after the restart", servingAt(2)); err != nil {
+		t.Fatalf("reload after the crash: %v", err)
+	}
+	if _, err := s.waitAnswers(2, "v2"); err != nil {
+		t.Errorf("after the reload: %v", err)
+	}
+	load.stop()
+	total := load.ok.Load() + load.refused.Load() + load.failed.Load()
+	t.Logf("strict load (%d clients, a new connection per request, no retries) over two master crashes: %d requests, %d refused, %d failed",
+		crashClients, total, load.refused.Load(), load.failed.Load())
+	load.mu.Lock()
+	fails := strings.Join(load.fails, "\n\t")
+	load.mu.Unlock()
+	if load.refused.Load() != 0 {
+		t.Errorf("%d connections refused:\n\t%s", load.refused.Load(), fails)
+	}
+	// Each crash can fail at most the requests in flight then, in the
+	// hands of the workers systemd kills with the master.
+	if max := int64(2 * crashClients); load.failed.Load() > max {
+		t.Errorf("%d requests failed, more than the %d in flight at the two crashes:\n\t%s", load.failed.Load(), max, fails)
+	} else if load.failed.Load() > 0 {
+		t.Logf("failed requests (in flight at a crash):\n\t%s", fails)
+	}
+}
+
+// steered says whether every listener is a kernel-steered group.
+func steered(st handoffStatus) bool {
+	if len(st.Listeners) == 0 {
+		return false
+	}
+	for _, l := range st.Listeners {
+		if l.Balance != "steer" {
+			return false
+		}
+	}
+	return true
+}
+
+// holdsAll tells whether host process pid has every socket inode open.
+func holdsAll(pid int, inodes []string) bool {
+	for _, in := range inodes {
+		if !holdsSocket(pid, in) {
+			return false
+		}
+	}
+	return true
+}
