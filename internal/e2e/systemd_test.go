@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/systemd"
 	"github.com/handoff-dev/handoff/workers"
 )
 
@@ -34,6 +35,7 @@ type fakeSystemd struct {
 
 type notifyMsg struct {
 	pid    int
+	fds    int // descriptors that came with it
 	fields map[string]string
 	raw    string
 }
@@ -69,6 +71,14 @@ func (f *fakeSystemd) read() {
 			for _, cm := range cms {
 				if cred, err := unix.ParseUnixCredentials(&cm); err == nil {
 					m.pid = int(cred.Pid)
+				}
+				// FDSTORE=1 comes with a socket: a real systemd
+				// would keep it, this one only counts it.
+				if fds, err := unix.ParseUnixRights(&cm); err == nil {
+					m.fds += len(fds)
+					for _, fd := range fds {
+						unix.Close(fd)
+					}
 				}
 			}
 		}
@@ -128,6 +138,13 @@ func (m notifyMsg) significant() bool {
 	return false
 }
 
+// snapshot returns every message so far.
+func (f *fakeSystemd) snapshot() []notifyMsg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]notifyMsg(nil), f.msgs...)
+}
+
 func (f *fakeSystemd) all() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -182,6 +199,25 @@ func TestSystemdNotifySequence(t *testing.T) {
 		t.Fatalf("READY=1 from pid %d, want the master %d", ready.pid, pid)
 	}
 	sd.waitPings(t, pid, 2)
+	// Before READY=1, the master put its listening sockets in the fd
+	// store, one descriptor per message, each under a name of its own:
+	// both banks of the two slots of the steered listener.
+	members := map[string]bool{}
+	for _, m := range sd.snapshot() {
+		if m.fields["FDSTORE"] != "1" {
+			continue
+		}
+		n, ours, err := systemd.ParseStoreName(m.fields["FDNAME"])
+		if !ours || err != nil || m.fds != 1 || m.pid != pid || m.fields["FDPOLL"] != "0" {
+			t.Errorf("fd store message %q from pid %d with %d descriptors: %v", m.raw, m.pid, m.fds, err)
+		}
+		if n.Kind == systemd.KindMember {
+			members[m.fields["FDNAME"]] = true
+		}
+	}
+	if len(members) != 4 {
+		t.Errorf("the master stored %d sockets of the steered listener (%v), want 4", len(members), members)
+	}
 
 	install(t, bin.hello2, app)
 	m.cmd.Process.Signal(syscall.SIGHUP)
