@@ -16,6 +16,18 @@
 // closes what it opened. Configuration reloads take turns, and requests
 // that arrive while one waits join it.
 //
+// Under systemd the master keeps its listening sockets in systemd's fd
+// store (fdstore.go): every socket of every listener, both banks of a
+// steered group and its eBPF selector, stored before the first worker
+// starts and kept in step with the committed listeners (a reload's
+// outcome, a group grown by scaling; a master that handed over stops
+// touching it). A master that systemd restarts after a crash finds them
+// in LISTEN_FDNAMES, rebuilds each listener from them (steer.Restore for
+// a group), falls back to opening anew, with one log line, a listener
+// whose kept sockets do not fit the configuration, and starts its first
+// generation on the bank where the dead master's selector left
+// connections waiting.
+//
 // The master's log goes through a log sink (internal/logsink) so that a
 // reader that goes away never stops it.
 //
