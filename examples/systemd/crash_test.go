@@ -92,12 +92,14 @@ func (l *strictLoad) stop() {
 // passes back the listening sockets the master kept in its fd store
 // (FileDescriptorStoreMax=): the same sockets listen throughout, no
 // connection is refused, and at most the requests in the hands of the
-// killed workers fail. The restarted master steers, and reloads.
-func runCrash(t *testing.T, s *service, port int) {
+// killed workers fail. The restarted master steers (with mechanism:
+// with eBPF, the dead master's selector, kept in the store too), and
+// reloads.
+func runCrash(t *testing.T, s *service, port int, mechanism string) {
 	p := s.start(t)
 	master := atoi(p["MainPID"])
 	st := s.status(t, "generation 1 steered", func(st handoffStatus) bool {
-		return allWorkers(st, 1) && len(st.Workers) == crashWorkers && steered(st)
+		return allWorkers(st, 1) && len(st.Workers) == crashWorkers && steered(st, mechanism)
 	})
 	t.Logf("started: MainPID %d, listeners %+v", master, st.Listeners)
 	before, err := listeningInodes(port)
@@ -120,7 +122,10 @@ func runCrash(t *testing.T, s *service, port int) {
 		t.Fatalf("load before the crash: %v", err)
 	}
 
-	crash := func(what string, wantGen int) {
+	// crash kills the master; bank is where its workers took
+	// connections, which the restarted master's first generation must
+	// use (known exactly from the kept eBPF selector).
+	crash := func(what string, wantGen, bank int) {
 		t.Helper()
 		p, err := s.m.show(s.unit, unitProps...)
 		if err != nil {
@@ -143,11 +148,34 @@ func runCrash(t *testing.T, s *service, port int) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		st := s.status(t, fmt.Sprintf("generation %d of the restarted master, steered", wantGen), func(st handoffStatus) bool {
-			return st.PID == atoi(p["MainPID"]) && allWorkers(st, wantGen) && len(st.Workers) == crashWorkers && steered(st)
+			return st.PID == atoi(p["MainPID"]) && allWorkers(st, wantGen) && len(st.Workers) == crashWorkers && steered(st, mechanism)
 		})
 		if err := load.waitOK(200, 60*time.Second); err != nil {
 			t.Fatalf("%s: load after the restart: %v", what, err)
 		}
+		// The restarted master says how it rebuilt the group: with
+		// eBPF, around the selector the dead master left in the store.
+		// (By _PID=: journald does not always give a restarted root
+		// service's first lines its unit.)
+		log, err := s.m.output(20*time.Second, "journalctl", "--no-pager", "-o", "cat", "_PID="+p["MainPID"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		restored := ""
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, "steered group restored from systemd's fd store") {
+				restored = line
+			}
+		}
+		switch {
+		case restored == "":
+			t.Errorf("%s: the restarted master did not restore the group from the fd store; its log:\n%s", what, log)
+		case mechanism == "ebpf" && !strings.Contains(restored, "selector=kept"):
+			t.Errorf("%s: restored without the stored selector: %s", what, restored)
+		case mechanism == "ebpf" && !strings.Contains(restored, fmt.Sprintf(`active="[{0 %d} {1 %d} {2 %d}]"`, bank, bank, bank)):
+			t.Errorf("%s: want the first generation on bank %d of every slot: %s", what, bank, restored)
+		}
+		t.Logf("%s: %s", what, restored)
 		after, err := listeningInodes(port)
 		if err != nil {
 			t.Fatal(err)
@@ -160,7 +188,7 @@ func runCrash(t *testing.T, s *service, port int) {
 			what, victim, atoi(p["MainPID"]), wantGen, time.Since(killed).Round(time.Millisecond), load.ok.Load()-okBefore, st.Listeners)
 	}
 	slices.Sort(before)
-	crash("crash of the first master", 1)
+	crash("crash of the first master", 1, 0)
 
 	// A master upgrade hands the sockets to a new master, whose
 	// generation takes bank 1; then that master crashes.
@@ -185,7 +213,7 @@ func runCrash(t *testing.T, s *service, port int) {
 	if err := load.waitOK(100, 30*time.Second); err != nil {
 		t.Fatalf("load after the master upgrade: %v", err)
 	}
-	crash("crash of a master started by an upgrade", 1)
+	crash("crash of a master started by an upgrade", 1, 1)
 
 	// The restarted master reloads as usual.
 	if err := s.m.install(s.bins.helloV2, helloPath); err != nil {
@@ -219,13 +247,14 @@ func runCrash(t *testing.T, s *service, port int) {
 	}
 }
 
-// steered says whether every listener is a kernel-steered group.
-func steered(st handoffStatus) bool {
+// steered says whether every listener is a kernel-steered group using
+// mechanism.
+func steered(st handoffStatus, mechanism string) bool {
 	if len(st.Listeners) == 0 {
 		return false
 	}
 	for _, l := range st.Listeners {
-		if l.Balance != "steer" {
+		if l.Balance != "steer" || l.Mechanism != mechanism {
 			return false
 		}
 	}

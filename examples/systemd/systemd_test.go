@@ -85,7 +85,19 @@ func TestSystemd(t *testing.T) {
 			"handoff.service":             unit,
 			"handoff.service.d/test.conf": testDropIn,
 		}, bins.installed())
-		runCrash(t, &service{m: m, unit: "handoff.service", addr: addr, bins: bins}, port)
+		runCrash(t, &service{m: m, unit: "handoff.service", addr: addr, bins: bins}, port, "cbpf")
+	})
+
+	t.Run("crash-ebpf", func(t *testing.T) {
+		// As root the master steers with eBPF, and keeps the selector
+		// (program and maps) in the fd store with the sockets.
+		addr, port := freeAddr(t)
+		unit := strings.Replace(exampleUnit(t, "handoff.service", addr), "--workers auto", fmt.Sprintf("--workers %d", crashWorkers), 1)
+		m := boot(t, h, filepath.Join(work, "crash-ebpf"), map[string]string{
+			"handoff.service":             unit,
+			"handoff.service.d/test.conf": testDropIn + "[Service]\nDynamicUser=no\n",
+		}, bins.installed())
+		runCrash(t, &service{m: m, unit: "handoff.service", addr: addr, bins: bins}, port, "ebpf")
 	})
 
 	t.Run("socket", func(t *testing.T) {

@@ -419,6 +419,13 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 	if why := grp.Fallback(); why != nil {
 		log.Info("steering with classic BPF", "name", spec.Name, "reason", why)
 	}
+	// The selector is the dead master's if Restore adopted the
+	// descriptors systemd kept (it keeps their numbers), else new.
+	selector := "new"
+	if st, fds := grp.Export(); len(sel) > 0 && slices.Equal(fds[min(steer.Banks*st.Slots, len(fds)):], sel) {
+		selector = "kept"
+	}
+	log.Info("steered group restored from systemd's fd store", "name", spec.Name, "slots", len(socks)/steer.Banks, "active", fmt.Sprint(grp.Active()), "selector", selector, "mechanism", string(grp.Mechanism()))
 	return groupListener(spec, grp, howRestored), nil
 }
 
