@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -13,13 +14,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // crashWorkers is how many workers the crash test runs.
 const crashWorkers = 3
 
-// crashClients is how many requests the strict load has in flight at
-// once: at most this many can be in the hands of workers that die.
+// crashClients is how many clients the strict load runs, each with one
+// request in flight at a time.
 const crashClients = 4
 
 // strictLoad asks hello over and over from a few clients, each request
@@ -33,7 +36,19 @@ type strictLoad struct {
 
 	ok, refused, failed atomic.Int64
 	mu                  sync.Mutex
-	fails               []string
+	fails               []loadFail // the first maxFails
+}
+
+// loadFail is a request that was not answered.
+type loadFail struct {
+	start, end time.Time
+	err        error
+}
+
+const maxFails = 1000
+
+func (f loadFail) String() string {
+	return fmt.Sprintf("%s-%s: %v", f.start.Format("15:04:05.000"), f.end.Format("15:04:05.000"), f.err)
 }
 
 func startStrictLoad(addr string, clients int) *strictLoad {
@@ -51,6 +66,7 @@ func startStrictLoad(addr string, clients int) *strictLoad {
 					return
 				default:
 				}
+				start := time.Now()
 				_, err := ask(c, addr)
 				switch {
 				case err == nil:
@@ -62,8 +78,8 @@ func startStrictLoad(addr string, clients int) *strictLoad {
 					l.failed.Add(1)
 				}
 				l.mu.Lock()
-				if len(l.fails) < 20 {
-					l.fails = append(l.fails, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+				if len(l.fails) < maxFails {
+					l.fails = append(l.fails, loadFail{start: start, end: time.Now(), err: err})
 				}
 				l.mu.Unlock()
 			}
@@ -122,6 +138,8 @@ func runCrash(t *testing.T, s *service, port int, mechanism string) {
 		t.Fatalf("load before the crash: %v", err)
 	}
 
+	// windows are [the master killed, its workers gone] of each crash.
+	var windows [][2]time.Time
 	// crash kills the master; bank is where its workers took
 	// connections, which the restarted master's first generation must
 	// use (known exactly from the kept eBPF selector).
@@ -136,18 +154,38 @@ func runCrash(t *testing.T, s *service, port int, mechanism string) {
 		if host == 0 {
 			t.Fatalf("%s: no host pid for MainPID %d", what, victim)
 		}
+		st := s.status(t, "the workers before the crash", func(st handoffStatus) bool { return len(st.Workers) == crashWorkers })
+		var workers []int
+		for _, w := range st.Workers {
+			if hp := s.m.hostPID(w.PID); hp != 0 {
+				workers = append(workers, hp)
+			}
+		}
 		okBefore := load.ok.Load()
+		killed := time.Now()
 		if err := syscall.Kill(host, syscall.SIGKILL); err != nil {
 			t.Fatalf("%s: kill master: %v", what, err)
 		}
-		killed := time.Now()
+		// systemd kills the workers once it sees the master die: until
+		// then they still take connections, which fail with them.
+		if err := poll(30*time.Second, 5*time.Millisecond, nil, func() (bool, string) {
+			for _, pid := range workers {
+				if unix.Kill(pid, 0) == nil && !zombie(pid) {
+					return false, fmt.Sprintf("worker %d still runs", pid)
+				}
+			}
+			return true, ""
+		}); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		windows = append(windows, [2]time.Time{killed, time.Now()})
 		p, err = s.waitUnit(60*time.Second, "a restarted master serving", func(p map[string]string) bool {
 			return active(p) && atoi(p["NRestarts"]) == restarts+1 && atoi(p["MainPID"]) != victim && servingGen(p["StatusText"]) == wantGen
 		})
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		st := s.status(t, fmt.Sprintf("generation %d of the restarted master, steered", wantGen), func(st handoffStatus) bool {
+		st = s.status(t, fmt.Sprintf("generation %d of the restarted master, steered", wantGen), func(st handoffStatus) bool {
 			return st.PID == atoi(p["MainPID"]) && allWorkers(st, wantGen) && len(st.Workers) == crashWorkers && steered(st, mechanism)
 		})
 		if err := load.waitOK(200, 60*time.Second); err != nil {
@@ -184,8 +222,8 @@ func runCrash(t *testing.T, s *service, port int, mechanism string) {
 		if !slices.Equal(after, before) {
 			t.Errorf("%s: the listening sockets changed from %v to %v: the restarted master did not take systemd's", what, before, after)
 		}
-		t.Logf("%s: MainPID %d killed; MainPID %d serves generation %d, %s after the kill; %d answered meanwhile, listeners %+v",
-			what, victim, atoi(p["MainPID"]), wantGen, time.Since(killed).Round(time.Millisecond), load.ok.Load()-okBefore, st.Listeners)
+		t.Logf("%s: MainPID %d killed, its workers gone %s later; MainPID %d serves generation %d, %s after the kill; %d answered meanwhile, listeners %+v",
+			what, victim, windows[len(windows)-1][1].Sub(killed).Round(time.Millisecond), atoi(p["MainPID"]), wantGen, time.Since(killed).Round(time.Millisecond), load.ok.Load()-okBefore, st.Listeners)
 	}
 	slices.Sort(before)
 	crash("crash of the first master", 1, 0)
@@ -233,17 +271,29 @@ func runCrash(t *testing.T, s *service, port int, mechanism string) {
 	t.Logf("strict load (%d clients, a new connection per request, no retries) over two master crashes: %d requests, %d refused, %d failed",
 		crashClients, total, load.refused.Load(), load.failed.Load())
 	load.mu.Lock()
-	fails := strings.Join(load.fails, "\n\t")
+	fails := slices.Clone(load.fails)
 	load.mu.Unlock()
-	if load.refused.Load() != 0 {
-		t.Errorf("%d connections refused:\n\t%s", load.refused.Load(), fails)
+	var all []string
+	for _, f := range fails {
+		all = append(all, f.String())
 	}
-	// Each crash can fail at most the requests in flight then, in the
-	// hands of the workers systemd kills with the master.
-	if max := int64(2 * crashClients); load.failed.Load() > max {
-		t.Errorf("%d requests failed, more than the %d in flight at the two crashes:\n\t%s", load.failed.Load(), max, fails)
-	} else if load.failed.Load() > 0 {
-		t.Logf("failed requests (in flight at a crash):\n\t%s", fails)
+	if load.refused.Load() != 0 {
+		t.Errorf("%d connections refused:\n\t%s", load.refused.Load(), strings.Join(all, "\n\t"))
+	}
+	// A request may fail only if a dying worker had it: sent before
+	// the workers were gone, and ended after the master was killed.
+	// Every request made after that waited for the new master.
+	for _, f := range fails {
+		inFlight := false
+		for _, w := range windows {
+			inFlight = inFlight || f.start.Before(w[1]) && !f.end.Before(w[0])
+		}
+		if !inFlight {
+			t.Errorf("a request failed that no dying worker had (crashes, from kill to workers gone: %v): %s", windows, f)
+		}
+	}
+	if len(fails) > 0 {
+		t.Logf("failed requests (in flight on the dying workers):\n\t%s", strings.Join(all, "\n\t"))
 	}
 }
 
@@ -259,6 +309,17 @@ func steered(st handoffStatus, mechanism string) bool {
 		}
 	}
 	return true
+}
+
+// zombie tells whether host process pid has exited but is not reaped.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && (f[0] == "Z" || f[0] == "X")
 }
 
 // holdsAll tells whether host process pid has every socket inode open.

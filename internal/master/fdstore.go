@@ -41,6 +41,10 @@ type fdStore struct {
 
 	mu     sync.Mutex
 	stored map[string]bool // names in the store, as far as this master knows
+	// stale are names in the store whose descriptor is not the one this
+	// master uses (a crashed master's selector that was replaced): sync
+	// replaces or removes them.
+	stale map[string]bool
 	// needed is the number of descriptors last stored, and warned the
 	// number last warned about (FileDescriptorStoreMax= too small).
 	needed, warned int
@@ -49,7 +53,7 @@ type fdStore struct {
 }
 
 func newFdStore(log hclog.Logger) *fdStore {
-	return &fdStore{sd: systemd.NewFdStore(), log: log, stored: map[string]bool{}, kick: make(chan struct{}, 1)}
+	return &fdStore{sd: systemd.NewFdStore(), log: log, stored: map[string]bool{}, stale: map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // storeEntries lists the descriptors of ls by FDNAME: those a listener
@@ -108,10 +112,10 @@ func (s *fdStore) sync(ls []listener) {
 	var errs []error
 	added := 0
 	for _, name := range names {
-		if s.stored[name] {
+		if s.stored[name] && !s.stale[name] {
 			continue
 		}
-		if n, _, _ := systemd.ParseStoreName(name); n.Kind == systemd.KindSelector {
+		if n, _, _ := systemd.ParseStoreName(name); n.Kind == systemd.KindSelector || s.stale[name] {
 			if err := s.sd.Remove(name); err != nil {
 				errs = append(errs, err)
 				continue
@@ -122,6 +126,7 @@ func (s *fdStore) sync(ls []listener) {
 			continue
 		}
 		s.stored[name] = true
+		delete(s.stale, name)
 		added++
 	}
 	removed := 0
@@ -134,6 +139,7 @@ func (s *fdStore) sync(ls []listener) {
 			continue
 		}
 		delete(s.stored, name)
+		delete(s.stale, name)
 		removed++
 	}
 	if len(errs) > 0 {
@@ -225,9 +231,9 @@ func (s *fdStore) forget(names []string) {
 	}
 }
 
-// adopted records names as stored: the sockets systemd passed back,
-// which this master now uses.
-func (s *fdStore) adopted(names []string) {
+// adopted records names as stored: the descriptors systemd passed
+// back, which this master now uses, or (stale) which it replaced.
+func (s *fdStore) adopted(names []string, stale bool) {
 	if s == nil {
 		return
 	}
@@ -235,6 +241,9 @@ func (s *fdStore) adopted(names []string) {
 	defer s.mu.Unlock()
 	for _, n := range names {
 		s.stored[n] = true
+		if stale {
+			s.stale[n] = true
+		}
 	}
 }
 
@@ -258,6 +267,27 @@ func (sl *storedListener) fdNames() []string {
 		out = append(out, n)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// selectorNames are the FDNAMEs of the selector's descriptors.
+func (sl *storedListener) selectorNames() []string {
+	var out []string
+	for _, fd := range sl.sel {
+		out = append(out, sl.names[fd])
+	}
+	sort.Strings(out)
+	return out
+}
+
+// socketNames are the FDNAMEs of the sockets.
+func (sl *storedListener) socketNames() []string {
+	var out []string
+	for _, n := range sl.fdNames() {
+		if !slices.Contains(sl.selectorNames(), n) {
+			out = append(out, n)
+		}
+	}
 	return out
 }
 
@@ -326,17 +356,18 @@ func (r *restoring) drop() {
 // restoreListener re-creates a listener from the sockets systemd kept for
 // it. A steered group needs every socket of every slot; its eBPF selector
 // comes along when it was stored. On error every descriptor of sl is
-// closed; the caller removes them from the store and binds anew.
-func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m *upgrade.Master, log hclog.Logger) (listener, error) {
+// closed; the caller removes them from the store and binds anew. kept
+// says whether the group's selector is the one systemd kept.
+func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m *upgrade.Master, log hclog.Logger) (l listener, kept bool, err error) {
 	spec := lc.Spec
 	used := map[int]bool{}
-	fail := func(err error) (listener, error) {
+	fail := func(err error) (listener, bool, error) {
 		for fd := range sl.names {
 			if !used[fd] {
 				unix.Close(fd)
 			}
 		}
-		return listener{}, err
+		return listener{}, false, err
 	}
 	if len(sl.members) == 0 {
 		if sl.shared < 0 {
@@ -346,7 +377,7 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 			return fail(err)
 		}
 		used[sl.shared] = true
-		l, err := m.ListenerWith(spec, map[string]int{spec.Name: sl.shared}, unixOptions(lc))
+		sh, err := m.ListenerWith(spec, map[string]int{spec.Name: sl.shared}, unixOptions(lc))
 		if err != nil {
 			return fail(err)
 		}
@@ -356,10 +387,10 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 			}
 		}
 		return listener{
-			Listener: workers.Listener{Name: l.Name, Network: l.Network, Addr: l.Addr, Fd: l.Fd()},
-			shared:   l,
+			Listener: workers.Listener{Name: sh.Name, Network: sh.Network, Addr: sh.Addr, Fd: sh.Fd()},
+			shared:   sh,
 			how:      howRestored,
-		}, nil
+		}, false, nil
 	}
 	if sl.shared >= 0 {
 		return fail(errors.New("both a shared socket and a steered group"))
@@ -423,10 +454,10 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 	// descriptors systemd kept (it keeps their numbers), else new.
 	selector := "new"
 	if st, fds := grp.Export(); len(sel) > 0 && slices.Equal(fds[min(steer.Banks*st.Slots, len(fds)):], sel) {
-		selector = "kept"
+		selector, kept = "kept", true
 	}
 	log.Info("steered group restored from systemd's fd store", "name", spec.Name, "slots", len(socks)/steer.Banks, "active", fmt.Sprint(grp.Active()), "selector", selector, "mechanism", string(grp.Mechanism()))
-	return groupListener(spec, grp, howRestored), nil
+	return groupListener(spec, grp, howRestored), kept, nil
 }
 
 // checkStoredAddr checks that a stored shared socket is where spec

@@ -187,9 +187,9 @@ func TestRestoreListener(t *testing.T) {
 		t.Fatal("take: want the listener's sockets once")
 	}
 	spec, _ := upgrade.ParseSpec("http=tcp://" + addr)
-	l, err := restoreListener(o, config.Listen{Spec: spec}, sl, nil, log)
-	if err != nil {
-		t.Fatal(err)
+	l, kept, err := restoreListener(o, config.Listen{Spec: spec}, sl, nil, log)
+	if err != nil || kept {
+		t.Fatalf("restoreListener: kept %v, %v; want a classic group, no selector kept", kept, err)
 	}
 	defer l.Group.Close()
 	if l.how != howRestored || l.Group.Addr() != addr || l.Group.Slots() != 3 {
@@ -226,7 +226,7 @@ func TestRestoreListener(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := restoreListener(o, config.Listen{Spec: spec}, sl, nil, log)
+		l, _, err := restoreListener(o, config.Listen{Spec: spec}, sl, nil, log)
 		if err == nil {
 			l.Group.Close()
 			t.Errorf("%s: restored", c.what)
@@ -240,5 +240,24 @@ func TestRestoreListener(t *testing.T) {
 				t.Errorf("%s: fd %d (%+v) left open", c.what, s.Fd, s.Name)
 			}
 		}
+	}
+}
+
+// After a restart the sockets systemd passed back are not sent again; a
+// selector of the crashed master that was replaced is removed from the
+// store (here the group steers with classic BPF, without one).
+func TestFdStoreAdopted(t *testing.T) {
+	f := newFakeStore(t)
+	group := testGroup(t, "b", 1)
+	s := newFdStore(hclog.NewNullLogger())
+	s.adopted([]string{"handoff.s.0.0.b", "handoff.s.0.1.b"}, false)
+	s.adopted([]string{"handoff.e.0.b", "handoff.e.1.b"}, true)
+	s.sync([]listener{group})
+	if got, want := f.drain(), []string{"FDSTOREREMOVE=1 handoff.e.0.b", "FDSTOREREMOVE=1 handoff.e.1.b"}; !slices.Equal(got, want) {
+		t.Fatalf("sent %q, want %q", got, want)
+	}
+	s.sync([]listener{group})
+	if got := f.drain(); len(got) != 0 {
+		t.Fatalf("a second sync sent %q", got)
 	}
 }

@@ -131,9 +131,12 @@ func openListener(o *config.Options, m *upgrade.Master, lc config.Listen, activa
 		return groupListener(spec, grp, "inherited from the previous master"), nil
 	}
 	if sl := restore.take(spec.Name); sl != nil {
-		l, err := restoreListener(o, lc, sl, m, log)
+		l, kept, err := restoreListener(o, lc, sl, m, log)
 		if err == nil {
-			restore.store.adopted(sl.fdNames())
+			// The store holds these sockets already; a selector
+			// that was replaced is replaced there too (or removed).
+			restore.store.adopted(sl.socketNames(), false)
+			restore.store.adopted(sl.selectorNames(), !kept)
 			return l, nil
 		}
 		// The configuration changed while no master ran: what
