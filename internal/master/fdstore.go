@@ -50,10 +50,14 @@ type fdStore struct {
 	needed, warned int
 	retired        bool // handed over: the new master owns the store
 	kick           chan struct{}
+	// lastErr and skipped keep failures from being logged again at
+	// every sync: once until the store works again, once per name.
+	lastErr string
+	skipped map[string]bool
 }
 
 func newFdStore(log hclog.Logger) *fdStore {
-	return &fdStore{sd: systemd.NewFdStore(), log: log, stored: map[string]bool{}, stale: map[string]bool{}, kick: make(chan struct{}, 1)}
+	return &fdStore{sd: systemd.NewFdStore(), log: log, stored: map[string]bool{}, stale: map[string]bool{}, skipped: map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // storeEntries lists the descriptors of ls by FDNAME: those a listener
@@ -142,11 +146,19 @@ func (s *fdStore) sync(ls []listener) {
 		delete(s.stale, name)
 		removed++
 	}
-	if len(errs) > 0 {
+	switch {
+	case len(errs) > 0 && errs[0].Error() != s.lastErr:
+		s.lastErr = errs[0].Error()
 		s.log.Warn("cannot keep the listening sockets in systemd's fd store: a crash of the master would close them", "failed", len(errs), "error", errs[0])
+	case len(errs) == 0 && s.lastErr != "":
+		s.lastErr = ""
+		s.log.Info("listening sockets kept in systemd's fd store again")
 	}
 	for _, err := range skipped {
-		s.log.Warn("a listening socket is not kept in systemd's fd store", "error", err)
+		if !s.skipped[err.Error()] && len(s.skipped) < 64 {
+			s.skipped[err.Error()] = true
+			s.log.Warn("a listening socket is not kept in systemd's fd store", "error", err)
+		}
 	}
 	if added > 0 || removed > 0 {
 		s.log.Debug("systemd's fd store updated", "added", added, "removed", removed, "held", len(s.stored))
