@@ -416,7 +416,7 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 		for b := 0; b < steer.Banks; b++ {
 			fd, ok := sl.members[[2]int{s, b}]
 			if !ok {
-				return fail(fmt.Errorf("slot %d bank %d is missing of %d slots (FileDescriptorStoreMax= too small?)", s, b, slots))
+				return fail(fmt.Errorf("no socket for slot %d bank %d of %d slots (FileDescriptorStoreMax= too small?)", s, b, slots))
 			}
 			socks = append(socks, fd)
 		}
