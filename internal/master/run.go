@@ -112,27 +112,9 @@ func Run(o *config.Options, stderr io.Writer, version string) error {
 // error, nothing left behind.
 func (r *runner) setUp() error {
 	o := r.o
-	passed, err := systemd.ActivationSockets()
+	byName, restore, err := r.passedSockets()
 	if err != nil {
 		return err
-	}
-	// What systemd passes is a .socket unit's sockets, and after a
-	// crash what this master's predecessor kept in the fd store.
-	stored, activated, bad := systemd.SplitStored(passed)
-	r.fdstore = newFdStore(r.log)
-	restore := newRestoring(r.fdstore, stored)
-	if len(bad) > 0 {
-		var names []string
-		for _, s := range bad {
-			unix.Close(s.Fd)
-			names = append(names, s.Name)
-		}
-		r.log.Warn("systemd passed sockets under names handoff does not make; closing them", "count", len(bad), "first", names[0])
-		r.fdstore.forget(names)
-	}
-	byName := make(map[string]int, len(activated))
-	for _, s := range activated {
-		byName[s.Name] = s.Fd
 	}
 	master, err := upgrade.NewMaster(upgrade.Options{
 		PIDFile:        o.PIDFile,
@@ -183,10 +165,57 @@ func (r *runner) setUp() error {
 	// Before any worker runs: from here on a crash leaves the sockets
 	// to systemd.
 	r.fdstore.sync(r.listeners)
-	cfg, err := r.workerConfig(o, r.listeners)
+	cfg, err := r.supervisorConfig()
 	if err != nil {
 		return fail(err)
 	}
+	r.sup, err = workers.New(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	for _, l := range r.listeners {
+		r.log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", l.how, "balance", balanceOf(l))
+	}
+	return nil
+}
+
+// passedSockets sorts the sockets systemd passed: a .socket unit's, by
+// name, and what this master's predecessor kept in the fd store (after
+// a crash), to restore from. Others are closed, and dropped from the
+// store.
+func (r *runner) passedSockets() (activated map[string]int, restore *restoring, err error) {
+	passed, err := systemd.ActivationSockets()
+	if err != nil {
+		return nil, nil, err
+	}
+	stored, act, bad := systemd.SplitStored(passed)
+	r.fdstore = newFdStore(r.log)
+	restore = newRestoring(r.fdstore, stored)
+	if len(bad) > 0 {
+		var names []string
+		for _, s := range bad {
+			unix.Close(s.Fd)
+			names = append(names, s.Name)
+		}
+		r.log.Warn("systemd passed sockets under names handoff does not make; closing them", "count", len(bad), "first", names[0])
+		r.fdstore.forget(names)
+	}
+	activated = make(map[string]int, len(act))
+	for _, s := range act {
+		activated[s.Name] = s.Fd
+	}
+	return activated, restore, nil
+}
+
+// supervisorConfig is the supervisor's configuration for the running
+// options and listeners, and for how this master started: taking over
+// from a predecessor, or restoring after a crash.
+func (r *runner) supervisorConfig() (workers.Config, error) {
+	cfg, err := r.workerConfig(r.o, r.listeners)
+	if err != nil {
+		return cfg, err
+	}
+	master := r.master
 	cfg.FirstGeneration = master.FirstGeneration()
 	cfg.FirstBanks = master.FirstBanks()
 	if banks := restoredBanks(r.listeners); banks != nil && !master.Inherited() {
@@ -199,14 +228,7 @@ func (r *runner) setUp() error {
 	cfg.UpgradeMaster = r.upgradeMaster
 	cfg.OnEvent = r.onEvent
 	cfg.Logger = r.log
-	r.sup, err = workers.New(cfg)
-	if err != nil {
-		return fail(err)
-	}
-	for _, l := range r.listeners {
-		r.log.Info("listening", "name", l.Name, "network", l.Network, "addr", l.Addr, "how", l.how, "balance", balanceOf(l))
-	}
-	return nil
+	return cfg, nil
 }
 
 // serveAdmin serves the admin endpoint, if there is one, and returns
