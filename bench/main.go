@@ -83,7 +83,7 @@ import (
 )
 
 // parts are the measurements, in order, that run by default.
-var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky", "output", "load"}
+var parts = []string{"overhead", "reload", "latency", "node", "footprint", "balance", "scale", "steer", "sticky", "output", "load", "observers"}
 
 // askedParts run only when -parts names them.
 var askedParts = []string{"soak"}
@@ -134,6 +134,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.hangRounds, "hang-rounds", 1, "runs per side with a hung worker (each side started fresh for each)")
 	fs.IntVar(&cfg.soakReloads, "soak-reloads", 1000, "reloads in the soak part")
 	fs.IntVar(&cfg.soakRate, "soak-rate", 400, "the soak part's load, requests per second in all")
+	fs.IntVar(&cfg.observersRounds, "observers-rounds", 6, "rounds of the observers part (its four conditions take turns; 6 or more give a 95% interval)")
+	fs.DurationVar(&cfg.observersWindow, "observers-window", 8*time.Second, "the observers part's measuring window, per condition and round")
+	fs.IntVar(&cfg.observersRate, "observers-rate", 400, "the observers part's steady load, requests per second in all")
+	fs.StringVar(&cfg.observersBrowser, "observers-browser", "auto", "what plays a browser in the observers part: chromium (headless), sse (the bench's client making the page's requests), or auto (chromium if installed)")
 	dataPath := fs.String("data", "", "write the raw series behind the plots to this JSON `file`")
 	plotsDir := fs.String("plots", "", "draw the plots as SVG files into this `directory` (with the data as "+plotDataFile+" unless -data is given)")
 	plotsFrom := fs.String("plots-from", "", "measure nothing: draw the plots from this JSON `file` (saved with -data) into -plots (default plots)")
@@ -180,6 +184,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.balanceRounds, cfg.steerRounds, cfg.steerDuration, cfg.stickyConns = 2, 1, time.Second, 10
 		cfg.loadRounds, cfg.loadDuration, cfg.hangBefore, cfg.hangAfter, cfg.hangRounds = 1, 2*time.Second, 2*time.Second, 3*time.Second, 1
 		cfg.soakReloads = min(cfg.soakReloads, 5)
+		cfg.observersRounds, cfg.observersWindow = 1, time.Second
 		cfg.smoke = true
 	}
 	if err := checkConfig(cfg); err != nil {
@@ -308,6 +313,14 @@ func checkConfig(c config) error {
 		return errors.New("-soak-reloads: want 1 to 100000")
 	case c.soakRate < 4 || c.soakRate > 100000:
 		return errors.New("-soak-rate: want 4 to 100000")
+	case c.observersRounds < 1 || c.observersRounds > 100:
+		return errors.New("-observers-rounds: want 1 to 100")
+	case c.observersWindow < time.Second || c.observersWindow > 10*time.Minute:
+		return errors.New("-observers-window: want 1s to 10m")
+	case c.observersRate < 4 || c.observersRate > 100000:
+		return errors.New("-observers-rate: want 4 to 100000")
+	case c.observersBrowser != "auto" && c.observersBrowser != "chromium" && c.observersBrowser != "sse":
+		return fmt.Errorf("-observers-browser: %q: want auto, chromium or sse", c.observersBrowser)
 	}
 	return nil
 }
@@ -379,6 +392,7 @@ func benchmark(ctx context.Context, cfg config, selected map[string]bool, keep b
 		{"sticky", b.sticky},
 		{"output", b.output},
 		{"load", b.loadAware},
+		{"observers", b.observers},
 		{"soak", b.soak},
 	}
 	others := map[string]float64{}

@@ -43,7 +43,14 @@ type config struct {
 	minUptime      time.Duration
 	soakReloads    int // reloads in the soak part
 	soakRate       int // the soak's load, requests per second in all
-	smoke          bool
+	// The observers part: rounds, the length of one window, the load
+	// (requests per second in all), and what plays a browser: "auto",
+	// "chromium" or "sse".
+	observersRounds  int
+	observersWindow  time.Duration
+	observersRate    int
+	observersBrowser string
+	smoke            bool
 	// args are the command line's flags, for the report.
 	args []string
 	only []string // if set, only the sides whose names contain one of these
