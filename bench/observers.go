@@ -185,7 +185,7 @@ func (b *bench) observers(ctx context.Context) section {
 			goal += fmt.Sprintf(" About %d rounds would resolve it (-observers-rounds).", k)
 		}
 	}
-	if mark == "✗" {
+	if mark == "✗" && !b.cfg.smoke {
 		b.fail("observers: top + 3 browsers add %s of a core to the master (goal < %s)", fmtDelta(quantile(deltas[iAll], 0.5)), fmtCorePct(observersGoal))
 	}
 	sec.Intro = []string{
