@@ -25,7 +25,13 @@
 //     steered and shared under handoff, Node's cluster and PM2; then a
 //     worker hung with SIGSTOP under strict load: failed requests, the
 //     throughput each second after it, and whether it was replaced;
-//  12. soak (issue 17; only when asked for with -parts): many reloads of
+//  12. observers (issue 18): the master's CPU, with --admin and steady
+//     load, with nobody watching, with `handoff top` (under a pty), with
+//     one browser on the status page and with top and three browsers
+//     (headless Chromium when installed, else the page's requests made
+//     by the bench), paired round by round: what watching costs the
+//     master, per browser too;
+//  13. soak (issue 17; only when asked for with -parts): many reloads of
 //     handoff + examples/hello under steady load from the bench's own
 //     client; failed requests, and the master's open fds, goroutines,
 //     threads, RSS, zombie children and processes before and after, none
@@ -50,6 +56,7 @@
 //	go -C bench run . -parts scale -scale-workers 1,8,64
 //	go -C bench run . -parts balance,steer,sticky -steer-rounds 15
 //	go -C bench run . -parts load -load-rounds 8   # about 12 minutes
+//	go -C bench run . -parts observers -observers-rounds 10
 //	go -C bench run . -smoke       # a quick check that every side runs
 //	go -C bench run . -plots plots -data plots/bench-data.json   # all, with plots
 //	go -C bench run . -plots-from plots/bench-data.json -plots plots

@@ -185,9 +185,6 @@ func (b *bench) observers(ctx context.Context) section {
 			goal += fmt.Sprintf(" About %d rounds would resolve it (-observers-rounds).", k)
 		}
 	}
-	if mark == "✗" && !b.cfg.smoke {
-		b.fail("observers: top + 3 browsers add %s of a core to the master (goal < %s)", fmtDelta(quantile(deltas[iAll], 0.5)), fmtCorePct(observersGoal))
-	}
 	sec.Intro = []string{
 		fmt.Sprintf("handoff + examples/hello, %d workers, started with `--admin %s`, under the bench's own steady load of %d req/s (%d clients on a new connection per request, %d on keep-alive connections). The figure is the master's CPU (utime+stime of the master process alone, from its CPU clock) over a window of %s, as a share of one core. %d rounds; in each, the four conditions take turns (rotated round by round), each observer attached afresh and given %s to settle before its window opens (and then until each used at most %s of CPU in a second, up to 20 s: Chromium's start); each observed window is compared with the unwatched one of the same round (Δ; the interval is the distribution-free 95 %% interval of the median Δ).",
 			n, admin, b.cfg.observersRate, soakClients, soakClients, b.cfg.observersWindow, done, observerSettle, observerQuiet),
