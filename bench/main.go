@@ -142,7 +142,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.soakReloads, "soak-reloads", 1000, "reloads in the soak part")
 	fs.IntVar(&cfg.soakRate, "soak-rate", 400, "the soak part's load, requests per second in all")
 	fs.IntVar(&cfg.observersRounds, "observers-rounds", 6, "rounds of the observers part (its four conditions take turns; 6 or more give a 95% interval)")
-	fs.DurationVar(&cfg.observersWindow, "observers-window", 8*time.Second, "the observers part's measuring window, per condition and round")
+	fs.DurationVar(&cfg.observersWindow, "observers-window", 5*time.Second, "the observers part's measuring window, per condition and round")
 	fs.IntVar(&cfg.observersRate, "observers-rate", 400, "the observers part's steady load, requests per second in all")
 	fs.StringVar(&cfg.observersBrowser, "observers-browser", "auto", "what plays a browser in the observers part: chromium (headless), sse (the bench's client making the page's requests), or auto (chromium if installed)")
 	dataPath := fs.String("data", "", "write the raw series behind the plots to this JSON `file`")
