@@ -140,7 +140,8 @@ func TestCheckConfig(t *testing.T) {
 		workers: 2, conns: 64, wrkThreads: 1, latencyReloads: 5, scaleReloads: 15, readyRounds: 30,
 		balanceWorkers: 4, balanceRounds: 10, steerRounds: 9, steerDuration: 2 * time.Second, stickyConns: 100,
 		loadWorkers: 4, loadRounds: 6, loadDuration: 10 * time.Second, loadSlow: time.Second,
-		hangBefore: 5 * time.Second, hangAfter: 20 * time.Second, hangRounds: 1, soakReloads: 1000, soakRate: 400}
+		hangBefore: 5 * time.Second, hangAfter: 20 * time.Second, hangRounds: 1, soakReloads: 1000, soakRate: 400,
+		observersRounds: 6, observersWindow: 5 * time.Second, observersRate: 400, observersBrowser: "auto"}
 	if err := checkConfig(good); err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +174,16 @@ func TestCheckConfig(t *testing.T) {
 	bad.hangAfter = 2500 * time.Millisecond
 	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-hang-after") {
 		t.Errorf("a hang run of 2.5 s: %v", err)
+	}
+	bad = good
+	bad.observersBrowser = "firefox"
+	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-observers-browser") {
+		t.Errorf("an unknown browser: %v", err)
+	}
+	bad = good
+	bad.observersWindow = 0
+	if err := checkConfig(bad); err == nil || !strings.Contains(err.Error(), "-observers-window") {
+		t.Errorf("no observers window: %v", err)
 	}
 }
 
