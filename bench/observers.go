@@ -75,7 +75,21 @@ type observer interface {
 	// cpu is the CPU time the observer has used so far (0 when it runs
 	// inside the bench and cannot be told apart).
 	cpu() time.Duration
+	// gone says why the observer is no longer attached ("" while it
+	// is): it exited, with the end of its output.
+	gone() string
 	stop()
+}
+
+// goneObservers is why any of obs is gone, "" if none is.
+func goneObservers(obs []observer) string {
+	var why []string
+	for _, o := range obs {
+		if w := o.gone(); w != "" {
+			why = append(why, w)
+		}
+	}
+	return strings.Join(why, "; ")
 }
 
 func (b *bench) observers(ctx context.Context) section {
@@ -239,6 +253,9 @@ func (b *bench) observedWindow(ctx context.Context, h *handoffServer, admin stri
 	}
 	if c.browsers > 0 {
 		if err := waitStreams(ctx, admin, func(n int) bool { return n >= c.browsers }); err != nil {
+			if why := goneObservers(obs); why != "" {
+				err = fmt.Errorf("%w: %s", err, why)
+			}
 			return 0, 0, err
 		}
 	}
@@ -266,6 +283,9 @@ func (b *bench) observedWindow(ctx context.Context, h *handoffServer, admin stri
 	}
 	if ctx.Err() != nil {
 		return 0, 0, ctx.Err()
+	}
+	if why := goneObservers(obs); why != "" {
+		return 0, 0, fmt.Errorf("an observer left during the window: %s", why)
 	}
 	if c.browsers > 0 {
 		// A browser whose stream broke during the window did not watch
@@ -351,6 +371,7 @@ type topObserver struct {
 	cmd  *exec.Cmd
 	tty  *os.File
 	done chan struct{}
+	tail *lastBytes // the end of what it drew
 }
 
 // startTop runs `handoff top` on the master's control socket under a
@@ -362,9 +383,9 @@ func (b *bench) startTop(ctx context.Context, ctl string) (*topObserver, error) 
 	if err != nil {
 		return nil, fmt.Errorf("handoff top under a pty: %w", err)
 	}
-	t := &topObserver{cmd: cmd, tty: tty, done: make(chan struct{})}
+	tail := &lastBytes{}
+	t := &topObserver{cmd: cmd, tty: tty, done: make(chan struct{}), tail: tail}
 	drew := make(chan struct{})
-	var tail lastBytes
 	go func() {
 		// Read what top draws, as a terminal would, answering its
 		// queries (without answers it waits for them), keeping the end
@@ -407,6 +428,15 @@ func (b *bench) startTop(ctx context.Context, ctl string) (*topObserver, error) 
 	}
 	t.stop()
 	return nil, err
+}
+
+func (t *topObserver) gone() string {
+	select {
+	case <-t.done:
+		return "handoff top exited: " + lastLines([]byte(t.tail.String()), 3)
+	default:
+		return ""
+	}
 }
 
 func (t *topObserver) cpu() time.Duration {
@@ -555,6 +585,13 @@ func (c *chromiumObserver) cpu() time.Duration {
 	return total
 }
 
+func (c *chromiumObserver) gone() string {
+	if c.p.exited() {
+		return "chromium exited: " + c.p.tail(3)
+	}
+	return ""
+}
+
 func (c *chromiumObserver) stop() { c.p.stop(syscall.SIGTERM, 5*time.Second) }
 
 // sseBrowser makes the status page's requests: GET /, then /events held
@@ -606,6 +643,9 @@ func readAll(ctx context.Context, c *http.Client, url, accept string) error {
 }
 
 func (s *sseBrowser) cpu() time.Duration { return 0 }
+
+// gone is "": the client reconnects as long as it runs.
+func (s *sseBrowser) gone() string { return "" }
 
 func (s *sseBrowser) stop() {
 	s.cancel()
