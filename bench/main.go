@@ -51,7 +51,7 @@
 // go.mod does not require vegeta); from the repository root:
 //
 //	bash bench/setup.sh
-//	go -C bench run .              # everything, about 21 minutes on 2 quiet cores
+//	go -C bench run .              # everything: about 25 minutes on 2 quiet cores, 29 on busy ones
 //	go -C bench run . -parts reload,latency -reloads 50
 //	go -C bench run . -parts scale -scale-workers 1,8,64
 //	go -C bench run . -parts balance,steer,sticky -steer-rounds 15
