@@ -11,9 +11,17 @@
 // want …` for the file. The file's own syntax errors are HCL's
 // diagnostics, with their positions.
 //
+// One load reports every problem, not the first: unknown keys and bad
+// values together, every cap exceeded (below), and, with a syntax error
+// (HCL's parser reports its first and recovers silently), the settings
+// on the lines before it. An *Error lists the first MaxProblems (20) and
+// counts the rest ("and 7 more problems"), so a file of a thousand
+// mistakes costs no more to report than one of twenty.
+//
 // The master reads the file again on every reload, so no file may crash
-// or stall it. Before HCL parses a byte, the file is refused, with one
-// problem naming the file and line, when it is larger than MaxFileSize
+// or stall it. Before HCL parses a byte, the file is refused, with a
+// problem naming the file and line for each cap exceeded (the nesting
+// and operator caps once each), when it is larger than MaxFileSize
 // (256 KiB), nests brackets, braces, parentheses, strings or templates
 // more than MaxNesting (64) deep, holds more than MaxOperators (64)
 // operator tokens (?, !, -, *, %{), or has a numeric literal longer than

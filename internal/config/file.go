@@ -37,31 +37,37 @@ var listenSchema = &hcl.BodySchema{
 }
 
 // readFile parses the config file into r. HCL's native syntax, or JSON
-// for a name ending in .json.
-func readFile(path string, r *raw, p *problems) {
+// for a name ending in .json. It reports false when the file has no
+// values to check: it could not be read, or exceeds a cap.
+func readFile(path string, r *raw, p *problems) bool {
 	src, err := readCapped(path)
 	if err != nil {
-		p.list = append(p.list, Problem{Msg: fmt.Sprintf("config file: %v", err), Runtime: true})
-		return
+		p.addProblem(Problem{Msg: fmt.Sprintf("config file: %v", err), Runtime: true})
+		return false
 	}
-	parseBytes(src, path, r, p)
+	return parseBytes(src, path, r, p)
 }
 
 // parseBytes parses the config file's contents src, read from path, into
-// r. It checks the caps of limits.go before HCL parses anything.
-func parseBytes(src []byte, path string, r *raw, p *problems) {
+// r, and adds every problem it finds to p (up to MaxProblems). It checks
+// the caps of limits.go before HCL parses anything, and reports false,
+// having parsed nothing, for a file that exceeds one. A syntax error
+// ends HCL's own reports (its parser recovers without reporting
+// further), but the settings wholly before it are still read and
+// checked; the ones after it are not, since the parser may have
+// misread them.
+func parseBytes(src []byte, path string, r *raw, p *problems) bool {
 	if len(src) > MaxFileSize {
-		p.list = append(p.list, Problem{Msg: fmt.Sprintf("config file: %s is larger than %d bytes (256 KiB)", path, MaxFileSize)})
-		return
+		p.addProblem(Problem{Msg: fmt.Sprintf("config file: %s is larger than %d bytes (256 KiB)", path, MaxFileSize)})
+		return false
 	}
 	json := strings.HasSuffix(path, ".json")
 	check := checkHCL
 	if json {
 		check = checkJSON
 	}
-	if pr := check(src, path); pr != nil {
-		p.list = append(p.list, *pr)
-		return
+	if !check(src, path, p) {
+		return false
 	}
 	parser := hclparse.NewParser()
 	var f *hcl.File
@@ -71,13 +77,31 @@ func parseBytes(src []byte, path string, r *raw, p *problems) {
 	} else {
 		f, diags = parser.ParseHCL(src, path)
 	}
-	if diagProblems(diags, p) {
-		return
+	diagProblems(diags, p)
+	if f == nil || f.Body == nil {
+		return true
+	}
+	// before reports whether rng ends before the line of the first
+	// syntax error,
+	// where what the parser made of the file can be trusted.
+	before := func(hcl.Range) bool { return true }
+	if diags.HasErrors() {
+		if json {
+			return true // the JSON parser gives up at its error
+		}
+		// HCL allows one attribute a line: the ones on the lines
+		// before the error's are whole.
+		// An error without a position trusts nothing.
+		stop := 0
+		for _, d := range diags {
+			if d.Severity == hcl.DiagError && d.Subject != nil && (stop == 0 || d.Subject.Start.Line < stop) {
+				stop = d.Subject.Start.Line
+			}
+		}
+		before = func(rng hcl.Range) bool { return rng.End.Line < stop }
 	}
 	content, diags := f.Body.Content(fileSchema())
-	if diagProblems(diags, p) {
-		return
-	}
+	diagProblemsIf(diags, p, before)
 	lit := func(rng hcl.Range) string {
 		return strings.Join(strings.Fields(string(rng.SliceBytes(src))), " ")
 	}
@@ -86,12 +110,16 @@ func parseBytes(src []byte, path string, r *raw, p *problems) {
 		return origin{pos: &rng, lit: lit(rng)}
 	}
 	for _, b := range content.Blocks { // listen blocks, in file order
+		if !before(b.DefRange) || !before(b.Body.MissingItemRange()) || len(b.Labels) == 0 {
+			continue
+		}
 		nameRng := b.LabelRanges[0]
 		lv := listenValue{name: b.Labels[0], from: origin{pos: &nameRng, lit: lit(nameRng)}, opts: map[string]value{}}
 		bc, diags := b.Body.Content(listenSchema)
 		if diagProblems(diags, p) {
 			continue
 		}
+		valid := true // a listener with a bad value is not checked further
 		for _, name := range []string{"address", "mode", "owner", "group"} {
 			attr, ok := bc.Attributes[name]
 			if !ok {
@@ -99,6 +127,7 @@ func parseBytes(src []byte, path string, r *raw, p *problems) {
 			}
 			s, ok := scalarValue(attr, p)
 			if !ok {
+				valid = false
 				continue
 			}
 			v := value{raw: s, from: fromExpr(attr.Expr)}
@@ -108,11 +137,15 @@ func parseBytes(src []byte, path string, r *raw, p *problems) {
 				lv.opts[name] = v
 			}
 		}
-		r.listen = append(r.listen, lv)
+		if valid {
+			r.listen = append(r.listen, lv)
+		}
 	}
 	attrs := make([]*hcl.Attribute, 0, len(content.Attributes))
 	for _, a := range content.Attributes {
-		attrs = append(attrs, a)
+		if before(a.Range) {
+			attrs = append(attrs, a)
+		}
 	}
 	slices.SortFunc(attrs, func(a, b *hcl.Attribute) int { return a.Range.Start.Byte - b.Range.Start.Byte })
 	for _, attr := range attrs {
@@ -127,13 +160,24 @@ func parseBytes(src []byte, path string, r *raw, p *problems) {
 			}
 		}
 	}
+	return true
 }
 
 // diagProblems adds HCL's diagnostics as problems and reports whether
 // there was an error among them.
 func diagProblems(diags hcl.Diagnostics, p *problems) bool {
+	return diagProblemsIf(diags, p, func(hcl.Range) bool { return true })
+}
+
+// diagProblemsIf adds HCL's diagnostics as problems, those with a
+// position only where keep(position) holds, and reports whether there
+// was an error among them.
+func diagProblemsIf(diags hcl.Diagnostics, p *problems, keep func(hcl.Range) bool) bool {
 	for _, d := range diags {
 		if d.Severity != hcl.DiagError {
+			continue
+		}
+		if d.Subject != nil && !keep(*d.Subject) {
 			continue
 		}
 		pr := Problem{Msg: d.Summary}
@@ -143,7 +187,7 @@ func diagProblems(diags hcl.Diagnostics, p *problems) bool {
 		if d.Subject != nil {
 			pr.Pos = fmt.Sprintf("%s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
 		}
-		p.list = append(p.list, pr)
+		p.addProblem(pr)
 	}
 	return diags.HasErrors()
 }

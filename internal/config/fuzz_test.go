@@ -51,13 +51,19 @@ func FuzzLoadFile(f *testing.F) {
 		}
 		var p problems
 		r := &raw{scalars: map[string]value{}}
-		parseBytes(src, path, r, &p)
+		ok := parseBytes(src, path, r, &p)
 		checkProblems(t, src, p.list)
-		if len(p.list) > 0 {
+		if !ok {
+			if len(p.list) == 0 {
+				t.Fatalf("%q: refused without a problem", src)
+			}
 			return
 		}
 		validate(r, root, &p)
 		checkProblems(t, src, p.list)
+		if len(p.list) > MaxProblems {
+			t.Fatalf("%q: %d problems listed, more than %d", src, len(p.list), MaxProblems)
+		}
 	})
 }
 

@@ -61,15 +61,19 @@ func readCapped(path string) ([]byte, error) {
 }
 
 // checkHCL scans the tokens of an HCL native syntax file (HCL's lexer
-// does not recurse) and returns the first cap exceeded, with its
-// position, or nil.
-func checkHCL(src []byte, filename string) *Problem {
+// does not recurse), adds a problem, with its position, for each cap
+// exceeded (the nesting and operator caps once each, every number out of
+// bounds), and reports whether the file is within them all.
+func checkHCL(src []byte, filename string, p *problems) bool {
 	tokens, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
 	// open is the stack of unclosed openers. Only the closer that
 	// matches the innermost one closes it: one that does not is a syntax
 	// error, and counting it would let a file nest deeper than counted.
+	// Once the nesting cap is exceeded, nesting is no longer tracked
+	// (the stack stays bounded); so with the operator count.
 	var open []hclsyntax.TokenType
 	ops := 0
+	ok, deep, many := true, false, false
 	for _, t := range tokens {
 		switch t.Type {
 		case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
@@ -78,9 +82,13 @@ func checkHCL(src []byte, filename string) *Problem {
 			if t.Type == hclsyntax.TokenTemplateControl {
 				ops++
 			}
+			if deep {
+				break
+			}
 			open = append(open, t.Type)
 			if len(open) > MaxNesting {
-				return posProblem(t.Range, "nested more than %d deep (brackets, braces, parentheses, strings or templates)", MaxNesting)
+				p.addProblem(posProblem(t.Range, "nested more than %d deep (brackets, braces, parentheses, strings or templates)", MaxNesting))
+				ok, deep, open = false, true, nil
 			}
 		case hclsyntax.TokenCBrace, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
 			hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc, hclsyntax.TokenTemplateSeqEnd:
@@ -91,14 +99,16 @@ func checkHCL(src []byte, filename string) *Problem {
 			ops++
 		case hclsyntax.TokenNumberLit:
 			if err := checkNumber(t.Bytes); err != nil {
-				return posProblem(t.Range, "%v", err)
+				p.addProblem(posProblem(t.Range, "%v", err))
+				ok = false
 			}
 		}
-		if ops > MaxOperators {
-			return posProblem(t.Range, "more than %d operators (?, !, -, *, %%{): the config file holds constant values", MaxOperators)
+		if ops > MaxOperators && !many {
+			p.addProblem(posProblem(t.Range, "more than %d operators (?, !, -, *, %%{): the config file holds constant values", MaxOperators))
+			ok, many = false, true
 		}
 	}
-	return nil
+	return ok
 }
 
 // closes reports whether the closing token c closes the opening token o.
@@ -123,7 +133,9 @@ func closes(c, o hclsyntax.TokenType) bool {
 // checkJSON scans a JSON config file: its nesting outside strings and its
 // numbers. (HCL returns JSON strings verbatim when evaluated without a
 // context, as Load does, so their text is never parsed as a template.)
-func checkJSON(src []byte, filename string) *Problem {
+// It adds a problem for each cap exceeded (the nesting cap once) and
+// reports whether the file is within them all.
+func checkJSON(src []byte, filename string, p *problems) bool {
 	pos := func(i int) hcl.Range {
 		line := 1 + bytes.Count(src[:i], []byte{'\n'})
 		col := i - bytes.LastIndexByte(src[:i], '\n')
@@ -131,6 +143,7 @@ func checkJSON(src []byte, filename string) *Problem {
 		return hcl.Range{Filename: filename, Start: p, End: p}
 	}
 	var open []byte // unclosed '[' and '{', innermost last
+	ok, deep := true, false
 	for i := 0; i < len(src); i++ {
 		switch c := src[i]; {
 		case c == '"':
@@ -140,9 +153,13 @@ func checkJSON(src []byte, filename string) *Problem {
 				}
 			}
 		case c == '[' || c == '{':
+			if deep {
+				break
+			}
 			open = append(open, c)
 			if len(open) > MaxNesting {
-				return posProblem(pos(i), "nested more than %d deep (brackets or braces)", MaxNesting)
+				p.addLazy(func() Problem { return posProblem(pos(i), "nested more than %d deep (brackets or braces)", MaxNesting) })
+				ok, deep, open = false, true, nil
 			}
 		case c == ']' || c == '}':
 			if n := len(open); n > 0 && open[n-1] == c-2 { // '['+2 == ']', '{'+2 == '}'
@@ -154,12 +171,13 @@ func checkJSON(src []byte, filename string) *Problem {
 				j++
 			}
 			if err := checkNumber(src[i:j]); err != nil {
-				return posProblem(pos(i), "%v", err)
+				p.addLazy(func() Problem { return posProblem(pos(i), "%v", err) })
+				ok = false
 			}
 			i = j - 1
 		}
 	}
-	return nil
+	return ok
 }
 
 // checkNumber bounds a numeric literal's length and exponent, which is
@@ -186,8 +204,8 @@ func checkNumber(b []byte) error {
 	return nil
 }
 
-func posProblem(rng hcl.Range, format string, args ...any) *Problem {
-	return &Problem{
+func posProblem(rng hcl.Range, format string, args ...any) Problem {
+	return Problem{
 		Pos: fmt.Sprintf("%s:%d:%d", rng.Filename, rng.Start.Line, rng.Start.Column),
 		Msg: fmt.Sprintf(format, args...),
 	}

@@ -39,18 +39,38 @@ func (p Problem) String() string {
 	return p.Msg
 }
 
-// Error is every problem found in a configuration. Its text has one
-// problem a line.
+// MaxProblems is how many problems an Error lists; the ones found after
+// them are only counted (Error.More).
+const MaxProblems = 20
+
+// Error is every problem found in a configuration, the first
+// MaxProblems of them listed. Its text has one problem a line, then
+// "and N more problems" if some were left out.
 type Error struct {
 	Problems []Problem
+	// More counts the problems found after the first MaxProblems.
+	More int
+	// moreUsage is set when one of the problems left out is a usage
+	// error.
+	moreUsage bool
 }
 
 func (e *Error) Error() string {
-	lines := make([]string, len(e.Problems))
+	lines := make([]string, len(e.Problems), len(e.Problems)+1)
 	for i, p := range e.Problems {
 		lines[i] = p.String()
 	}
+	if e.More > 0 {
+		lines = append(lines, fmt.Sprintf("and %d more %s", e.More, plural(e.More, "problem", "problems")))
+	}
 	return strings.Join(lines, "\n")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // Usage reports whether some problem is in the text (a usage error)
@@ -61,7 +81,7 @@ func (e *Error) Usage() bool {
 			return true
 		}
 	}
-	return false
+	return e.moreUsage
 }
 
 // origin is where a value came from: a flag, the config file, or the
@@ -119,20 +139,47 @@ type raw struct {
 	hasCommand  bool
 }
 
-// problems collects Problems.
+// problems collects Problems: the first MaxProblems, and a count of the
+// rest, so a file of a thousand mistakes costs no more than one of
+// twenty.
 type problems struct {
-	list []Problem
+	list      []Problem
+	more      int
+	moreUsage bool
 }
 
 func (p *problems) add(from origin, runtime bool, format string, args ...any) {
-	p.list = append(p.list, Problem{Pos: from.where(), Msg: fmt.Sprintf(format, args...), Runtime: runtime})
+	p.addProblem(Problem{Pos: from.where(), Msg: fmt.Sprintf(format, args...), Runtime: runtime})
 }
+
+func (p *problems) addProblem(pr Problem) {
+	if len(p.list) >= MaxProblems {
+		p.more++
+		p.moreUsage = p.moreUsage || !pr.Runtime
+		return
+	}
+	p.list = append(p.list, pr)
+}
+
+// addLazy adds the problem f makes, calling f only if the problem will
+// be listed (a position can be dear to compute).
+func (p *problems) addLazy(f func() Problem) {
+	if len(p.list) >= MaxProblems {
+		p.more++
+		p.moreUsage = true // the problems made lazily are in the text
+		return
+	}
+	p.list = append(p.list, f())
+}
+
+// any reports whether a problem was found.
+func (p *problems) any() bool { return len(p.list) > 0 }
 
 func (p *problems) err() error {
 	if len(p.list) == 0 {
 		return nil
 	}
-	return &Error{Problems: p.list}
+	return &Error{Problems: p.list, More: p.more, moreUsage: p.moreUsage}
 }
 
 // system is what Load looks at besides its input.
@@ -165,9 +212,12 @@ func load(path string, flags Flags, sys *system) (*Options, error) {
 	var p problems
 	r := &raw{scalars: map[string]value{}}
 	if path != "" {
-		readFile(path, r, &p)
-		if err := p.err(); err != nil {
-			return nil, err
+		// The file's problems do not stop the checks: the values it
+		// gave are validated too, so one run reports every problem.
+		// Only a file that could not be read or parsed at all (caps,
+		// syntax) has no values to check.
+		if !readFile(path, r, &p) {
+			return nil, p.err()
 		}
 	}
 	applyFlags(flags, r, &p)
@@ -399,7 +449,7 @@ func validate(r *raw, sys *system, p *problems) *Options {
 	validateListen(r, sys, o, p)
 	validateRunAs(r, keys, sys, o, p)
 
-	if len(p.list) > 0 {
+	if p.any() {
 		// The checks below combine settings: only for valid ones.
 		return o
 	}
