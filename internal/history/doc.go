@@ -17,4 +17,13 @@
 // one writer (Observe, on the supervisor's goroutine) and any number of
 // concurrent readers; Changed lets readers wait for a new entry without
 // polling.
+//
+// A master upgrade carries the recent past to the new master: HandOver
+// encodes the last reload and the newest entries (at most
+// MaxHandedEntries, MaxHandedBytes in all) as a versioned record that
+// rides in the hand-over message, and the new master restores them
+// (DecodeHanded, Restore) before its own "took-over" entry. The record
+// comes from another process, perhaps another version: a record of
+// another version, beyond the bounds, or with an entry no History makes
+// is refused whole, and the new master starts with an empty history.
 package history

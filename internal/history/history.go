@@ -44,6 +44,10 @@ const (
 	KindAway Kind = "away"
 	// KindHandedOver: a new master took over.
 	KindHandedOver Kind = "handed-over"
+	// KindTookOver: this master took over from an older one (Reason
+	// names its pid); the entries before it are the older master's,
+	// handed over with the sockets.
+	KindTookOver Kind = "took-over"
 	// KindStopping: the master began to stop.
 	KindStopping Kind = "stopping"
 )
