@@ -37,6 +37,10 @@
 // negative or oversized descriptor count, a name given twice, a bank
 // other than 0 or 1, or a count that does not match the descriptors
 // received fails the upgrade with an error, and the old master serves
-// on. The new master calls Ready once its own workers are ready; the old
+// on. The first message may also carry the runner's own state for its
+// successor (Handover.State: the last reload and recent events), a JSON
+// value of at most MaxStateSize bytes that this package passes on
+// unread (InheritedState) and refuses when larger; its reader checks
+// and versions it (internal/history.DecodeHanded). The new master calls Ready once its own workers are ready; the old
 // one then retires its workers and exits.
 package upgrade

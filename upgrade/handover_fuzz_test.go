@@ -21,15 +21,19 @@ func TestDecodeHandover(t *testing.T) {
 		{`{"generation":1,"names":[],"groups":[{"name":"g","state":{},"fds":-1},{"name":"h","state":{},"fds":1}],"fds":0}`, `group "g" has -1 descriptors`},
 		{`{"generation":1,"names":[],"groups":[{"name":"g","state":{},"fds":1},{"name":"g","state":{},"fds":1}],"fds":2}`, `group "g" twice`},
 		{`{"generation":1,"names":[],"groups":[{"name":"g","state":{},"fds":65536},{"name":"h","state":{},"fds":65536}],"fds":65536}`, "131072 descriptors"},
+		{`{"generation":1,"names":[],"fds":0,"state":"` + strings.Repeat("x", MaxStateSize) + `"}`, "a state of 65538 bytes"},
 	} {
 		_, err := decodeHandover([]byte(c.in))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("decodeHandover(%s) = %v, want an error containing %q", c.in, err, c.want)
 		}
 	}
-	h, err := decodeHandover([]byte(`{"generation":3,"banks":[1,0],"names":["http","dns"],"groups":[{"name":"g","state":{"x":1},"fds":2}],"fds":4}`))
+	h, err := decodeHandover([]byte(`{"generation":3,"banks":[1,0],"names":["http","dns"],"groups":[{"name":"g","state":{"x":1},"fds":2}],"fds":4,"state":{"v":1}}`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if string(h.State) != `{"v":1}` {
+		t.Errorf("state %s, want the one sent", h.State)
 	}
 	lfds, groups, err := h.assign([]int{10, 11, 12, 13})
 	if err != nil || lfds["http"] != 10 || lfds["dns"] != 11 || !reflect.DeepEqual(groups["g"].Fds, []int{12, 13}) || string(groups["g"].State) != `{"x":1}` {
@@ -44,6 +48,8 @@ func FuzzDecodeHandover(f *testing.F) {
 	for _, s := range []string{
 		`{"generation":3,"banks":[1,0],"names":["http","dns"],"groups":[{"name":"g","state":{"x":1},"fds":2}],"fds":4}`,
 		`{"generation":1,"names":["http"],"fds":1}`,
+		`{"generation":2,"names":["http"],"fds":1,"state":{"v":1,"last_reload":{"generation":2,"ok":true},"entries":[]}}`,
+		`{"generation":2,"names":[],"fds":0,"state":null}`,
 		`{"generation":7,"names":null,"fds":0}`,
 		`{"generation":1,"names":["a"]}`,
 		`{"generation":1,"names":[],"groups":[{"name":"g","state":null,"fds":0}],"fds":0}`,
@@ -107,7 +113,7 @@ func FuzzDecodeHandover(f *testing.F) {
 // equalHandover compares hand-overs, their groups' states as JSON values
 // (encoding compacts them).
 func equalHandover(a, b handover) bool {
-	if a.Generation != b.Generation || a.Fds != b.Fds || len(a.Banks) != len(b.Banks) || len(a.Names) != len(b.Names) || len(a.Groups) != len(b.Groups) {
+	if a.Generation != b.Generation || a.Fds != b.Fds || len(a.Banks) != len(b.Banks) || len(a.Names) != len(b.Names) || len(a.Groups) != len(b.Groups) || !sameJSON(a.State, b.State) {
 		return false
 	}
 	for i := range a.Banks {
@@ -148,7 +154,8 @@ func sameJSON(a, b json.RawMessage) bool {
 // A hand-over built by a master encodes and decodes to itself.
 func TestHandoverRoundTrip(t *testing.T) {
 	h := handover{Generation: 9, Banks: []int{0, 1, 1}, Names: []string{"http", "api"},
-		Groups: []group{{Name: "steer:http", State: json.RawMessage(`{"slots":3}`), Fds: 6}}, Fds: 8}
+		Groups: []group{{Name: "steer:http", State: json.RawMessage(`{"slots":3}`), Fds: 6}}, Fds: 8,
+		State: json.RawMessage(`{"v":1,"entries":[]}`)}
 	b, err := h.encode()
 	if err != nil {
 		t.Fatal(err)

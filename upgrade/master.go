@@ -31,7 +31,13 @@ type handover struct {
 	Names      []string `json:"names"`
 	Groups     []group  `json:"groups,omitempty"`
 	Fds        int      `json:"fds"`
+	// State is the runner's own record for its successor (Handover.State),
+	// opaque here; absent from older masters.
+	State json.RawMessage `json:"state,omitempty"`
 }
+
+// MaxStateSize bounds Handover.State, in bytes.
+const MaxStateSize = 64 << 10
 
 // group is one steered socket group in a hand-over: its state, opaque to
 // this package, and how many descriptors it has.
@@ -54,6 +60,11 @@ type Handover struct {
 	Listeners []*Listener
 	// Groups are the steered socket groups.
 	Groups []Group
+	// State, if set, is a JSON value the new master gets as is
+	// (InheritedState): what its owner carries across an upgrade besides
+	// the sockets (the last reload, recent events). At most MaxStateSize
+	// bytes; the new master's owner must check it before it trusts it.
+	State json.RawMessage
 }
 
 // Group is a steered socket group in a hand-over: its descriptors, and
@@ -110,6 +121,16 @@ func NewMaster(opts Options) (*Master, error) {
 		}
 	}
 	return m, nil
+}
+
+// InheritedState is the State the master this one took over from handed
+// over (nil if none: no predecessor, or one that sent none). It is valid
+// JSON of at most MaxStateSize bytes, and nothing more is checked.
+func (m *Master) InheritedState() json.RawMessage {
+	if m.received == nil {
+		return nil
+	}
+	return m.received.State
 }
 
 // Inherited reports whether this master took over from an older one.
@@ -310,7 +331,10 @@ func (m *Master) Upgrade(ctx context.Context, h Handover) error {
 	if err != nil {
 		return fmt.Errorf("hand-over socket: %w", err)
 	}
-	msg := handover{Generation: h.Generation, Banks: h.Banks}
+	if len(h.State) > MaxStateSize {
+		return fmt.Errorf("hand-over: a state of %d bytes (at most %d)", len(h.State), MaxStateSize)
+	}
+	msg := handover{Generation: h.Generation, Banks: h.Banks, State: h.State}
 	var fds []int
 	for _, l := range h.Listeners {
 		msg.Names = append(msg.Names, l.Name)
@@ -434,6 +458,9 @@ func decodeHandover(b []byte) (handover, error) {
 	}
 	if h.Generation < 0 {
 		return bad("generation %d", h.Generation)
+	}
+	if len(h.State) > MaxStateSize {
+		return bad("a state of %d bytes (at most %d)", len(h.State), MaxStateSize)
 	}
 	for i, b := range h.Banks {
 		if b != 0 && b != 1 {
