@@ -25,7 +25,11 @@
 // path, which no longer exists; use the configured path.
 //
 // Master wraps github.com/cloudflare/tableflip for self-upgrades. The new
-// master is started by tableflip; the listeners travel to it as raw
+// master is started by tableflip from the path this master was started
+// as (StartedAs: argv[0] made absolute, symlinks not resolved), looked
+// up again at each upgrade: with /opt/handoff/current flipped to a new
+// release, the new master runs the new release. The new master is
+// started by tableflip; the listeners travel to it as raw
 // SCM_RIGHTS descriptors on a socketpair (one end handed over through
 // tableflip), with the generation count, so the new master never wraps
 // them in a pollable file either. The control socket travels as a

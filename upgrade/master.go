@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -98,16 +100,15 @@ type Options struct {
 // NewMaster prepares the master for upgrades. In a master started by an
 // upgrade, it takes over what the old master handed over.
 //
-// tableflip restarts os.Args[0], which a relative path would resolve
-// against the current directory at the time of the upgrade: NewMaster
-// replaces it with the absolute path of the executable as started.
+// tableflip restarts os.Args[0]. NewMaster makes it the path this master
+// was started as (StartedAs): absolute, so that the current directory
+// at the time of the upgrade does not matter, but not resolved through
+// symlinks, so that an upgrade runs what the path names then: after
+// /opt/handoff/current is flipped to a new release, the new release.
 func NewMaster(opts Options) (*Master, error) {
-	exe, err := os.Executable()
+	exe, err := StartedAs(os.Args[0])
 	if err != nil {
-		return nil, fmt.Errorf("find own executable: %w", err)
-	}
-	if real, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = real
+		return nil, err
 	}
 	os.Args[0] = exe
 	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.UpgradeTimeout, PIDFile: opts.PIDFile})
@@ -121,6 +122,38 @@ func NewMaster(opts Options) (*Master, error) {
 		}
 	}
 	return m, nil
+}
+
+// StartedAs is the path of the running executable as it was started,
+// from arg0 (os.Args[0]): made absolute (looked up in PATH if it has no
+// slash) and not resolved through symlinks, when it names the running
+// executable. Otherwise (an argv[0] set to something else, a binary
+// already replaced), the running executable's own path, with symlinks
+// resolved.
+func StartedAs(arg0 string) (string, error) {
+	running, err := os.Stat("/proc/self/exe")
+	if err == nil && arg0 != "" {
+		p := arg0
+		if !strings.Contains(p, "/") {
+			p, err = exec.LookPath(p)
+		}
+		if err == nil {
+			p, err = filepath.Abs(p)
+		}
+		if err == nil {
+			if fi, err := os.Stat(p); err == nil && os.SameFile(fi, running) {
+				return p, nil
+			}
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own executable: %w", err)
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	return exe, nil
 }
 
 // InheritedState is the State the master this one took over from handed

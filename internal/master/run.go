@@ -68,6 +68,7 @@ func Run(o *config.Options, stderr io.Writer, version string) error {
 		notifier:   systemd.NewNotifier(),
 		configPath: o.Path,
 		configTurn: make(chan struct{}, 1),
+		past:       newPast(),
 		ctx:        ctx,
 		stop:       stop,
 	}
@@ -124,6 +125,7 @@ func (r *runner) setUp() error {
 		return err
 	}
 	r.master = master
+	r.past.inherit(master, r.log)
 	var undo []func()
 	fail := func(err error) error {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -243,7 +245,7 @@ func (r *runner) serveAdmin() (stop func()) {
 			shared[l.Name] = l.shared.Fd()
 		}
 	}
-	r.admin = admin.FromListener(r.adminLn, r.sup, r.log.Named("admin"), admin.Options{Inherited: r.adminInherited, SharedSockets: shared, Version: r.version, LogLinesDropped: r.sink.Dropped})
+	r.admin = admin.FromListener(r.adminLn, r.sup, r.log.Named("admin"), admin.Options{Inherited: r.adminInherited, SharedSockets: shared, Version: r.version, LogLinesDropped: r.sink.Dropped, History: r.past.hist})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -333,6 +335,7 @@ type runner struct {
 	configMu      sync.Mutex
 	configPending *pendingConfig
 	configPath    string // --config, fixed for the master's life
+	past          *past  // the event history and the last reload
 }
 
 func (r *runner) handedOver() bool {
@@ -431,12 +434,15 @@ func (r *runner) upgradeMaster(ctx context.Context, h workers.Handover) error {
 	if err != nil {
 		return err
 	}
+	uh.State = r.past.handOver(r.log)
 	return r.master.Upgrade(ctx, uh)
 }
 
-// onEvent keeps systemd informed. It runs on the supervisor's goroutine
+// onEvent records the event (the history, the admin endpoint) and keeps
+// systemd informed. It runs on the supervisor's goroutine
 // and must not call back into it.
 func (r *runner) onEvent(e workers.Event) {
+	r.past.observe(e)
 	if r.admin != nil {
 		r.admin.Observe(e)
 	}
@@ -567,7 +573,7 @@ func (r *runner) handleCmd(ctx context.Context, req control.Request) control.Res
 	case "status":
 		st := r.sup.Status()
 		st.Version = r.version
-		return result(true, "", st)
+		return result(true, "", r.past.status(st))
 	case "reload":
 		if !req.Wait {
 			go r.reload(context.Background(), req.Master, at)
