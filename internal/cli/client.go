@@ -230,6 +230,11 @@ func cmdReload(o reloadOptions, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "generation %d serving after %s (reload took %s)\n", r.Generation,
 		r.Serving.Round(time.Millisecond), r.Duration.Round(time.Millisecond))
+	if r.Master {
+		if st, ok := newMaster(ctx, *o.control); ok {
+			fmt.Fprintf(stdout, "master pid %d runs handoff %s\n", st.PID, termSafe(st.Version))
+		}
+	}
 	return nil
 }
 
@@ -258,6 +263,25 @@ func writeStderrLines(w io.Writer, head string, lines []string) {
 	for _, l := range lines {
 		fmt.Fprintf(w, "    %s\n", termSafe(l))
 	}
+}
+
+// newMaster asks for the status of the master that took over, which
+// answers on the control socket once the old one has handed over (the
+// old one, still retiring, may answer a moment longer: its phase says
+// so). ok is false if none answered within a few seconds.
+func newMaster(ctx context.Context, ctl string) (st workers.Status, ok bool) {
+	for range 30 {
+		resp, err := request(ctx, ctl, control.Request{Cmd: "status"})
+		if err == nil && json.Unmarshal(resp.Result, &st) == nil && st.Phase != workers.MasterHandedOver && st.Version != "" {
+			return st, true
+		}
+		select {
+		case <-ctx.Done():
+			return st, false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return st, false
 }
 
 // progressInterval is how often 'reload --wait' asks for the status
@@ -652,8 +676,8 @@ func cmdTop(o topOptions, stdout io.Writer) error {
 	opts := top.Options{
 		Interval: o.interval,
 		Safe:     termSafe,
-		Fetch: func(ctx context.Context) (workers.Status, error) {
-			var st workers.Status
+		Fetch: func(ctx context.Context) (top.Status, error) {
+			var st top.Status
 			resp, err := request(ctx, ctl, control.Request{Cmd: "status"})
 			if err != nil {
 				return st, err

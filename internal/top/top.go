@@ -10,18 +10,27 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/handoff-dev/handoff/internal/history"
 	"github.com/handoff-dev/handoff/workers"
 )
 
 // Options are what Run and RunPlain need.
 type Options struct {
-	// Fetch asks the master for its status once.
-	Fetch func(ctx context.Context) (workers.Status, error)
+	// Fetch asks the master for its status (and recent events) once.
+	Fetch func(ctx context.Context) (Status, error)
 	// Interval is the time between polls (500ms if zero).
 	Interval time.Duration
 	// Safe escapes a string from the master for the terminal (nil: as
 	// it is).
 	Safe func(string) string
+}
+
+// Status is one poll's answer, as 'handoff status --json' prints it:
+// the master's status and, from a master that keeps a history, its
+// newest events, oldest first (nil from an older master).
+type Status struct {
+	workers.Status
+	Events []history.Entry `json:"events"`
 }
 
 // fetchTimeout bounds one poll.
@@ -63,8 +72,9 @@ func RunPlain(ctx context.Context, o Options, out io.Writer, count int) error {
 			fmt.Fprintf(out, "%s  %s\n\n", now.Format("15:04:05"), t.safe(err.Error()))
 			continue
 		}
-		t.Update(st, now)
-		fmt.Fprintf(out, "--- %s\n%s\n", now.Format("15:04:05.000"), Render(st, t, now))
+		t.Update(st.Status, now)
+		t.MasterEvents(st.Events)
+		fmt.Fprintf(out, "--- %s\n%s\n", now.Format("15:04:05.000"), Render(st.Status, t, now))
 	}
 	return nil
 }
@@ -83,7 +93,7 @@ func Run(ctx context.Context, o Options, in io.Reader, out io.Writer) error {
 
 // statusMsg is one poll's answer.
 type statusMsg struct {
-	st  workers.Status
+	st  Status
 	err error
 	at  time.Time
 }
@@ -125,8 +135,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case statusMsg:
 		m.err = msg.err
 		if msg.err == nil {
-			m.t.Update(msg.st, msg.at)
-			m.st = &msg.st
+			m.t.Update(msg.st.Status, msg.at)
+			m.t.MasterEvents(msg.st.Events)
+			m.st = &msg.st.Status
 		}
 		return m, m.poll(m.o.interval())
 	}

@@ -8,6 +8,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/handoff-dev/handoff/internal/history"
 	"github.com/handoff-dev/handoff/workers"
 )
 
@@ -110,8 +111,8 @@ func TestRenderEscapes(t *testing.T) {
 
 // q quits; a resize sets the size the view is cut to.
 func TestModelKeysAndResize(t *testing.T) {
-	m := &model{o: Options{Fetch: func(context.Context) (workers.Status, error) { return status(1), nil }}, t: NewTracker(nil)}
-	m.Update(statusMsg{st: status(1, workers.WorkerStatus{PID: 10, Generation: 1, State: workers.Ready}), at: t0})
+	m := &model{o: Options{Fetch: func(context.Context) (Status, error) { return Status{Status: status(1)}, nil }}, t: NewTracker(nil)}
+	m.Update(statusMsg{st: Status{Status: status(1, workers.WorkerStatus{PID: 10, Generation: 1, State: workers.Ready})}, at: t0})
 	m.Update(tea.WindowSizeMsg{Width: 20, Height: 3})
 	for i, line := range strings.Split(m.View(), "\n") {
 		if i >= 3 || len([]rune(line)) > 20 {
@@ -124,5 +125,48 @@ func TestModelKeysAndResize(t *testing.T) {
 	}
 	if _, ok := cmd().(tea.QuitMsg); !ok {
 		t.Fatal("q does not quit")
+	}
+}
+
+// The master's own events, when it sends them, are the ones shown: the
+// newest maxEvents, its strings escaped, including what happened before
+// the first poll.
+func TestTrackerMasterEvents(t *testing.T) {
+	tr := NewTracker(func(s string) string { return strings.ReplaceAll(s, "\x1b", `\x1b`) })
+	es := []history.Entry{{Kind: history.KindServing, Generation: 1, Slot: -1, Time: t0}}
+	for i := range maxEvents {
+		es = append(es, history.Entry{Kind: history.KindRestart, Generation: 1, Slot: 0, PID: 100 + i, Reason: "exited", Time: t0})
+	}
+	es = append(es,
+		history.Entry{Kind: history.KindKill, Generation: 1, Slot: 1, PID: 12, Reason: "killed", Time: t0},
+		history.Entry{Kind: history.KindReload, Generation: 2, Slot: -1, OK: true, Duration: 1500 * time.Millisecond, Time: t0},
+		history.Entry{Kind: history.KindUpgrade, Generation: 3, Slot: -1, Reason: "new master said \x1b[31m", Time: t0},
+		history.Entry{Kind: history.KindTookOver, Generation: 4, Slot: -1, Reason: "from pid 7", Time: t0.Add(time.Second)})
+	tr.Update(status(1), t0)
+	tr.MasterEvents(es)
+	got := tr.Events()
+	if len(got) != maxEvents {
+		t.Fatalf("%d events, want the newest %d", len(got), maxEvents)
+	}
+	var last []string
+	for _, e := range got[maxEvents-4:] {
+		last = append(last, e.Text)
+	}
+	want := []string{
+		"kill: slot 1 pid 12 (killed)",
+		"reload to generation 2 ok in 1.5s",
+		`master upgrade to generation 3 rolled back: new master said \x1b[31m`,
+		"took over from pid 7 with generation 4",
+	}
+	if strings.Join(last, "\n") != strings.Join(want, "\n") || !got[maxEvents-1].At.Equal(t0.Add(time.Second)) {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(last, "\n"), strings.Join(want, "\n"))
+	}
+	if out := Render(status(1), tr, t0); !strings.Contains(out, "reload to generation 2 ok in 1.5s") {
+		t.Errorf("view:\n%s", out)
+	}
+	// A master that sends none: the events derived from the polls.
+	tr.MasterEvents(nil)
+	if len(tr.Events()) != 0 {
+		t.Errorf("events of an older master: %+v", tr.Events())
 	}
 }

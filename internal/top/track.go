@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/history"
 	"github.com/handoff-dev/handoff/workers"
 )
 
@@ -27,6 +28,10 @@ type Tracker struct {
 	progress Progress
 	phase    string // the last rollover phase seen, with its generation
 	safe     func(string) string
+	// master is the master's own events (its history), the newest
+	// maxEvents, when it sends them: they replace the ones derived here,
+	// and include what happened before top started.
+	master []Event
 }
 
 // NewTracker returns a Tracker that passes the master's strings through
@@ -114,8 +119,64 @@ func (t *Tracker) diff(p, st workers.Status, at time.Time) {
 	}
 }
 
-// Events returns the last events, oldest first.
-func (t *Tracker) Events() []Event { return t.events }
+// Events returns the last events, oldest first: the master's own when it
+// sends them, else the ones derived from consecutive polls.
+func (t *Tracker) Events() []Event {
+	if t.master != nil {
+		return t.master
+	}
+	return t.events
+}
+
+// MasterEvents takes the master's newest events from a poll (nil from a
+// master that sends none).
+func (t *Tracker) MasterEvents(es []history.Entry) {
+	if es == nil {
+		t.master = nil
+		return
+	}
+	es = es[max(0, len(es)-maxEvents):]
+	t.master = make([]Event, 0, len(es))
+	for _, e := range es {
+		t.master = append(t.master, Event{At: e.Time, Text: t.describe(e)})
+	}
+}
+
+// describe says what a history entry records, in one line.
+func (t *Tracker) describe(e history.Entry) string {
+	switch e.Kind {
+	case history.KindServing:
+		return fmt.Sprintf("generation %d serving", e.Generation)
+	case history.KindReloading:
+		if e.Reason != "" {
+			return fmt.Sprintf("reload to generation %d started (%s)", e.Generation, t.safe(e.Reason))
+		}
+		return fmt.Sprintf("reload to generation %d started", e.Generation)
+	case history.KindReload, history.KindUpgrade:
+		what := "reload"
+		if e.Kind == history.KindUpgrade {
+			what = "master upgrade"
+		}
+		if e.OK {
+			return fmt.Sprintf("%s to generation %d ok in %s", what, e.Generation, e.Duration.Round(time.Millisecond))
+		}
+		return fmt.Sprintf("%s to generation %d rolled back: %s", what, e.Generation, t.safe(e.Reason))
+	case history.KindRestart, history.KindKill, history.KindRecycle, history.KindHung:
+		if e.Slot < 0 {
+			return fmt.Sprintf("%s (%s)", e.Kind, t.safe(e.Reason))
+		}
+		return fmt.Sprintf("%s: slot %d pid %d (%s)", e.Kind, e.Slot, e.PID, t.safe(e.Reason))
+	case history.KindAway:
+		return fmt.Sprintf("slot %d pid %d steered away: %s", e.Slot, e.PID, t.safe(e.Reason))
+	case history.KindHandedOver:
+		return "handed over to a new master"
+	case history.KindTookOver:
+		return fmt.Sprintf("took over %s with generation %d", t.safe(e.Reason), e.Generation)
+	case history.KindStopping:
+		return "stopping"
+	}
+	return t.safe(fmt.Sprintf("%s generation %d %s", e.Kind, e.Generation, e.Reason))
+}
 
 // CPU returns the CPU percentage of pid over the last two polls, and
 // whether there is one.
