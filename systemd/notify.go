@@ -62,10 +62,18 @@ func (n *Notifier) Ready(status string) error {
 }
 
 // ReadyAsMain sends MAINPID=<this process> with READY=1: a new master
-// taking over from the old one. The unit needs NotifyAccess=all, since
-// systemd takes notifications only from the main pid otherwise.
+// taking over from the old one. With NotifyAccess=main, systemd takes it
+// only once the old master has named this one the main process
+// (MainPID); with NotifyAccess=all, from any process of the unit.
 func (n *Notifier) ReadyAsMain(status string) error {
 	return n.withStatus(status, "MAINPID="+strconv.Itoa(os.Getpid()), "READY=1")
+}
+
+// MainPID sends MAINPID=pid: the old master, still the unit's main
+// process, names its successor, so that systemd takes the successor's
+// notifications under NotifyAccess=main.
+func (n *Notifier) MainPID(pid int) error {
+	return n.send("MAINPID=" + strconv.Itoa(pid))
 }
 
 // Reloading sends RELOADING=1 with the CLOCK_MONOTONIC time, as

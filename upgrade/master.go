@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -67,6 +68,24 @@ type Handover struct {
 	// the sockets (the last reload, recent events). At most MaxStateSize
 	// bytes; the new master's owner must check it before it trusts it.
 	State json.RawMessage
+	// Successor, if set, is called with the new master's pid once it is
+	// ready, before it is told that it may speak for the service
+	// (AwaitMain): the place to tell systemd the new main pid
+	// (MAINPID=), which, with NotifyAccess=main, only the old main
+	// process may.
+	Successor func(pid int)
+}
+
+// successorMsg is what a new master sends its predecessor on the
+// hand-over socket once it has read the hand-over: its pid.
+type successorMsg struct {
+	PID int `json:"pid"`
+}
+
+// mainMsg is what the old master answers once the new master is ready
+// and announced (Handover.Successor): the new master may speak.
+type mainMsg struct {
+	Main bool `json:"main"`
 }
 
 // Group is a steered socket group in a hand-over: its descriptors, and
@@ -84,6 +103,7 @@ type Master struct {
 	upg      *tableflip.Upgrader
 	exe      string
 	received *handover
+	hand     *os.File         // a new master's end of the hand-over socket, until AwaitMain
 	fds      map[string]int   // listener descriptors received, by name
 	groups   map[string]Group // groups received, by name
 }
@@ -402,7 +422,81 @@ func (m *Master) Upgrade(ctx context.Context, h Handover) error {
 	if err := m.upg.Upgrade(); err != nil {
 		return fmt.Errorf("new master: %w", err)
 	}
+	// The new master is ready. It sent its pid when it had read the
+	// hand-over; announce it, then tell it that it may speak. (A new
+	// master of an older version sent none: it announces itself.)
+	if pid := successorPID(pair[0]); pid > 0 && h.Successor != nil {
+		h.Successor(pid)
+	}
+	if b, err := json.Marshal(mainMsg{Main: true}); err == nil {
+		unix.Sendmsg(pair[0], b, nil, nil, unix.MSG_DONTWAIT) // a successor gone does not hear it
+	}
 	return nil
+}
+
+// successorPID reads the pid a new master sent on the hand-over socket
+// fd (0 if none, or not a plausible one).
+func successorPID(fd int) int {
+	buf := make([]byte, 256)
+	n, _, _, _, err := unix.Recvmsg(fd, buf, nil, unix.MSG_DONTWAIT)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	var msg successorMsg
+	if json.Unmarshal(buf[:n], &msg) != nil || msg.PID <= 0 || msg.PID == os.Getpid() {
+		return 0
+	}
+	return msg.PID
+}
+
+// AwaitMain waits, in a master started by an upgrade, until the old
+// master has announced this one (Handover.Successor) after it became
+// ready (Ready), or at most timeout. It returns an error when the old
+// master closed the hand-over socket without a word (an older handoff)
+// or timeout passed: the caller then announces itself. It is called
+// once; later calls return an error at once.
+func (m *Master) AwaitMain(timeout time.Duration) error {
+	f := m.hand
+	m.hand = nil
+	if f == nil {
+		return errors.New("no hand-over socket")
+	}
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("hand-over socket: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 256)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("no word from the old master within %s", timeout)
+		}
+		var n int
+		var rerr error
+		if err := rc.Control(func(fd uintptr) {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if _, rerr = unix.Poll(pfd, int(left.Milliseconds())+1); rerr != nil {
+				return
+			}
+			n, _, _, _, rerr = unix.Recvmsg(int(fd), buf, nil, unix.MSG_DONTWAIT)
+		}); err != nil {
+			return fmt.Errorf("hand-over socket: %w", err)
+		}
+		switch {
+		case rerr == unix.EINTR || rerr == unix.EAGAIN:
+			continue
+		case rerr != nil:
+			return fmt.Errorf("hand-over socket: %w", rerr)
+		case n == 0:
+			return errors.New("the old master closed the hand-over socket without a word")
+		}
+		var msg mainMsg
+		if json.Unmarshal(buf[:n], &msg) == nil && msg.Main {
+			return nil
+		}
+	}
 }
 
 // receive reads what the old master queued on the hand-over socket.
@@ -411,9 +505,9 @@ func (m *Master) receive() error {
 	if err != nil || f == nil {
 		return fmt.Errorf("new master: no hand-over from the old master (%v)", err)
 	}
-	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
+		f.Close()
 		return fmt.Errorf("hand-over socket: %w", err)
 	}
 	buf := make([]byte, 1<<20)
@@ -427,6 +521,7 @@ func (m *Master) receive() error {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
+		f.Close()
 		return fmt.Errorf("receive hand-over: %w", err)
 	}
 	for first := true; first || len(fds) < h.Fds; first = false {
@@ -464,6 +559,12 @@ func (m *Master) receive() error {
 		return fail(err)
 	}
 	m.received, m.fds, m.groups = &h, lfds, groups
+	// Tell the old master who we are: it announces us to systemd once
+	// we are ready. The socket stays open for its answer (AwaitMain).
+	if b, err := json.Marshal(successorMsg{PID: os.Getpid()}); err == nil {
+		rc.Control(func(fd uintptr) { unix.Sendmsg(int(fd), b, nil, nil, unix.MSG_DONTWAIT) })
+	}
+	m.hand = f
 	return nil
 }
 

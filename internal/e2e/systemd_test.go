@@ -22,7 +22,10 @@ import (
 )
 
 // fakeSystemd owns a NOTIFY_SOCKET, as systemd does for a Type=notify
-// unit, and records every datagram with its sender's pid.
+// unit, and records every datagram with its sender's pid. It takes
+// messages as NotifyAccess=main does: only from the main process (the
+// first sender, then whichever pid the main process names with
+// MAINPID=); expect sees only those.
 type fakeSystemd struct {
 	path string
 	conn *net.UnixConn
@@ -31,6 +34,7 @@ type fakeSystemd struct {
 	msgs []notifyMsg
 	cond chan struct{}
 	next int // first message not yet consumed by expect
+	main int // the main process
 }
 
 type notifyMsg struct {
@@ -38,6 +42,8 @@ type notifyMsg struct {
 	fds    int // descriptors that came with it
 	fields map[string]string
 	raw    string
+	// taken is set when the sender was the main process.
+	taken bool
 }
 
 func newFakeSystemd(t *testing.T) *fakeSystemd {
@@ -87,6 +93,14 @@ func (f *fakeSystemd) read() {
 			m.fields[k] = v
 		}
 		f.mu.Lock()
+		if f.main == 0 {
+			f.main = m.pid
+		}
+		if m.taken = m.pid == f.main; m.taken {
+			if pid, err := strconv.Atoi(m.fields["MAINPID"]); err == nil && pid > 0 {
+				f.main = pid
+			}
+		}
 		f.msgs = append(f.msgs, m)
 		close(f.cond)
 		f.cond = make(chan struct{})
@@ -106,7 +120,7 @@ func (f *fakeSystemd) expect(t *testing.T, timeout time.Duration, want ...string
 		for f.next < len(f.msgs) {
 			m := f.msgs[f.next]
 			f.next++
-			if !m.significant() {
+			if !m.taken || !m.significant() {
 				continue
 			}
 			f.mu.Unlock()
@@ -150,7 +164,11 @@ func (f *fakeSystemd) all() []string {
 	defer f.mu.Unlock()
 	var out []string
 	for _, m := range f.msgs {
-		out = append(out, fmt.Sprintf("[pid %d] %q", m.pid, m.raw))
+		taken := ""
+		if !m.taken {
+			taken = " (not main: refused)"
+		}
+		out = append(out, fmt.Sprintf("[pid %d] %q%s", m.pid, m.raw, taken))
 	}
 	return out
 }
@@ -244,12 +262,18 @@ func TestSystemdNotifySequence(t *testing.T) {
 	install(t, bin.handoff2, exe)
 	m.cmd.Process.Signal(syscall.SIGHUP)
 	sd.expect(t, 30*time.Second, "RELOADING=1")
-	main := sd.expect(t, 60*time.Second, "MAINPID", "READY=1")
-	newPid, _ := strconv.Atoi(main.fields["MAINPID"])
-	if newPid == pid || newPid != main.pid {
-		t.Fatalf("MAINPID=%s sent by pid %d; old master was %d", main.fields["MAINPID"], main.pid, pid)
+	// The old master, still the main process, names the new one; the
+	// new one then announces itself, ready.
+	handed := sd.expect(t, 60*time.Second, "MAINPID")
+	newPid, _ := strconv.Atoi(handed.fields["MAINPID"])
+	if handed.pid != pid || newPid == pid || newPid <= 0 {
+		t.Fatalf("MAINPID=%s sent by pid %d; want the old master %d to name its successor", handed.fields["MAINPID"], handed.pid, pid)
 	}
 	t.Cleanup(func() { stopPid(newPid) })
+	main := sd.expect(t, 60*time.Second, "MAINPID", "READY=1")
+	if main.pid != newPid || main.fields["MAINPID"] != strconv.Itoa(newPid) {
+		t.Fatalf("READY=1 %q from pid %d, want MAINPID=%d READY=1 from the new master", main.raw, main.pid, newPid)
+	}
 	if !strings.HasPrefix(main.fields["STATUS"], "gen 4 serving: 2/2 ready") {
 		t.Fatalf("new master's STATUS = %q", main.fields["STATUS"])
 	}
@@ -270,15 +294,19 @@ func TestSystemdNotifySequence(t *testing.T) {
 			t.Fatalf("a process other than the masters notified systemd: %s", line)
 		}
 	}
-	// The old master retired quietly: nothing from it after the new
-	// master announced itself.
+	// The old master retired quietly: nothing from it after it named
+	// its successor. And the new master never spoke out of turn: every
+	// message was taken.
 	after := false
 	for _, line := range sd.all() {
-		if strings.Contains(line, "MAINPID=") {
-			after = true
+		if strings.HasSuffix(line, "(not main: refused)") {
+			t.Fatalf("a message systemd would refuse under NotifyAccess=main: %s", line)
 		}
 		if after && strings.HasPrefix(line, fmt.Sprintf("[pid %d]", pid)) {
 			t.Fatalf("old master spoke after the hand-over: %s", line)
+		}
+		if strings.Contains(line, "MAINPID=") {
+			after = true
 		}
 	}
 }
@@ -446,11 +474,14 @@ func TestSystemdFailedMasterUpgrade(t *testing.T) {
 		t.Fatalf("upgrade after a failed one: exit %d %s%s", code, stdout, stderr)
 	}
 	sd.expect(t, 30*time.Second, "RELOADING=1")
-	main := sd.expect(t, 60*time.Second, "MAINPID", "READY=1")
-	newPid, _ := strconv.Atoi(main.fields["MAINPID"])
+	handed := sd.expect(t, 60*time.Second, "MAINPID")
+	newPid, _ := strconv.Atoi(handed.fields["MAINPID"])
 	t.Cleanup(func() { stopPid(newPid) })
-	if newPid == before.PID {
-		t.Fatalf("MAINPID %d is the old master", newPid)
+	if handed.pid != before.PID || newPid == before.PID || newPid <= 0 {
+		t.Fatalf("MAINPID=%d from pid %d, want the old master %d to name its successor", newPid, handed.pid, before.PID)
+	}
+	if main := sd.expect(t, 60*time.Second, "MAINPID", "READY=1"); main.pid != newPid {
+		t.Fatalf("READY=1 from pid %d, want the new master %d", main.pid, newPid)
 	}
 	if code := m.waitExit(60 * time.Second); code != 0 {
 		t.Fatalf("old master exited %d", code)

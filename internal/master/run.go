@@ -69,6 +69,7 @@ func Run(o *config.Options, stderr io.Writer, version string) error {
 		configPath: o.Path,
 		configTurn: make(chan struct{}, 1),
 		past:       newPast(),
+		announced:  make(chan struct{}),
 		ctx:        ctx,
 		stop:       stop,
 	}
@@ -165,8 +166,12 @@ func (r *runner) setUp() error {
 	}
 	undo = append(undo, func() { closeListeners(r.listeners, false) })
 	// Before any worker runs: from here on a crash leaves the sockets
-	// to systemd.
-	r.fdstore.sync(r.listeners)
+	// to systemd. (A master started by an upgrade holds the sockets its
+	// predecessor stored; it syncs once named the main process, as
+	// systemd takes FDSTORE=1 from the main process only.)
+	if !master.Inherited() {
+		r.fdstore.sync(r.listeners)
+	}
 	cfg, err := r.supervisorConfig()
 	if err != nil {
 		return fail(err)
@@ -336,6 +341,25 @@ type runner struct {
 	configPending *pendingConfig
 	configPath    string // --config, fixed for the master's life
 	past          *past  // the event history and the last reload
+	// announced is closed once this master speaks to systemd as the
+	// main process: at once in a master that took over from none, after
+	// announce in one that did.
+	announced chan struct{}
+}
+
+// speaks reports whether this master may notify systemd: a new master
+// only once the old one has named it the main process (before that,
+// systemd would refuse it under NotifyAccess=main).
+func (r *runner) speaks() bool {
+	if !r.master.Inherited() {
+		return true
+	}
+	select {
+	case <-r.announced:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *runner) handedOver() bool {
@@ -435,6 +459,13 @@ func (r *runner) upgradeMaster(ctx context.Context, h workers.Handover) error {
 		return err
 	}
 	uh.State = r.past.handOver(r.log)
+	uh.Successor = func(pid int) {
+		// With NotifyAccess=main, only this master (the unit's main
+		// process) can make the new one the main process.
+		if err := r.notifier.MainPID(pid); err != nil {
+			r.log.Warn("cannot notify systemd", "error", err)
+		}
+	}
 	return r.master.Upgrade(ctx, uh)
 }
 
@@ -457,18 +488,28 @@ func (r *runner) onEvent(e workers.Event) {
 		}
 		return
 	}
-	// A group may have grown (scaling up, a reload to more workers):
-	// its new sockets go to systemd's fd store.
-	r.fdstore.poke()
+	if r.speaks() {
+		// A group may have grown (scaling up, a reload to more
+		// workers): its new sockets go to systemd's fd store.
+		r.fdstore.poke()
+	} else if e.Kind != workers.EventServing {
+		return // announce syncs the fd store and sends the status of the moment
+	}
 	line := statusLine(e.Status)
 	var err error
 	switch e.Kind {
 	case workers.EventServing:
 		if r.master.Inherited() {
-			err = r.notifier.ReadyAsMain(line)
-		} else {
-			err = r.notifier.Ready(line)
+			// Ready first: the old master then names this one the
+			// unit's main process, and only then may it speak to
+			// systemd (NotifyAccess=main).
+			if rerr := r.master.Ready(); rerr != nil {
+				r.log.Error("cannot finish start-up", "error", rerr)
+			}
+			go r.announce()
+			return
 		}
+		err = r.notifier.Ready(line)
 		if rerr := r.master.Ready(); rerr != nil {
 			r.log.Error("cannot finish start-up", "error", rerr)
 		}
@@ -488,6 +529,25 @@ func (r *runner) onEvent(e workers.Event) {
 	}
 }
 
+// announceWait bounds how long a new master waits for the old one to name
+// it the main process before it announces itself.
+const announceWait = 30 * time.Second
+
+// announce tells systemd, in a master started by an upgrade, that it is
+// the main process and ready (MAINPID=, READY=1), once the old master has
+// named it the main process (or could not: an older handoff, which
+// leaves it to the new master and needs NotifyAccess=all).
+func (r *runner) announce() {
+	if err := r.master.AwaitMain(announceWait); err != nil {
+		r.log.Warn("the old master did not name this one the main process; announcing itself (systemd takes that only with NotifyAccess=all)", "error", err)
+	}
+	if err := r.notifier.ReadyAsMain(statusLine(r.sup.Status())); err != nil {
+		r.log.Warn("cannot notify systemd", "error", err)
+	}
+	close(r.announced)
+	r.fdstore.poke()
+}
+
 // watchdog sends WATCHDOG=1 at half of WATCHDOG_USEC, but only while the
 // supervision loop answers, so systemd restarts a wedged master.
 func (r *runner) watchdog(ctx context.Context) {
@@ -500,6 +560,15 @@ func (r *runner) watchdog(ctx context.Context) {
 		return
 	}
 	r.log.Debug("watchdog enabled", "interval", every.String())
+	if r.master.Inherited() {
+		// Pings count once the old master has named this one the
+		// main process; until then the old master pings.
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.announced:
+		}
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
