@@ -433,6 +433,19 @@ func (s *service) checkNotifiers(t *testing.T) {
 			t.Errorf("notify message from PID %d, not a master (masters: %v): %s", n.PID, s.masters, n.Raw)
 		}
 	}
+	// NotifyAccess=main: systemd logs each message it refuses. A master
+	// must never speak out of turn (a new one before the old one named
+	// it the main process).
+	out, err := s.m.journal(s.unit)
+	if err != nil {
+		t.Errorf("journal: %v", err)
+		return
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "reception only permitted for main PID") {
+			t.Errorf("systemd refused a notification: %s", line)
+		}
+	}
 }
 
 // checkNoKills fails the test if systemd had to kill any of the unit's
@@ -583,9 +596,11 @@ func runReloads(t *testing.T, s *service) {
 	if _, err := s.waitAnswers(gen, "v2"); err != nil {
 		t.Errorf("after the master upgrade: %v", err)
 	}
-	s.expectNotes(t, "RELOADING=1 from the old master, then READY=1 from the new one", mark,
-		from(master, "RELOADING", "1", "MONOTONIC_USEC", "*"), from(next, "READY", "1"))
-	s.expectNotes(t, "MAINPID=<its pid> from the new master", mark, from(next, "MAINPID", strconv.Itoa(next)))
+	// NotifyAccess=main: the old master, still the main process, names
+	// the new one, which then announces itself ready.
+	s.expectNotes(t, "RELOADING=1 and MAINPID=<new pid> from the old master, then MAINPID=<its pid> READY=1 from the new one", mark,
+		from(master, "RELOADING", "1", "MONOTONIC_USEC", "*"), from(master, "MAINPID", strconv.Itoa(next)),
+		from(next, "MAINPID", strconv.Itoa(next), "READY", "1"))
 	s.status(t, fmt.Sprintf("generation %d from the new master", gen), func(st handoffStatus) bool {
 		return allWorkers(st, gen) && st.PID == next
 	})

@@ -263,6 +263,30 @@ user    = "no-such-user-here"
 			t.Errorf("line %d: %q, want %q…", i, lines[i], want[i])
 		}
 	}
+	// An unknown key does not hide the bad values, nor a syntax error
+	// the values before it: one run, every problem.
+	mixed := writeConfig(t, dir, "mixed.hcl", `command = ["`+bin.hello1+`"]
+workers = 0
+bogus = 1
+balance = "fair"
+ready_timeout =
+`)
+	_, stderr, code = runHandoff(t, "check", mixed)
+	want = []string{
+		"handoff: " + mixed + `:5:16: Invalid expression`,
+		"handoff: " + mixed + `:3:1: Unsupported argument`,
+		"handoff: " + mixed + `:2:11: workers = 0: want auto`,
+		"handoff: " + mixed + `:4:11: balance = "fair": want steer, sticky or shared`,
+	}
+	lines = strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if code != 1 || len(lines) != len(want) {
+		t.Fatalf("check mixed: exit %d, stderr:\n%s", code, stderr)
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("check mixed, line %d: %q, want %q…", i, lines[i], want[i])
+		}
+	}
 	// A syntax error is HCL's diagnostic with its position.
 	syntax := writeConfig(t, dir, "syntax.hcl", "listen \"http\" {\n  address = \"tcp://127.0.0.1:0\"\n")
 	_, stderr, code = runHandoff(t, "check", "--config", syntax)
