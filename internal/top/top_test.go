@@ -164,9 +164,16 @@ func TestTrackerMasterEvents(t *testing.T) {
 	if out := Render(status(1), tr, t0); !strings.Contains(out, "reload to generation 2 ok in 1.5s") {
 		t.Errorf("view:\n%s", out)
 	}
+	// A reload's phases, which the polls see, join them in time order.
+	b := status(1)
+	b.Rollover = &workers.RolloverStatus{Generation: 5, Phase: workers.RollStarting, Workers: 1}
+	tr.Update(b, t0.Add(2*time.Second))
+	if got := tr.Events(); len(got) != maxEvents || got[maxEvents-1].Text != "reload to generation 5: starting" || got[maxEvents-2].Text != "took over from pid 7 with generation 4" {
+		t.Errorf("events with a phase: %+v", got)
+	}
 	// A master that sends none: the events derived from the polls.
 	tr.MasterEvents(nil)
-	if len(tr.Events()) != 0 {
-		t.Errorf("events of an older master: %+v", tr.Events())
+	if got := tr.Events(); len(got) != 1 || got[0].Text != "reload to generation 5: starting" {
+		t.Errorf("events of an older master: %+v", got)
 	}
 }

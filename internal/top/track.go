@@ -16,6 +16,9 @@ const maxEvents = 8
 type Event struct {
 	At   time.Time
 	Text string
+	// phase marks a reload's phase seen by the polls, which the
+	// master's history does not record.
+	phase bool
 }
 
 // Tracker keeps what only consecutive statuses tell: the CPU each worker
@@ -81,6 +84,7 @@ func (t *Tracker) diff(p, st workers.Status, at time.Time) {
 		key := fmt.Sprintf("%d %s", r.Generation, r.Phase)
 		if key != t.phase && (p.Rollover == nil || p.Rollover.Generation != r.Generation || p.Rollover.Phase != r.Phase) {
 			add("reload to generation %d: %s", r.Generation, r.Phase)
+			t.events[len(t.events)-1].phase = true
 		}
 		t.phase = key
 	}
@@ -120,12 +124,20 @@ func (t *Tracker) diff(p, st workers.Status, at time.Time) {
 }
 
 // Events returns the last events, oldest first: the master's own when it
-// sends them, else the ones derived from consecutive polls.
+// sends them, with the reload phases seen by the polls, else the ones
+// derived from consecutive polls.
 func (t *Tracker) Events() []Event {
-	if t.master != nil {
-		return t.master
+	if t.master == nil {
+		return t.events
 	}
-	return t.events
+	out := append([]Event(nil), t.master...)
+	for _, e := range t.events {
+		if e.phase {
+			out = append(out, e)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	return out[max(0, len(out)-maxEvents):]
 }
 
 // MasterEvents takes the master's newest events from a poll (nil from a
