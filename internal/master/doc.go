@@ -28,6 +28,16 @@
 // generation on the bank where the dead master's selector left
 // connections waiting.
 //
+// The master keeps its recent past (past.go): the event history
+// (internal/history, which the admin page and the status command show)
+// and the last reload. A master upgrade hands both to the new master in
+// the hand-over message, so its status does not start from nothing. The
+// new master speaks to systemd only once the old one, still the unit's
+// main process, has named it the main process (MAINPID=), as
+// NotifyAccess=main requires; until then it neither notifies, pings
+// the watchdog nor syncs the fd store (its predecessor stored the same
+// sockets).
+//
 // The master's log goes through a log sink (internal/logsink) so that a
 // reader that goes away never stops it.
 //
