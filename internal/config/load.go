@@ -320,67 +320,114 @@ func (r *raw) get(k Key) (v value, set bool) {
 // validate turns raw settings into Options, recording every problem.
 func validate(r *raw, sys *system, p *problems) *Options {
 	o := &Options{}
-	keys := map[string]Key{}
-	for _, k := range Keys() {
-		keys[k.Name] = k
-	}
-	// bad reports a problem with a scalar value.
-	bad := func(k Key, v value, runtime bool, err error) {
-		p.add(v.from, runtime, "%s: %v", v.from.describe(k, v.raw), err)
-	}
-	scalar := func(name string, parse func(string) error) value {
-		k := keys[name]
-		v, set := r.get(k)
-		if set {
-			if err := parse(v.raw); err != nil {
-				bad(k, v, false, err)
-			}
-		}
-		return v
-	}
-	var err error
+	c := newChecker(r, p)
+	readyV, readyTimeoutV := c.workerSettings(o, sys)
+	c.steerSettings(o, sys)
+	healthV := c.livenessSettings(o)
+	c.masterSettings(o)
+	o.Environment = validateEnv(r.env, p)
+	validateListen(r, sys, o, p)
+	validateRunAs(r, c.keys, sys, o, p)
 
-	scalar(KeyWorkers, func(s string) error {
+	if p.any() {
+		// The checks below combine settings: only for valid ones.
+		return o
+	}
+	return c.combined(o, readyV, readyTimeoutV, healthV)
+}
+
+// checker parses the scalar settings of one load, reporting each bad
+// value with where it came from (a flag, or the file's line).
+type checker struct {
+	r    *raw
+	p    *problems
+	keys map[string]Key
+}
+
+func newChecker(r *raw, p *problems) *checker {
+	c := &checker{r: r, p: p, keys: map[string]Key{}}
+	for _, k := range Keys() {
+		c.keys[k.Name] = k
+	}
+	return c
+}
+
+// scalar parses the setting name with parse, if it is set, and reports
+// parse's error; it returns the value and where it came from.
+func (c *checker) scalar(name string, parse func(string) error) value {
+	k := c.keys[name]
+	v, set := c.r.get(k)
+	if set {
+		if err := parse(v.raw); err != nil {
+			c.p.add(v.from, false, "%s: %v", v.from.describe(k, v.raw), err)
+		}
+	}
+	return v
+}
+
+// workerSettings are how many workers run and how they start, become
+// ready, are replaced and stop.
+func (c *checker) workerSettings(o *Options, sys *system) (readyV, readyTimeoutV value) {
+	var err error
+	c.scalar(KeyWorkers, func(s string) error {
 		o.Workers, o.WorkersAuto, err = parseWorkers(s, sys.autoWorkers)
 		return err
 	})
-	readyV := scalar(KeyReady, func(s string) error {
+	readyV = c.scalar(KeyReady, func(s string) error {
 		o.Ready, err = ParseReady(s)
 		return err
 	})
-	readyTimeoutV := scalar(KeyReadyTimeout, func(s string) (err error) {
+	readyTimeoutV = c.scalar(KeyReadyTimeout, func(s string) (err error) {
 		o.ReadyTimeout, err = parseDuration(s, false)
 		return err
 	})
-	scalar(KeyDrainTimeout, func(s string) (err error) {
+	c.scalar(KeyDrainTimeout, func(s string) (err error) {
 		o.DrainTimeout, err = parseDuration(s, false)
 		return err
 	})
-	scalar(KeyMinUptime, func(s string) (err error) {
+	c.scalar(KeyMinUptime, func(s string) (err error) {
 		o.MinUptime, err = parseDuration(s, true)
 		return err
 	})
-	scalar(KeyRetireParallel, func(s string) (err error) {
+	c.scalar(KeyRetireParallel, func(s string) (err error) {
 		o.RetireParallel, err = parseCount(s)
 		return err
 	})
-	scalar(KeyStopSignal, func(s string) (err error) {
+	c.scalar(KeyStopSignal, func(s string) (err error) {
 		o.StopSignal, err = ParseSignal(s)
 		return err
 	})
-	scalar(KeyReloadStrategy, func(s string) error {
+	c.scalar(KeyReloadStrategy, func(s string) error {
 		o.Strategy = workers.Strategy(s)
 		return parseChoice(s, string(workers.Surge), string(workers.Rolling))
 	})
-	scalar(KeyBalance, func(s string) error {
+	c.scalar(KeyMaxMemory, func(s string) (err error) {
+		o.MaxMemory, err = ParseSize(s)
+		return err
+	})
+	c.scalar(KeyStartAttempts, func(s string) (err error) {
+		if s == "0" {
+			o.StartAttempts = 0
+			return nil
+		}
+		o.StartAttempts, err = parseCount(s)
+		return err
+	})
+	return readyV, readyTimeoutV
+}
+
+// steerSettings are how connections reach workers and where their
+// output goes.
+func (c *checker) steerSettings(o *Options, sys *system) {
+	c.scalar(KeyBalance, func(s string) error {
 		o.Balance = Balance(s)
 		return parseChoice(s, string(BalanceSteer), string(BalanceSticky), string(BalanceShared))
 	})
-	scalar(KeySteerBPF, func(s string) error {
+	c.scalar(KeySteerBPF, func(s string) error {
 		o.SteerBPF = s
 		return parseChoice(s, "auto", "ebpf", "cbpf")
 	})
-	scalar(KeyWorkerOutput, func(s string) error {
+	c.scalar(KeyWorkerOutput, func(s string) error {
 		o.WorkerOutput = WorkerOutput(s)
 		if s == "auto" {
 			o.WorkerOutput = OutputPrefix
@@ -390,69 +437,64 @@ func validate(r *raw, sys *system, p *problems) *Options {
 		}
 		return parseChoice(s, "auto", string(OutputInherit), string(OutputPrefix), string(OutputJSON))
 	})
-	scalar(KeyMaxMemory, func(s string) (err error) {
-		o.MaxMemory, err = ParseSize(s)
-		return err
-	})
-	scalar(KeyStartAttempts, func(s string) (err error) {
-		if s == "0" {
-			o.StartAttempts = 0
-			return nil
-		}
-		o.StartAttempts, err = parseCount(s)
-		return err
-	})
-	scalar(KeyHangTimeout, func(s string) (err error) {
+}
+
+// livenessSettings are how hung and unhealthy workers are found.
+func (c *checker) livenessSettings(o *Options) (healthV value) {
+	c.scalar(KeyHangTimeout, func(s string) (err error) {
 		o.HangTimeout, err = parseDuration(s, true)
 		return err
 	})
-	scalar(KeyWatchdog, func(s string) (err error) {
+	c.scalar(KeyWatchdog, func(s string) (err error) {
 		o.Watchdog, err = parseDuration(s, true)
 		return err
 	})
-	healthV := scalar(KeyHealth, func(s string) (err error) {
+	healthV = c.scalar(KeyHealth, func(s string) (err error) {
 		o.Health, err = ParseHealth(s)
 		return err
 	})
-	scalar(KeyHealthInterval, func(s string) (err error) {
+	c.scalar(KeyHealthInterval, func(s string) (err error) {
 		o.HealthInterval, err = parseDuration(s, false)
 		return err
 	})
-	scalar(KeyHealthFailures, func(s string) (err error) {
+	c.scalar(KeyHealthFailures, func(s string) (err error) {
 		o.HealthFailures, err = parseCount(s)
 		return err
 	})
-	scalar(KeyAdmin, func(s string) error {
+	return healthV
+}
+
+// masterSettings are the master's own: its endpoints, pid file and log.
+func (c *checker) masterSettings(o *Options) {
+	c.scalar(KeyAdmin, func(s string) error {
 		o.Admin = s
 		return ParseAdmin(s)
 	})
-	scalar(KeyControl, func(s string) error {
+	c.scalar(KeyControl, func(s string) error {
 		o.Control = s
 		if s == "" {
 			return nil // the default
 		}
 		return control.CheckPath(s)
 	})
-	scalar(KeyPIDFile, func(s string) error {
+	c.scalar(KeyPIDFile, func(s string) error {
 		o.PIDFile = s
 		return nil
 	})
-	scalar(KeyLogFormat, func(s string) error {
+	c.scalar(KeyLogFormat, func(s string) error {
 		o.LogFormat = s
 		return parseChoice(s, "text", "json")
 	})
-	scalar(KeyLogLevel, func(s string) error {
+	c.scalar(KeyLogLevel, func(s string) error {
 		o.LogLevel = s
 		return parseLogLevel(s)
 	})
-	o.Environment = validateEnv(r.env, p)
-	validateListen(r, sys, o, p)
-	validateRunAs(r, keys, sys, o, p)
+}
 
-	if p.any() {
-		// The checks below combine settings: only for valid ones.
-		return o
-	}
+// combined checks what combines settings, valid each on its own, and
+// takes the command.
+func (c *checker) combined(o *Options, readyV, readyTimeoutV, healthV value) *Options {
+	r, p, keys := c.r, c.p, c.keys
 	if o.Ready.Mode == ReadyDelay && o.Ready.Delay >= o.ReadyTimeout {
 		from := readyV.from
 		if from.pos == nil {
