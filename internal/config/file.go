@@ -81,40 +81,62 @@ func parseBytes(src []byte, path string, r *raw, p *problems) bool {
 	if f == nil || f.Body == nil {
 		return true
 	}
-	// before reports whether rng ends before the line of the first
-	// syntax error,
-	// where what the parser made of the file can be trusted.
-	before := func(hcl.Range) bool { return true }
-	if diags.HasErrors() {
-		if json {
-			return true // the JSON parser gives up at its error
-		}
-		// HCL allows one attribute a line: the ones on the lines
-		// before the error's are whole.
-		// An error without a position trusts nothing.
-		stop := 0
-		for _, d := range diags {
-			if d.Severity == hcl.DiagError && d.Subject != nil && (stop == 0 || d.Subject.Start.Line < stop) {
-				stop = d.Subject.Start.Line
-			}
-		}
-		before = func(rng hcl.Range) bool { return rng.End.Line < stop }
+	before, whole := trusted(diags, json)
+	if !whole {
+		return true
 	}
 	content, diags := f.Body.Content(fileSchema())
 	diagProblemsIf(diags, p, before)
-	lit := func(rng hcl.Range) string {
-		return strings.Join(strings.Fields(string(rng.SliceBytes(src))), " ")
+	fl := fileLit(src)
+	parseListens(content.Blocks, before, fl, r, p)
+	parseSettings(content.Attributes, before, fl, r, p)
+	return true
+}
+
+// fileLit gives a range of a file's source as one line, for messages.
+type fileLit []byte
+
+func (src fileLit) lit(rng hcl.Range) string {
+	return strings.Join(strings.Fields(string(rng.SliceBytes(src))), " ")
+}
+
+func (src fileLit) from(e hcl.Expression) origin {
+	rng := e.Range()
+	return origin{pos: &rng, lit: src.lit(rng)}
+}
+
+// trusted says which of a parsed file's ranges can be trusted after
+// diags: before reports whether a range ends before the line of the
+// first syntax error. whole is false when nothing can be (a JSON file
+// with an error: the JSON parser gives up at it).
+func trusted(diags hcl.Diagnostics, json bool) (before func(hcl.Range) bool, whole bool) {
+	before = func(hcl.Range) bool { return true }
+	if !diags.HasErrors() {
+		return before, true
 	}
-	fromExpr := func(e hcl.Expression) origin {
-		rng := e.Range()
-		return origin{pos: &rng, lit: lit(rng)}
+	if json {
+		return nil, false
 	}
-	for _, b := range content.Blocks { // listen blocks, in file order
+	// HCL allows one attribute a line: the ones on the lines before
+	// the error's are whole. An error without a position trusts
+	// nothing.
+	stop := 0
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError && d.Subject != nil && (stop == 0 || d.Subject.Start.Line < stop) {
+			stop = d.Subject.Start.Line
+		}
+	}
+	return func(rng hcl.Range) bool { return rng.End.Line < stop }, true
+}
+
+// parseListens takes the file's listen blocks, in file order.
+func parseListens(blocks hcl.Blocks, before func(hcl.Range) bool, src fileLit, r *raw, p *problems) {
+	for _, b := range blocks {
 		if !before(b.DefRange) || !before(b.Body.MissingItemRange()) || len(b.Labels) == 0 {
 			continue
 		}
 		nameRng := b.LabelRanges[0]
-		lv := listenValue{name: b.Labels[0], from: origin{pos: &nameRng, lit: lit(nameRng)}, opts: map[string]value{}}
+		lv := listenValue{name: b.Labels[0], from: origin{pos: &nameRng, lit: src.lit(nameRng)}, opts: map[string]value{}}
 		bc, diags := b.Body.Content(listenSchema)
 		if diagProblems(diags, p) {
 			continue
@@ -130,7 +152,7 @@ func parseBytes(src []byte, path string, r *raw, p *problems) bool {
 				valid = false
 				continue
 			}
-			v := value{raw: s, from: fromExpr(attr.Expr)}
+			v := value{raw: s, from: src.from(attr.Expr)}
 			if name == "address" {
 				lv.address, lv.addrFrom = s, v.from
 			} else {
@@ -141,8 +163,12 @@ func parseBytes(src []byte, path string, r *raw, p *problems) bool {
 			r.listen = append(r.listen, lv)
 		}
 	}
-	attrs := make([]*hcl.Attribute, 0, len(content.Attributes))
-	for _, a := range content.Attributes {
+}
+
+// parseSettings takes the file's settings, in file order.
+func parseSettings(attributes hcl.Attributes, before func(hcl.Range) bool, src fileLit, r *raw, p *problems) {
+	attrs := make([]*hcl.Attribute, 0, len(attributes))
+	for _, a := range attributes {
 		if before(a.Range) {
 			attrs = append(attrs, a)
 		}
@@ -151,16 +177,15 @@ func parseBytes(src []byte, path string, r *raw, p *problems) bool {
 	for _, attr := range attrs {
 		switch name := attr.Name; name {
 		case KeyCommand:
-			r.command, r.commandFrom, r.hasCommand = stringList(attr, p), fromExpr(attr.Expr), true
+			r.command, r.commandFrom, r.hasCommand = stringList(attr, p), src.from(attr.Expr), true
 		case KeyEnvironment:
-			r.env = append(r.env, environment(attr, fromExpr, p)...)
+			r.env = append(r.env, environment(attr, src.from, p)...)
 		default:
 			if s, ok := scalarValue(attr, p); ok {
-				r.scalars[name] = value{raw: s, from: fromExpr(attr.Expr)}
+				r.scalars[name] = value{raw: s, from: src.from(attr.Expr)}
 			}
 		}
 	}
-	return true
 }
 
 // diagProblems adds HCL's diagnostics as problems and reports whether

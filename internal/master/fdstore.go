@@ -382,59 +382,18 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 		return listener{}, false, err
 	}
 	if len(sl.members) == 0 {
-		if sl.shared < 0 {
-			return fail(errors.New("only selector descriptors, no socket"))
-		}
-		if err := checkStoredAddr(spec, sl.shared); err != nil {
-			return fail(err)
-		}
-		used[sl.shared] = true
-		sh, err := m.ListenerWith(spec, map[string]int{spec.Name: sl.shared}, unixOptions(lc))
+		l, err := restoreShared(lc, sl, m, used)
 		if err != nil {
 			return fail(err)
 		}
-		for fd := range sl.names {
-			if fd != sl.shared {
-				unix.Close(fd)
-			}
-		}
-		return listener{
-			Listener: workers.Listener{Name: sh.Name, Network: sh.Network, Addr: sh.Addr, Fd: sh.Fd()},
-			shared:   sh,
-			how:      howRestored,
-		}, false, nil
+		return l, false, nil
 	}
 	if sl.shared >= 0 {
 		return fail(errors.New("both a shared socket and a steered group"))
 	}
-	slots := 0
-	for k := range sl.members {
-		slots = max(slots, k[0]+1)
-	}
-	socks := make([]int, 0, steer.Banks*slots)
-	for s := 0; s < slots; s++ {
-		for b := 0; b < steer.Banks; b++ {
-			fd, ok := sl.members[[2]int{s, b}]
-			if !ok {
-				return fail(fmt.Errorf("no socket for slot %d bank %d of %d slots (FileDescriptorStoreMax= too small?)", s, b, slots))
-			}
-			socks = append(socks, fd)
-		}
-	}
-	var sel []int
-	for i := 0; i < len(sl.sel); i++ {
-		fd, ok := sl.sel[i]
-		if !ok {
-			sel = nil
-			break
-		}
-		sel = append(sel, fd)
-	}
-	for _, fd := range sl.sel {
-		if !slices.Contains(sel, fd) {
-			unix.Close(fd)
-			used[fd] = true
-		}
+	socks, sel, err := storedSockets(sl, used)
+	if err != nil {
+		return fail(err)
 	}
 	mode, wantSteer := steerMode(string(o.Balance))
 	opts := steer.Options{Mode: mode}
@@ -470,6 +429,70 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 	}
 	log.Info("steered group restored from systemd's fd store", "name", spec.Name, "slots", len(socks)/steer.Banks, "active", fmt.Sprint(grp.Active()), "selector", selector, "mechanism", string(grp.Mechanism()))
 	return groupListener(spec, grp, howRestored), kept, nil
+}
+
+// restoreShared takes back a shared listener's socket from what systemd
+// kept, and closes the rest of sl's descriptors. On error the caller
+// closes those not marked in used.
+func restoreShared(lc config.Listen, sl *storedListener, m *upgrade.Master, used map[int]bool) (listener, error) {
+	spec := lc.Spec
+	if sl.shared < 0 {
+		return listener{}, errors.New("only selector descriptors, no socket")
+	}
+	if err := checkStoredAddr(spec, sl.shared); err != nil {
+		return listener{}, err
+	}
+	used[sl.shared] = true
+	sh, err := m.ListenerWith(spec, map[string]int{spec.Name: sl.shared}, unixOptions(lc))
+	if err != nil {
+		return listener{}, err
+	}
+	for fd := range sl.names {
+		if fd != sl.shared {
+			unix.Close(fd)
+		}
+	}
+	return listener{
+		Listener: workers.Listener{Name: sh.Name, Network: sh.Network, Addr: sh.Addr, Fd: sh.Fd()},
+		shared:   sh,
+		how:      howRestored,
+	}, nil
+}
+
+// storedSockets orders a steered group's kept sockets by slot and bank,
+// and its selector's descriptors, if all of them were kept (else none:
+// the group gets a new selector, and the partial one is closed). It
+// marks in used what it hands on or closes.
+func storedSockets(sl *storedListener, used map[int]bool) (socks, sel []int, err error) {
+	slots := 0
+	for k := range sl.members {
+		slots = max(slots, k[0]+1)
+	}
+	socks = make([]int, 0, steer.Banks*slots)
+	for s := 0; s < slots; s++ {
+		for b := 0; b < steer.Banks; b++ {
+			fd, ok := sl.members[[2]int{s, b}]
+			if !ok {
+				return nil, nil, fmt.Errorf("no socket for slot %d bank %d of %d slots (FileDescriptorStoreMax= too small?)", s, b, slots)
+			}
+			socks = append(socks, fd)
+		}
+	}
+	for i := 0; i < len(sl.sel); i++ {
+		fd, ok := sl.sel[i]
+		if !ok {
+			sel = nil
+			break
+		}
+		sel = append(sel, fd)
+	}
+	for _, fd := range sl.sel {
+		if !slices.Contains(sel, fd) {
+			unix.Close(fd)
+			used[fd] = true
+		}
+	}
+	return socks, sel, nil
 }
 
 // checkStoredAddr checks that a stored shared socket is where spec

@@ -65,47 +65,9 @@ func Restore(spec upgrade.Spec, opts Options, socks, sel []int) (*Group, error) 
 	}
 	g.fds = append([]int(nil), socks...)
 
-	var reason error
-	switch {
-	case len(sel) == ebpfFds && opts.Mechanism != CBPF:
-		e, err := adoptEBPF(sel, layoutVersion, g.tcpPort())
-		var active []Target
-		if err == nil {
-			active, err = g.choiceOf(e)
-		}
-		if err == nil && len(active) > 0 {
-			g.ebpf = e
-			if err = e.clearProbes(); err == nil {
-				err = e.resetCounts()
-			}
-			if err == nil {
-				err = g.apply(active)
-			}
-			if err == nil {
-				err = e.attach(g.fds[0])
-			}
-			if err == nil {
-				return g, nil
-			}
-			g.ebpf = nil
-		}
-		if err == nil {
-			err = errors.New("it steered nowhere")
-		}
-		reason = fmt.Errorf("the crashed master's eBPF selector: %w", err)
-		// Its sockets leave its array, which a new one needs.
-		e.forget()
-		e.close()
-	case len(sel) >= ebpfFdsV1:
-		// Not this layout, or not asked for: still empty its socket
-		// array (systemd may hold a copy of it), which a new one needs.
-		e, _ := adoptEBPF(sel, 0, 0)
-		e.forget()
-		e.close()
-		reason = fmt.Errorf("%d selector descriptors, want %d", len(sel), ebpfFds)
-	case len(sel) > 0:
-		closeFds(sel)
-		reason = fmt.Errorf("%d selector descriptors, want %d", len(sel), ebpfFds)
+	adopted, reason := g.adoptSelector(sel, opts)
+	if adopted {
+		return g, nil
 	}
 	active, err := g.queuedChoice()
 	if err != nil {
@@ -139,6 +101,56 @@ func Restore(spec upgrade.Spec, opts Options, socks, sel []int) (*Group, error) 
 		g.fallback = err
 	}
 	return g, nil
+}
+
+// adoptSelector takes over the crashed master's eBPF selector, sel, if
+// it has this layout, eBPF was not ruled out, and it steered somewhere:
+// it then steers as before, with its probes cleared and its counts
+// reset. Otherwise it empties and closes what it was given and says why
+// in reason (nil when there was no selector).
+func (g *Group) adoptSelector(sel []int, opts Options) (adopted bool, reason error) {
+	switch {
+	case len(sel) == ebpfFds && opts.Mechanism != CBPF:
+		e, err := adoptEBPF(sel, layoutVersion, g.tcpPort())
+		var active []Target
+		if err == nil {
+			active, err = g.choiceOf(e)
+		}
+		if err == nil && len(active) > 0 {
+			g.ebpf = e
+			if err = e.clearProbes(); err == nil {
+				err = e.resetCounts()
+			}
+			if err == nil {
+				err = g.apply(active)
+			}
+			if err == nil {
+				err = e.attach(g.fds[0])
+			}
+			if err == nil {
+				return true, nil
+			}
+			g.ebpf = nil
+		}
+		if err == nil {
+			err = errors.New("it steered nowhere")
+		}
+		reason = fmt.Errorf("the crashed master's eBPF selector: %w", err)
+		// Its sockets leave its array, which a new one needs.
+		e.forget()
+		e.close()
+	case len(sel) >= ebpfFdsV1:
+		// Not this layout, or not asked for: still empty its socket
+		// array (systemd may hold a copy of it), which a new one needs.
+		e, _ := adoptEBPF(sel, 0, 0)
+		e.forget()
+		e.close()
+		reason = fmt.Errorf("%d selector descriptors, want %d", len(sel), ebpfFds)
+	case len(sel) > 0:
+		closeFds(sel)
+		reason = fmt.Errorf("%d selector descriptors, want %d", len(sel), ebpfFds)
+	}
+	return false, reason
 }
 
 // choiceOf reads an adopted selector's choice as targets of this group.

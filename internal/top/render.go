@@ -40,8 +40,24 @@ func Render(st workers.Status, t *Tracker, now time.Time) string {
 }
 
 func render(st workers.Status, t *Tracker, now time.Time, sty styles) string {
-	safe := t.safe
 	var b strings.Builder
+	renderMaster(&b, st, t, now, sty)
+	renderReload(&b, st, t, now, sty)
+	b.WriteString("\n")
+	renderWorkers(&b, st, t, now, sty)
+	if ev := t.Events(); len(ev) > 0 {
+		b.WriteString("\n" + sty.head.Render("events") + "\n")
+		for i := len(ev) - 1; i >= 0; i-- {
+			fmt.Fprintf(&b, "%s  %s\n", ev[i].At.Format("15:04:05"), ev[i].Text)
+		}
+	}
+	return b.String()
+}
+
+// renderMaster writes the master's line, the generations and the
+// listeners.
+func renderMaster(b *strings.Builder, st workers.Status, t *Tracker, now time.Time, sty styles) {
+	safe := t.safe
 	serving := "starting"
 	if st.Serving {
 		serving = "serving"
@@ -59,14 +75,19 @@ func render(st workers.Status, t *Tracker, now time.Time, sty styles) string {
 	for _, g := range st.Generations {
 		gens = append(gens, fmt.Sprintf("%d %s", g.Generation, sty.phase.Render(safe(string(g.Phase)))))
 	}
-	fmt.Fprintf(&b, "generations: %s\n", strings.Join(gens, ", "))
+	fmt.Fprintf(b, "generations: %s\n", strings.Join(gens, ", "))
 	for _, l := range st.Listeners {
 		how := l.Balance
 		if l.Mechanism != "" {
 			how += ", " + l.Mechanism + ", " + l.Selection
 		}
-		fmt.Fprintf(&b, "listener %s %s://%s: %s\n", safe(l.Name), safe(l.Network), safe(l.Addr), safe(how))
+		fmt.Fprintf(b, "listener %s %s://%s: %s\n", safe(l.Name), safe(l.Network), safe(l.Addr), safe(how))
 	}
+}
+
+// renderReload writes the reload under way, if any, and the last one.
+func renderReload(b *strings.Builder, st workers.Status, t *Tracker, now time.Time, sty styles) {
+	safe := t.safe
 	if s, ok := t.Step(now); ok {
 		line := fmt.Sprintf("reload to generation %d: %s", s.Generation, sty.phase.Render(s.String()))
 		if s.Phase != workers.RollStarting {
@@ -88,21 +109,24 @@ func render(st workers.Status, t *Tracker, now time.Time, sty styles) string {
 			what = "master upgrade"
 		}
 		if r.OK {
-			fmt.Fprintf(&b, "last %s: generation %d ok, took %s\n", what, r.Generation, r.Duration.Round(time.Millisecond))
+			fmt.Fprintf(b, "last %s: generation %d ok, took %s\n", what, r.Generation, r.Duration.Round(time.Millisecond))
 		} else {
-			fmt.Fprintf(&b, "last %s: generation %d %s: %s\n", what, r.Generation, sty.bad.Render("rolled back"), safe(r.Error))
+			fmt.Fprintf(b, "last %s: generation %d %s: %s\n", what, r.Generation, sty.bad.Render("rolled back"), safe(r.Error))
 			if len(r.Stderr) > 0 {
-				fmt.Fprintf(&b, "  the last lines worker %d wrote to stderr:\n", r.FailedPID)
+				fmt.Fprintf(b, "  the last lines worker %d wrote to stderr:\n", r.FailedPID)
 				for _, l := range r.Stderr {
-					fmt.Fprintf(&b, "    %s\n", safe(l))
+					fmt.Fprintf(b, "    %s\n", safe(l))
 				}
 			}
 		}
 	} else {
 		b.WriteString("last reload: none since this master started\n")
 	}
-	b.WriteString("\n")
+}
 
+// renderWorkers writes the workers' table and why any is away.
+func renderWorkers(b *strings.Builder, st workers.Status, t *Tracker, now time.Time, sty styles) {
+	safe := t.safe
 	var tb strings.Builder
 	tw := tabwriter.NewWriter(&tb, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tCPU\tMEM\tQUEUE\tHELD")
@@ -130,16 +154,9 @@ func render(st workers.Status, t *Tracker, now time.Time, sty styles) string {
 	}
 	for _, w := range st.Workers {
 		if w.Away != "" {
-			fmt.Fprintf(&b, "slot %d (pid %d) away: %s\n", w.Slot, w.PID, safe(w.Away))
+			fmt.Fprintf(b, "slot %d (pid %d) away: %s\n", w.Slot, w.PID, safe(w.Away))
 		}
 	}
-	if ev := t.Events(); len(ev) > 0 {
-		b.WriteString("\n" + sty.head.Render("events") + "\n")
-		for i := len(ev) - 1; i >= 0; i-- {
-			fmt.Fprintf(&b, "%s  %s\n", ev[i].At.Format("15:04:05"), ev[i].Text)
-		}
-	}
-	return b.String()
 }
 
 // ago is how long ago t was, rounded for a glance.
