@@ -23,8 +23,9 @@ import (
 	"github.com/handoff-dev/handoff/workers"
 )
 
-// This file boots systemd as pid 1 of a private namespace (see
-// shared/notes/systemd-in-namespace.md) and drives it from the host.
+// This file boots systemd as pid 1 of a private namespace (README.md,
+// "Booting systemd in a namespace", lists the steps) and drives it from
+// the host.
 
 const (
 	// testTarget is what systemd boots into: journald only. The test
