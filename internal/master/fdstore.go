@@ -40,7 +40,11 @@ type fdStore struct {
 	log hclog.Logger
 
 	mu     sync.Mutex
-	stored map[string]bool // names in the store, as far as this master knows
+	// stored are the names in the store, as far as this master knows,
+	// each with the identity of the socket under it (identity): a
+	// listener whose name stays while its address changes (a
+	// configuration reload) has new sockets under the same names.
+	stored map[string]uint64
 	// stale are names in the store whose descriptor is not the one this
 	// master uses (a crashed master's selector that was replaced): sync
 	// replaces or removes them.
@@ -57,7 +61,7 @@ type fdStore struct {
 }
 
 func newFdStore(log hclog.Logger) *fdStore {
-	return &fdStore{sd: systemd.NewFdStore(), log: log, stored: map[string]bool{}, stale: map[string]bool{}, skipped: map[string]bool{}, kick: make(chan struct{}, 1)}
+	return &fdStore{sd: systemd.NewFdStore(), log: log, stored: map[string]uint64{}, stale: map[string]bool{}, skipped: map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // storeEntries lists the descriptors of ls by FDNAME: those a listener
@@ -116,20 +120,26 @@ func (s *fdStore) sync(ls []listener) {
 	var errs []error
 	added := 0
 	for _, name := range names {
-		if s.stored[name] && !s.stale[name] {
+		id := identity(want[name])
+		old, had := s.stored[name]
+		if had && old == id && id != 0 && !s.stale[name] {
 			continue
 		}
-		if n, _, _ := systemd.ParseStoreName(name); n.Kind == systemd.KindSelector || s.stale[name] {
+		// Another socket under the name goes first: a replaced one,
+		// a crashed master's selector, or a selector the store may
+		// hold from a master before a hand-over.
+		if n, _, _ := systemd.ParseStoreName(name); had || n.Kind == systemd.KindSelector || s.stale[name] {
 			if err := s.sd.Remove(name); err != nil {
 				errs = append(errs, err)
 				continue
 			}
+			delete(s.stored, name)
 		}
 		if err := s.sd.Store(name, want[name]); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		s.stored[name] = true
+		s.stored[name] = id
 		delete(s.stale, name)
 		added++
 	}
@@ -243,20 +253,36 @@ func (s *fdStore) forget(names []string) {
 	}
 }
 
-// adopted records names as stored: the descriptors systemd passed
-// back, which this master now uses, or (stale) which it replaced.
-func (s *fdStore) adopted(names []string, stale bool) {
+// adopted records what systemd passed back for l as stored: the sockets
+// (and selector) l now uses, and replaced, names in the store whose
+// descriptors l does not use (a crashed master's selector it replaced),
+// which sync replaces or removes.
+func (s *fdStore) adopted(l listener, replaced []string) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, n := range names {
-		s.stored[n] = true
-		if stale {
-			s.stale[n] = true
+	for _, n := range replaced {
+		s.stored[n] = 0
+		s.stale[n] = true
+	}
+	want, _ := storeEntries([]listener{l})
+	for n, fd := range want {
+		if !s.stale[n] {
+			s.stored[n] = identity(fd)
 		}
 	}
+}
+
+// identity tells a socket from another: its inode (a descriptor's number
+// may change while the socket stays). 0 if it cannot be read.
+func identity(fd int) uint64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0
+	}
+	return st.Ino
 }
 
 // storedListener is what systemd passed back for one listener.
@@ -292,17 +318,6 @@ func (sl *storedListener) selectorNames() []string {
 	return out
 }
 
-// socketNames are the FDNAMEs of the sockets.
-func (sl *storedListener) socketNames() []string {
-	var out []string
-	for _, n := range sl.fdNames() {
-		if !slices.Contains(sl.selectorNames(), n) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 // restoring is what a master restarted by systemd takes back from the
 // fd store while it opens its listeners.
 type restoring struct {
@@ -329,8 +344,19 @@ func newRestoring(store *fdStore, stored []systemd.StoredSocket) *restoring {
 			}
 			sl.shared = s.Fd
 		case systemd.KindMember:
-			sl.members[[2]int{s.Name.Slot, s.Name.Bank}] = s.Fd
+			key := [2]int{s.Name.Slot, s.Name.Bank}
+			if _, dup := sl.members[key]; dup {
+				unix.Close(s.Fd) // two under one name: the first stays
+				delete(sl.names, s.Fd)
+				continue
+			}
+			sl.members[key] = s.Fd
 		case systemd.KindSelector:
+			if _, dup := sl.sel[s.Name.Index]; dup {
+				unix.Close(s.Fd)
+				delete(sl.names, s.Fd)
+				continue
+			}
 			sl.sel[s.Name.Index] = s.Fd
 		}
 	}
@@ -421,10 +447,8 @@ func restoreListener(o *config.Options, lc config.Listen, sl *storedListener, m 
 	if why := grp.Fallback(); why != nil {
 		log.Info("steering with classic BPF", "name", spec.Name, "reason", why)
 	}
-	// The selector is the dead master's if Restore adopted the
-	// descriptors systemd kept (it keeps their numbers), else new.
 	selector := "new"
-	if st, fds := grp.Export(); len(sel) > 0 && slices.Equal(fds[min(steer.Banks*st.Slots, len(fds)):], sel) {
+	if grp.AdoptedSelector() {
 		selector, kept = "kept", true
 	}
 	log.Info("steered group restored from systemd's fd store", "name", spec.Name, "slots", len(socks)/steer.Banks, "active", fmt.Sprint(grp.Active()), "selector", selector, "mechanism", string(grp.Mechanism()))
@@ -510,6 +534,13 @@ func checkStoredAddr(spec upgrade.Spec, fd int) error {
 	if u, ok := sa.(*unix.SockaddrUnix); ok {
 		if spec.Network != "unix" || u.Name != spec.Address {
 			return fmt.Errorf("a unix socket at %q, where %s was expected", u.Name, spec)
+		}
+		// A master that stopped cleanly unlinked the path, while
+		// systemd kept the socket (Restart= after a clean exit, or
+		// systemctl restart): nobody could connect to it.
+		var st unix.Stat_t
+		if err := unix.Lstat(u.Name, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return fmt.Errorf("the unix socket kept for %s has no path any more", spec)
 		}
 		return nil
 	}

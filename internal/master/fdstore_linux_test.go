@@ -3,6 +3,7 @@ package master
 import (
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -250,8 +251,7 @@ func TestFdStoreAdopted(t *testing.T) {
 	f := newFakeStore(t)
 	group := testGroup(t, "b", 1)
 	s := newFdStore(hclog.NewNullLogger())
-	s.adopted([]string{"handoff.s.0.0.b", "handoff.s.0.1.b"}, false)
-	s.adopted([]string{"handoff.e.0.b", "handoff.e.1.b"}, true)
+	s.adopted(group, []string{"handoff.e.0.b", "handoff.e.1.b"})
 	s.sync([]listener{group})
 	if got, want := f.drain(), []string{"FDSTOREREMOVE=1 handoff.e.0.b", "FDSTOREREMOVE=1 handoff.e.1.b"}; !slices.Equal(got, want) {
 		t.Fatalf("sent %q, want %q", got, want)
@@ -259,5 +259,58 @@ func TestFdStoreAdopted(t *testing.T) {
 	s.sync([]listener{group})
 	if got := f.drain(); len(got) != 0 {
 		t.Fatalf("a second sync sent %q", got)
+	}
+}
+
+// A configuration reload that keeps a listener's name but moves it to
+// another address has new sockets under the same names: they replace
+// the old ones in the store (which would otherwise keep the old address
+// bound, and a crash would bring back the wrong sockets).
+func TestFdStoreAddressChange(t *testing.T) {
+	f := newFakeStore(t)
+	s := newFdStore(hclog.NewNullLogger())
+	s.sync([]listener{testGroup(t, "b", 1)})
+	if got, want := f.drain(), []string{"FDSTORE=1 handoff.s.0.0.b", "FDSTORE=1 handoff.s.0.1.b"}; !slices.Equal(got, want) {
+		t.Fatalf("first sync sent %q, want %q", got, want)
+	}
+	moved := testGroup(t, "b", 1) // the same name, another port
+	s.sync([]listener{moved})
+	want := []string{"FDSTORE=1 handoff.s.0.0.b", "FDSTORE=1 handoff.s.0.1.b", "FDSTOREREMOVE=1 handoff.s.0.0.b", "FDSTOREREMOVE=1 handoff.s.0.1.b"}
+	if got := f.drain(); !slices.Equal(got, want) {
+		t.Fatalf("after the address changed: sent %q, want %q", got, want)
+	}
+	s.sync([]listener{moved})
+	if got := f.drain(); len(got) != 0 {
+		t.Fatalf("a second sync sent %q", got)
+	}
+}
+
+// A unix socket systemd kept whose path is gone (the master that stopped
+// cleanly unlinked it) does not fit: nobody could connect to it.
+func TestStoredUnixSocketWithoutPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	spec, err := upgrade.ParseSpec("app=unix://" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	defer ln.Close()
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := checkStoredAddr(spec, int(f.Fd())); err != nil {
+		t.Fatalf("with its path: %v", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkStoredAddr(spec, int(f.Fd())); err == nil || !strings.Contains(err.Error(), "no path") {
+		t.Fatalf("without its path: %v, want an error saying so", err)
 	}
 }

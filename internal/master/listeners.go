@@ -135,8 +135,11 @@ func openListener(o *config.Options, m *upgrade.Master, lc config.Listen, activa
 		if err == nil {
 			// The store holds these sockets already; a selector
 			// that was replaced is replaced there too (or removed).
-			restore.store.adopted(sl.socketNames(), false)
-			restore.store.adopted(sl.selectorNames(), !kept)
+			var replaced []string
+			if !kept {
+				replaced = sl.selectorNames()
+			}
+			restore.store.adopted(l, replaced)
 			return l, nil
 		}
 		// The configuration changed while no master ran: what

@@ -172,9 +172,13 @@ func (r *runner) configReload(at time.Time) workers.ReloadResult {
 		r.reloadMu.Lock()
 		r.o, r.listeners = next, ls
 		r.reloadMu.Unlock()
-		// systemd's fd store follows: the new listeners in, the gone
-		// ones out before they close.
-		r.fdstore.sync(ls)
+		// systemd's fd store follows, off this goroutine (the
+		// supervisor's: each message may wait on systemd), and only
+		// once this master is the unit's main process (a master
+		// started by an upgrade syncs when it is named).
+		if r.speaks() {
+			r.fdstore.poke()
+		}
 		closeListeners(gone, false)
 	}
 	return r.waitReload(context.Background(), workers.ReloadRequest{At: at, Config: &cfg, KeepWorkers: next.Workers == cur.Workers, Outcome: outcome})

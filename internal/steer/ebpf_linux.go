@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -330,7 +331,12 @@ func adoptEBPF(fds []int, layout int, port uint16) (*ebpfSel, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return e, errors.Join(errs...)
+		// One line, for the log and the error a master prints.
+		msgs := make([]string, len(errs))
+		for i, err := range errs {
+			msgs[i] = err.Error()
+		}
+		return e, errors.New(strings.Join(msgs, "; "))
 	}
 	if layout != layoutVersion {
 		return e, fmt.Errorf("layout %d, this master has %d", layout, layoutVersion)

@@ -41,6 +41,7 @@ type Group struct {
 	ebpf     *ebpfSel // nil: classic BPF
 	fallback error    // why eBPF is not used
 	closed   bool
+	adopted  bool // Restore took over the crashed master's selector
 
 	cbase  []unix.SockFilter // classic BPF: the program of the choice, without probes
 	probes map[uint16]int    // Dials in flight: TCP source port → socket index

@@ -107,3 +107,7 @@ func (g *Group) String() string { return "" }
 // Foreign counts foreign sockets on the group's address: not on this
 // platform.
 func (g *Group) Foreign() (int, error) { return 0, ErrUnsupported }
+
+// AdoptedSelector reports whether Restore took over a crashed master's
+// selector: never here.
+func (g *Group) AdoptedSelector() bool { return false }

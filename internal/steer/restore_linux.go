@@ -65,16 +65,25 @@ func Restore(spec upgrade.Spec, opts Options, socks, sel []int) (*Group, error) 
 	}
 	g.fds = append([]int(nil), socks...)
 
-	adopted, reason := g.adoptSelector(sel, opts)
+	adopted, drop, reason := g.adoptSelector(sel, opts)
 	if adopted {
+		g.adopted = true
 		return g, nil
 	}
 	active, err := g.queuedChoice()
 	if err != nil {
+		drop()
 		g.closeAll()
 		return nil, fmt.Errorf("restore steered group %s: %w", spec, err)
 	}
-	if err := g.apply(active); err != nil {
+	err = g.apply(active)
+	// Only now, with this group's own program attached, may the dead
+	// selector's socket array be emptied (a new selector needs its
+	// sockets out of it): until then it steers the arrivals, where an
+	// empty array would let the kernel hash over every member,
+	// inactive banks included.
+	drop()
+	if err != nil {
 		g.closeAll()
 		return nil, fmt.Errorf("restore steered group %s: %w", spec, err)
 	}
@@ -106,9 +115,11 @@ func Restore(spec upgrade.Spec, opts Options, socks, sel []int) (*Group, error) 
 // adoptSelector takes over the crashed master's eBPF selector, sel, if
 // it has this layout, eBPF was not ruled out, and it steered somewhere:
 // it then steers as before, with its probes cleared and its counts
-// reset. Otherwise it empties and closes what it was given and says why
-// in reason (nil when there was no selector).
-func (g *Group) adoptSelector(sel []int, opts Options) (adopted bool, reason error) {
+// reset. Otherwise it says why in reason (nil when there was no
+// selector), and drop empties and closes what it was given: the caller
+// calls it once its own program steers.
+func (g *Group) adoptSelector(sel []int, opts Options) (adopted bool, drop func(), reason error) {
+	drop = func() {}
 	switch {
 	case len(sel) == ebpfFds && opts.Mechanism != CBPF:
 		e, err := adoptEBPF(sel, layoutVersion, g.tcpPort())
@@ -128,7 +139,7 @@ func (g *Group) adoptSelector(sel []int, opts Options) (adopted bool, reason err
 				err = e.attach(g.fds[0])
 			}
 			if err == nil {
-				return true, nil
+				return true, drop, nil
 			}
 			g.ebpf = nil
 		}
@@ -137,20 +148,24 @@ func (g *Group) adoptSelector(sel []int, opts Options) (adopted bool, reason err
 		}
 		reason = fmt.Errorf("the crashed master's eBPF selector: %w", err)
 		// Its sockets leave its array, which a new one needs.
-		e.forget()
-		e.close()
+		drop = func() {
+			e.forget()
+			e.close()
+		}
 	case len(sel) >= ebpfFdsV1:
 		// Not this layout, or not asked for: still empty its socket
 		// array (systemd may hold a copy of it), which a new one needs.
 		e, _ := adoptEBPF(sel, 0, 0)
-		e.forget()
-		e.close()
+		drop = func() {
+			e.forget()
+			e.close()
+		}
 		reason = fmt.Errorf("%d selector descriptors, want %d", len(sel), ebpfFds)
 	case len(sel) > 0:
 		closeFds(sel)
 		reason = fmt.Errorf("%d selector descriptors, want %d", len(sel), ebpfFds)
 	}
-	return false, reason
+	return false, drop, reason
 }
 
 // choiceOf reads an adopted selector's choice as targets of this group.
@@ -231,4 +246,13 @@ func (g *Group) Active() []Target {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]Target(nil), g.active...)
+}
+
+// AdoptedSelector reports whether Restore took over the crashed master's
+// eBPF selector (its descriptors are the group's now) rather than
+// attaching a new one.
+func (g *Group) AdoptedSelector() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.adopted
 }

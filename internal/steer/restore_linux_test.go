@@ -83,6 +83,9 @@ func TestRestore(t *testing.T) {
 				if m == EBPF && g.Mechanism() != EBPF {
 					t.Errorf("restored with %s (%v), want eBPF", g.Mechanism(), g.Fallback())
 				}
+				if want := m == EBPF && v == "selector"; g.AdoptedSelector() != want {
+					t.Errorf("AdoptedSelector() = %v, want %v", g.AdoptedSelector(), want)
+				}
 				got := acceptAll(t, g)
 				n := 0
 				for tg, peers := range got {
