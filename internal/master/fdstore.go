@@ -39,7 +39,7 @@ type fdStore struct {
 	sd  *systemd.FdStore // nil: not run by systemd
 	log hclog.Logger
 
-	mu     sync.Mutex
+	mu sync.Mutex
 	// stored are the names in the store, as far as this master knows,
 	// each with the identity of the socket under it (identity): a
 	// listener whose name stays while its address changes (a
