@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -72,7 +73,9 @@ type Handover struct {
 	// ready, before it is told that it may speak for the service
 	// (AwaitMain): the place to tell systemd the new main pid
 	// (MAINPID=), which, with NotifyAccess=main, only the old main
-	// process may.
+	// process may. pid is 0 if the new master sent none (a version
+	// before this hand-over): it then announces itself, which systemd
+	// takes only with NotifyAccess=all.
 	Successor func(pid int)
 }
 
@@ -351,11 +354,15 @@ func (m *Master) BinaryChanged() (bool, error) {
 }
 
 func hashFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	// Non-blocking: a FIFO at the path must not hang the reload.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("hash %s: %w", path, err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("hash %s: not a regular file", path)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return nil, fmt.Errorf("hash %s: %w", path, err)
@@ -425,8 +432,8 @@ func (m *Master) Upgrade(ctx context.Context, h Handover) error {
 	// The new master is ready. It sent its pid when it had read the
 	// hand-over; announce it, then tell it that it may speak. (A new
 	// master of an older version sent none: it announces itself.)
-	if pid := successorPID(pair[0]); pid > 0 && h.Successor != nil {
-		h.Successor(pid)
+	if h.Successor != nil {
+		h.Successor(successorPID(pair[0]))
 	}
 	if b, err := json.Marshal(mainMsg{Main: true}); err == nil {
 		unix.Sendmsg(pair[0], b, nil, nil, unix.MSG_DONTWAIT) // a successor gone does not hear it

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -345,6 +346,9 @@ type runner struct {
 	// main process: at once in a master that took over from none, after
 	// announce in one that did.
 	announced chan struct{}
+	// named is set once this master has named its successor the main
+	// process (a master upgrade): it pings systemd no more.
+	named atomic.Bool
 }
 
 // speaks reports whether this master may notify systemd: a new master
@@ -460,6 +464,15 @@ func (r *runner) upgradeMaster(ctx context.Context, h workers.Handover) error {
 	}
 	uh.State = r.past.handOver(r.log)
 	uh.Successor = func(pid int) {
+		// From here the new master pings systemd's watchdog; this
+		// one's pings would be refused.
+		r.named.Store(true)
+		if pid == 0 {
+			if os.Getenv("NOTIFY_SOCKET") != "" {
+				r.log.Error("the new master is of an older version and sent no pid: it announces itself, which systemd takes only with NotifyAccess=all; under NotifyAccess=main systemd stops the unit when this master exits")
+			}
+			return
+		}
 		// With NotifyAccess=main, only this master (the unit's main
 		// process) can make the new one the main process.
 		if err := r.notifier.MainPID(pid); err != nil {
@@ -560,23 +573,30 @@ func (r *runner) watchdog(ctx context.Context) {
 		return
 	}
 	r.log.Debug("watchdog enabled", "interval", every.String())
+	// now: ping at once, without waiting for the ticker.
+	now := false
 	if r.master.Inherited() {
 		// Pings count once the old master has named this one the
-		// main process; until then the old master pings.
+		// main process; until then the old master pings. Its last
+		// one may be nearly an interval old: the first comes at once.
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.announced:
 		}
+		now = true
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if !now {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
+		now = false
 		actx, cancel := context.WithTimeout(ctx, every)
 		err := r.sup.Alive(actx)
 		cancel()
@@ -584,7 +604,7 @@ func (r *runner) watchdog(ctx context.Context) {
 			r.log.Error("withholding watchdog ping", "error", err)
 			continue
 		}
-		if r.handedOver() {
+		if r.handedOver() || r.named.Load() {
 			// The new master pings systemd now.
 			return
 		}
