@@ -12,6 +12,16 @@ import (
 // maxActivationFds bounds LISTEN_FDS (systemd's own limit is the fd limit).
 const maxActivationFds = 4096
 
+// Bounds on what a restarted service can be passed back: at most
+// MaxPassed descriptors (ActivationSockets refuses more), whose names
+// take at most MaxPassedNames bytes (LISTEN_FDNAMES is one environment
+// string, which the kernel caps at 128 KiB: beyond it systemd's exec of
+// the service fails).
+const (
+	MaxPassed      = maxActivationFds
+	MaxPassedNames = 120 << 10
+)
+
 // Socket is one descriptor passed by systemd socket activation.
 type Socket struct {
 	// Name is the unit's FileDescriptorName= (systemd defaults it to the

@@ -53,6 +53,7 @@ type fdStore struct {
 	// number last warned about (FileDescriptorStoreMax= too small).
 	needed, warned int
 	retired        bool // handed over: the new master owns the store
+	tooMany        bool // said that the sockets exceed what a restart takes back
 	kick           chan struct{}
 	// lastErr and skipped keep failures from being logged again at
 	// every sync: once until the store works again, once per name.
@@ -96,6 +97,19 @@ func storeEntries(ls []listener) (want map[string]int, skipped []error) {
 	return want, skipped
 }
 
+// fitsRestart reports whether a restarted master can be passed want
+// back: few enough descriptors, and names short enough in all.
+func fitsRestart(want map[string]int) bool {
+	if len(want) > systemd.MaxPassed {
+		return false
+	}
+	size := 0
+	for name := range want {
+		size += len(name) + 1 // and a colon
+	}
+	return size <= systemd.MaxPassedNames
+}
+
 // sync makes the store hold the descriptors of ls and nothing else of
 // this master's. Sockets already stored are not sent again (systemd would
 // ignore a descriptor it holds anyway); a selector descriptor's name is
@@ -112,6 +126,17 @@ func (s *fdStore) sync(ls []listener) {
 		return
 	}
 	want, skipped := storeEntries(ls)
+	if !fitsRestart(want) {
+		// A restarted master could not take them back (its start
+		// would fail, again and again): keep none.
+		if !s.tooMany {
+			s.tooMany = true
+			s.log.Warn("too many listening sockets to keep in systemd's fd store: a master crash will close them", "sockets", len(want), "max", systemd.MaxPassed)
+		}
+		want = map[string]int{}
+	} else {
+		s.tooMany = false
+	}
 	names := make([]string, 0, len(want))
 	for name := range want {
 		names = append(names, name)

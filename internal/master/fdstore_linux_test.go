@@ -2,6 +2,7 @@ package master
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -312,5 +313,33 @@ func TestStoredUnixSocketWithoutPath(t *testing.T) {
 	}
 	if err := checkStoredAddr(spec, int(f.Fd())); err == nil || !strings.Contains(err.Error(), "no path") {
 		t.Fatalf("without its path: %v, want an error saying so", err)
+	}
+}
+
+// The store never holds more than a restarted master can be passed back:
+// more descriptors than ActivationSockets takes, or names longer in all
+// than one environment string may be, would make every restart fail.
+func TestFitsRestart(t *testing.T) {
+	many := func(n, nameLen int) map[string]int {
+		m := map[string]int{}
+		for i := 0; i < n; i++ {
+			name := fmt.Sprintf("handoff.s.%d.0.", i)
+			m[name+strings.Repeat("x", max(1, nameLen-len(name)))] = i
+		}
+		return m
+	}
+	for _, c := range []struct {
+		n, nameLen int
+		want       bool
+	}{
+		{4, 20, true},
+		{systemd.MaxPassed, 20, true},
+		{systemd.MaxPassed + 1, 20, false},
+		{2048, 40, true},
+		{2048, 80, false}, // 2048 × 81 bytes > 120 KiB
+	} {
+		if got := fitsRestart(many(c.n, c.nameLen)); got != c.want {
+			t.Errorf("%d names of %d bytes: fitsRestart = %v, want %v", c.n, c.nameLen, got, c.want)
+		}
 	}
 }
