@@ -105,6 +105,7 @@ type Group struct {
 type Master struct {
 	upg      *tableflip.Upgrader
 	exe      string
+	pinned   string // why exe is the resolved path, not the one started as
 	received *handover
 	hand     *os.File         // a new master's end of the hand-over socket, until AwaitMain
 	fds      map[string]int   // listener descriptors received, by name
@@ -129,7 +130,7 @@ type Options struct {
 // symlinks, so that an upgrade runs what the path names then: after
 // /opt/handoff/current is flipped to a new release, the new release.
 func NewMaster(opts Options) (*Master, error) {
-	exe, err := StartedAs(os.Args[0])
+	exe, pinned, err := StartedAs(os.Args[0])
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func NewMaster(opts Options) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tableflip: %w", err)
 	}
-	m := &Master{upg: upg, exe: exe}
+	m := &Master{upg: upg, exe: exe, pinned: pinned}
 	if upg.HasParent() {
 		if err := m.receive(); err != nil {
 			return nil, err
@@ -152,8 +153,10 @@ func NewMaster(opts Options) (*Master, error) {
 // slash) and not resolved through symlinks, when it names the running
 // executable. Otherwise (an argv[0] set to something else, a binary
 // already replaced), the running executable's own path, with symlinks
-// resolved.
-func StartedAs(arg0 string) (string, error) {
+// resolved. For a master run as root, the path is kept only if nobody
+// but root can change what it names (rootOnlyPath); else pinned says
+// why the resolved path is used instead (empty when it is not).
+func StartedAs(arg0 string) (path, pinned string, err error) {
 	running, err := os.Stat("/proc/self/exe")
 	if err == nil && arg0 != "" {
 		p := arg0
@@ -165,19 +168,31 @@ func StartedAs(arg0 string) (string, error) {
 		}
 		if err == nil {
 			if fi, err := os.Stat(p); err == nil && os.SameFile(fi, running) {
-				return p, nil
+				if os.Geteuid() != 0 {
+					return p, "", nil
+				}
+				why := rootOnlyPath(p)
+				if why == nil {
+					return p, "", nil
+				}
+				pinned = fmt.Sprintf("upgrades run the file %s resolves to now, not what it names then: %v", p, why)
 			}
 		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("find own executable: %w", err)
+		return "", "", fmt.Errorf("find own executable: %w", err)
 	}
 	if real, err := filepath.EvalSymlinks(exe); err == nil {
 		exe = real
 	}
-	return exe, nil
+	return exe, pinned, nil
 }
+
+// Pinned says why upgrades run the file the master's path resolved to
+// at start rather than what the path names at the upgrade (a root master
+// started through a path others may change), or "" if they follow it.
+func (m *Master) Pinned() string { return m.pinned }
 
 // InheritedState is the State the master this one took over from handed
 // over (nil if none: no predecessor, or one that sent none). It is valid

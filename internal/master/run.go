@@ -96,6 +96,9 @@ func Run(o *config.Options, stderr io.Writer, version string) error {
 		return r.listeners
 	})
 	log.Info("master started", "version", version, "pid", os.Getpid(), "workers", o.Workers, "took_over", r.master.Inherited())
+	if why := r.master.Pinned(); why != "" {
+		log.Warn(why)
+	}
 	err := r.sup.Run(ctx)
 	if err != nil || !r.handedOver() {
 		r.master.Stop()
