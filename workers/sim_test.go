@@ -1134,6 +1134,11 @@ func TestSimulateFoundSeeds(t *testing.T) {
 		// worker stayed counted ready until its retirement began, so the
 		// generation never saw every slot ready and stayed starting.
 		{10597414080743149949, 293, "retired slot counted ready"},
+		// A scale-down during a failed reload retired the first
+		// generation's slots that were not ready; its one remaining
+		// worker was, but only a worker's READY=1 made a starting
+		// generation serve, so it stayed starting (CI, 2026-12-06).
+		{3645306447100478841, 297, "scale-down left only ready slots"},
 	} {
 		if fails, _, _ := simulate(t, c.seed, c.steps, dir, false, false); len(fails) > 0 {
 			t.Errorf("seed %d (%s): %s\nreplay: go test ./workers -run 'TestSimulate$' -sim.seed %d -sim.steps %d -v", c.seed, c.bug, strings.Join(fails, "\n  "), c.seed, c.steps)

@@ -250,6 +250,7 @@ func (s *Supervisor) settle() {
 		fn()
 	}
 	s.facts = s.facts[:0]
+	s.firstServes()
 	if s.steerDirty {
 		s.resteer()
 	}
@@ -261,6 +262,24 @@ func (s *Supervisor) settle() {
 			s.changePending, s.dirty = false, false
 			s.emit(Event{Kind: EventChanged})
 		})
+	}
+}
+
+// firstServes makes the first generation serve once every slot it keeps
+// is ready, whichever fact made it so: its last worker became ready, or a
+// scale-down retired the slots that were not (the simulator found a
+// generation left starting, its one remaining worker ready).
+func (s *Supervisor) firstServes() {
+	if s.phase == MasterStopping || s.phase == MasterHandedOver {
+		return
+	}
+	for _, g := range s.gens {
+		if g.phase == GenStarting && g.active > 0 && g.allReady() {
+			g.transition(GenServing, "every worker is ready")
+			s.nowServing(g)
+			s.steerDirty = true
+			s.advance()
+		}
 	}
 }
 
