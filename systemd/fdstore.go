@@ -104,7 +104,9 @@ func ParseStoreName(s string) (n StoreName, ok bool, err error) {
 		return StoreName{}, false, nil
 	}
 	bad := func(why string) (StoreName, bool, error) {
-		return StoreName{}, true, fmt.Errorf("fd store name %q: %s", truncate([]byte(s), 40), why)
+		// At most 40 bytes of the name, each of which %q may write
+		// as four characters: the line stays short.
+		return StoreName{}, true, fmt.Errorf("fd store name %s: %s", quoteBounded(s, 40), why)
 	}
 	if len(s) > fdnameMax {
 		return bad("longer than 255 bytes")
@@ -294,4 +296,14 @@ func (s *FdStore) send(msg string, oob []byte) error {
 		return fmt.Errorf("send to %s: %w", s.socket, err)
 	}
 	return nil
+}
+
+// quoteBounded quotes s as %q does, but at most max bytes of it, and then
+// at most max characters of the quoted form, ending in "…" where cut.
+func quoteBounded(s string, max int) string {
+	q := fmt.Sprintf("%q", truncate([]byte(s), max))
+	if len(q) > max {
+		return q[:max] + "…"
+	}
+	return q
 }
